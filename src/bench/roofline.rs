@@ -1,0 +1,130 @@
+//! The adapter's own roofline, measured in the same run as the kernels: copy bandwidth and FMA
+//! throughput, each the best of several kernel shapes (software adapters reward few workgroups
+//! in a grid-stride loop, GPUs one element per invocation; neither is assumed).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{median, time_runs, TimingMethod};
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::kernel;
+use crate::record::{Binding, Recorder};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Len {
+    n: u32,
+    iters: u32,
+}
+
+/// One measured shape.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    /// e.g. `copy_vec4 grid=1024`.
+    pub name: String,
+    /// Median milliseconds.
+    pub median_ms: f64,
+    /// GB/s for copies, GFLOP/s for FMA.
+    pub rate: f64,
+}
+
+/// The roofline: best copy bandwidth and best FMA throughput, with every shape tried.
+#[derive(Clone, Debug)]
+pub struct Roofline {
+    /// Best copy bandwidth, GB/s (bytes read + written).
+    pub copy_gbps: f64,
+    /// Best FMA throughput, GFLOP/s (an FMA counts 2 flops).
+    pub fma_gflops: f64,
+    /// Every copy shape measured.
+    pub copy_shapes: Vec<Shape>,
+    /// Every FMA shape measured.
+    pub fma_shapes: Vec<Shape>,
+    /// How the times were taken.
+    pub timing: TimingMethod,
+}
+
+/// Workgroup caps tried for copies: `None` is one item per invocation.
+const COPY_GRIDS: [Option<u32>; 4] = [None, Some(64), Some(1024), Some(16384)];
+
+/// Measures copy bandwidth over `n` f32 (n a multiple of 4) and FMA throughput.
+pub fn measure(gpu: &Gpu, n: usize, reps: usize) -> Result<Roofline> {
+    let n = n.max(4) / 4 * 4;
+    let src = gpu.zeros::<f32>(n)?;
+    let dst = gpu.zeros::<f32>(n)?;
+    let bytes = 8.0 * n as f64;
+    let mut copy_shapes = Vec::new();
+    let mut timing = TimingMethod::WallClock;
+    for (entry, items) in [("copy_f32", n), ("copy_vec4", n / 4)] {
+        for cap in COPY_GRIDS {
+            let groups = (items as u64).div_ceil(256);
+            let groups = cap.map_or(groups, |c| groups.min(c as u64));
+            let grid = gpu.grid_for_groups(groups)?;
+            let uniform = Len {
+                n: items as u32,
+                iters: 0,
+            };
+            let k = match entry {
+                "copy_f32" => kernel!("bench/roofline.wgsl", "copy_f32"),
+                _ => kernel!("bench/roofline.wgsl", "copy_vec4"),
+            };
+            let (ms, t) = time_runs(gpu, reps, true, |rec: &mut Recorder| {
+                rec.dispatch(
+                    k,
+                    &[("WG", 256.0)],
+                    &[
+                        Binding::Uniform(bytemuck::bytes_of(&uniform)),
+                        Binding::Storage(src.view(), None),
+                        Binding::Storage(dst.view(), None),
+                    ],
+                    grid,
+                )
+            })?;
+            timing = t;
+            let m = median(&ms);
+            copy_shapes.push(Shape {
+                name: format!(
+                    "{entry} grid={}",
+                    cap.map_or("all".to_string(), |c| c.to_string())
+                ),
+                median_ms: m,
+                rate: bytes / (m * 1e-3) / 1e9,
+            });
+        }
+    }
+    let mut fma_shapes = Vec::new();
+    let invocations = (n / 64).max(256);
+    let out = gpu.zeros::<f32>(4 * invocations)?;
+    for (wg, iters) in [(64u32, 256u32), (256, 256), (256, 1024)] {
+        let uniform = Len {
+            n: invocations as u32,
+            iters,
+        };
+        let grid = gpu.grid_for_groups((invocations as u64).div_ceil(wg as u64))?;
+        let (ms, _) = time_runs(gpu, reps, true, |rec: &mut Recorder| {
+            rec.dispatch(
+                kernel!("bench/roofline.wgsl", "fma_vec4"),
+                &[("WG", wg as f64)],
+                &[
+                    Binding::Uniform(bytemuck::bytes_of(&uniform)),
+                    Binding::Storage(out.view(), None),
+                ],
+                grid,
+            )
+        })?;
+        let m = median(&ms);
+        let flops = 2.0 * 8.0 * 4.0 * iters as f64 * invocations as f64;
+        fma_shapes.push(Shape {
+            name: format!("fma_vec4 wg={wg} iters={iters}"),
+            median_ms: m,
+            rate: flops / (m * 1e-3) / 1e9,
+        });
+    }
+    let best = |s: &[Shape]| s.iter().map(|x| x.rate).fold(0.0, f64::max);
+    Ok(Roofline {
+        copy_gbps: best(&copy_shapes),
+        fma_gflops: best(&fma_shapes),
+        copy_shapes,
+        fma_shapes,
+        timing,
+    })
+}

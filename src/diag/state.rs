@@ -1,0 +1,123 @@
+//! Optimizer state shared by the diagonal-Hessian family: per tensor a first moment `m` and a
+//! curvature estimate `h` (Sophia's h, AdaHessian's v), plus the step count; checkpointing.
+
+use crate::buffer::{BufView, GpuVec};
+use crate::check;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// Host copy of an optimizer's state, for checkpoints.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiagState {
+    /// Steps taken (SophiaH and AdaHessian bias corrections depend on it).
+    pub step: u64,
+    /// Hessian refreshes / probes taken (Sophia, Hutchinson).
+    pub refreshes: u64,
+    /// One entry per tensor, in the optimizer's order.
+    pub tensors: Vec<TensorState>,
+}
+
+/// One tensor's moments.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TensorState {
+    /// First moment (EMA of gradients).
+    pub m: Vec<f32>,
+    /// Curvature estimate: Sophia's h, AdaHessian's v (EMA of D²), Hutchinson's running mean.
+    pub h: Vec<f32>,
+}
+
+/// Device-side state of one optimizer.
+#[derive(Debug)]
+pub(crate) struct Moments {
+    pub lens: Vec<usize>,
+    pub m: Vec<GpuVec<f32>>,
+    pub h: Vec<GpuVec<f32>>,
+    pub step: u64,
+    pub refreshes: u64,
+}
+
+impl Moments {
+    /// Zeroed m and h for tensors of `lens` (each list packed into one buffer).
+    pub fn new(gpu: &Gpu, lens: &[usize], with_m: bool) -> Result<Self> {
+        if lens.is_empty() {
+            return Err(Error::Empty { argument: "lens" });
+        }
+        Ok(Moments {
+            lens: lens.to_vec(),
+            m: if with_m {
+                gpu.packed(lens)?
+            } else {
+                Vec::new()
+            },
+            h: gpu.packed(lens)?,
+            step: 0,
+            refreshes: 0,
+        })
+    }
+
+    /// Checks that `views` are one per tensor with matching lengths.
+    pub fn check(&self, gpu: &Gpu, argument: &'static str, views: &[BufView<'_>]) -> Result<()> {
+        check::same_count(argument, self.lens.len(), views.len())?;
+        for (v, &len) in views.iter().zip(&self.lens) {
+            v.check(gpu, argument, len)?;
+        }
+        Ok(())
+    }
+
+    /// Reads everything back (blocking).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn export(&self, gpu: &Gpu) -> Result<DiagState> {
+        pollster::block_on(self.export_async(gpu))
+    }
+
+    /// Reads everything back.
+    pub async fn export_async(&self, gpu: &Gpu) -> Result<DiagState> {
+        let mut tensors = Vec::with_capacity(self.lens.len());
+        for (i, h) in self.h.iter().enumerate() {
+            let m = match self.m.get(i) {
+                Some(m) => gpu.read_async(m).await?,
+                None => Vec::new(),
+            };
+            tensors.push(TensorState {
+                m,
+                h: gpu.read_async(h).await?,
+            });
+        }
+        Ok(DiagState {
+            step: self.step,
+            refreshes: self.refreshes,
+            tensors,
+        })
+    }
+
+    /// Restores a checkpoint taken from an optimizer with the same tensor lengths.
+    pub fn import(&mut self, gpu: &Gpu, state: &DiagState) -> Result<()> {
+        if state.tensors.len() != self.lens.len() {
+            return Err(Error::State(format!(
+                "checkpoint has {} tensors, optimizer has {}",
+                state.tensors.len(),
+                self.lens.len()
+            )));
+        }
+        for (i, t) in state.tensors.iter().enumerate() {
+            let want_m = if self.m.is_empty() { 0 } else { self.lens[i] };
+            if t.m.len() != want_m || t.h.len() != self.lens[i] {
+                return Err(Error::State(format!(
+                    "tensor {i}: checkpoint m/h lengths {}/{}, expected {want_m}/{}",
+                    t.m.len(),
+                    t.h.len(),
+                    self.lens[i]
+                )));
+            }
+        }
+        for (i, t) in state.tensors.iter().enumerate() {
+            if let Some(m) = self.m.get(i) {
+                gpu.write(m, &t.m)?;
+            }
+            gpu.write(&self.h[i], &t.h)?;
+        }
+        self.step = state.step;
+        self.refreshes = state.refreshes;
+        Ok(())
+    }
+}

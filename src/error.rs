@@ -1,0 +1,131 @@
+//! The one error type every public function returns.
+
+/// Everything that can go wrong in curvgpu: bad arguments are named, device limits are quoted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No adapter matched the requested backend / name filter.
+    #[error("no GPU adapter found ({0})")]
+    NoAdapter(String),
+    /// `CURVGPU_BACKEND` (or [`crate::GpuOptions::backend`]) named something unknown.
+    #[error("unknown backend `{0}`: expected vulkan, gl, metal, dx12 or webgpu")]
+    UnknownBackend(String),
+    /// The adapter refused to create a device.
+    #[error("device request failed: {0}")]
+    RequestDevice(String),
+    /// A shader module or compute pipeline failed to build.
+    #[error("shader `{name}` failed to build: {message}")]
+    Shader {
+        /// Registry name of the shader, e.g. `diag/sophia.wgsl`.
+        name: String,
+        /// The validation message from wgpu.
+        message: String,
+    },
+    /// wgpu reported a validation, internal or out-of-memory error.
+    #[error("wgpu error during {operation}: {message}")]
+    Wgpu {
+        /// What curvgpu was doing.
+        operation: &'static str,
+        /// wgpu's message.
+        message: String,
+    },
+    /// Mapping a buffer for reading failed.
+    #[error("buffer mapping failed: {0}")]
+    Map(String),
+    /// Waiting for the device failed (device lost, timeout).
+    #[error("device poll failed: {0}")]
+    Poll(String),
+    /// An argument has the wrong number of elements.
+    #[error("`{argument}` has {actual} elements, expected {expected}")]
+    LengthMismatch {
+        /// The argument's name.
+        argument: &'static str,
+        /// The length required.
+        expected: usize,
+        /// The length given.
+        actual: usize,
+    },
+    /// An argument is empty where at least one element is needed.
+    #[error("`{argument}` is empty")]
+    Empty {
+        /// The argument's name.
+        argument: &'static str,
+    },
+    /// A hyper-parameter is outside its valid range.
+    #[error("invalid hyper-parameter `{name}` = {value}: must be {requirement}")]
+    InvalidParameter {
+        /// The parameter's name, as in the config struct.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// The valid range, in words.
+        requirement: &'static str,
+    },
+    /// A tensor shape does not fit the operation.
+    #[error("invalid shape for `{argument}`: {message}")]
+    Shape {
+        /// The argument's name.
+        argument: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A size exceeds what the device granted.
+    #[error("`{argument}` needs {requested}, past the device limit `{limit}` = {max}")]
+    TooLarge {
+        /// The argument's name.
+        argument: &'static str,
+        /// The amount requested (bytes, or workgroups for dispatch limits).
+        requested: u64,
+        /// The name of the `wgpu::Limits` field that was hit.
+        limit: &'static str,
+        /// The granted value of that limit.
+        max: u64,
+    },
+    /// A [`crate::GpuVec`] created on another [`crate::Gpu`] was passed in.
+    #[error("`{argument}` belongs to another device")]
+    WrongDevice {
+        /// The argument's name.
+        argument: &'static str,
+    },
+    /// A caller's buffer lacks a usage flag the kernel needs.
+    #[error("`{argument}` lacks buffer usage {missing:?}")]
+    MissingUsage {
+        /// The argument's name.
+        argument: &'static str,
+        /// The usage flags missing.
+        missing: wgpu::BufferUsages,
+    },
+    /// A buffer view does not fit inside its buffer, or starts at a misaligned offset.
+    #[error("`{argument}`: {message}")]
+    BadView {
+        /// The argument's name.
+        argument: &'static str,
+        /// What is wrong with the view.
+        message: String,
+    },
+    /// The opt-in finite check found NaN or ±inf.
+    #[error("`{argument}` (tensor {tensor}) holds a non-finite value at index {index}")]
+    NonFinite {
+        /// The argument's name.
+        argument: &'static str,
+        /// Which tensor of a multi-tensor list (0 for a single tensor).
+        tensor: usize,
+        /// The first offending index within that tensor.
+        index: usize,
+    },
+    /// A checkpoint does not match the optimizer it is restored into.
+    #[error("state mismatch: {0}")]
+    State(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn param(name: &'static str, value: f64, requirement: &'static str) -> Self {
+        Error::InvalidParameter {
+            name,
+            value,
+            requirement,
+        }
+    }
+}

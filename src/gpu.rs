@@ -1,0 +1,345 @@
+//! [`Gpu`]: adapter choice, device, queue, granted limits and features, and the pipeline cache.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::kernel::PipelineCache;
+
+static NEXT_GPU_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How to pick an adapter. [`GpuOptions::from_env`] reads `CURVGPU_BACKEND` and `CURVGPU_ADAPTER`.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Backends to consider; `None` means every backend compiled in.
+    pub backends: Option<wgpu::Backends>,
+    /// Case-insensitive substring the adapter name must contain.
+    pub adapter_name: Option<String>,
+    /// Tuning of dispatch shapes; `None` picks defaults from the adapter's device type.
+    pub tuning: Option<Tuning>,
+}
+
+/// Dispatch shape defaults. Software adapters reward few large workgroups walking the data in a
+/// grid-stride loop; GPUs reward one element (or vec4) per invocation. `curvgpu bench` measures both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Invocations per workgroup for elementwise kernels (the WGSL `override WG`), ≤ 256.
+    pub workgroup_size: u32,
+    /// Cap on workgroups per elementwise dispatch (a grid-stride loop covers the rest);
+    /// `None` launches one invocation per vec4.
+    pub max_workgroups: Option<u32>,
+}
+
+impl Tuning {
+    /// Defaults for a device type: a 1,024-workgroup grid-stride loop on CPU adapters
+    /// (lavapipe, llvmpipe, SwiftShader), one vec4 per invocation elsewhere.
+    pub fn for_device_type(device_type: wgpu::DeviceType) -> Self {
+        let max_workgroups = match device_type {
+            wgpu::DeviceType::Cpu => Some(1024),
+            _ => None,
+        };
+        Tuning {
+            workgroup_size: 256,
+            max_workgroups,
+        }
+    }
+}
+
+impl GpuOptions {
+    /// Options from the environment: `CURVGPU_BACKEND` = vulkan | gl | metal | dx12 | webgpu,
+    /// `CURVGPU_ADAPTER` = a substring of the adapter name (unset or empty: any), and the
+    /// dispatch tuning `CURVGPU_WORKGROUP_SIZE` = 1..256 (a power of two) and
+    /// `CURVGPU_MAX_WORKGROUPS` = a count or `none`. Setting either replaces the device-type
+    /// default as a whole (the unset one takes 256 invocations / uncapped).
+    pub fn from_env() -> Result<Self> {
+        let mut options = GpuOptions::default();
+        if let Ok(name) = std::env::var("CURVGPU_BACKEND") {
+            if !name.trim().is_empty() {
+                options.backends = Some(parse_backend(&name)?);
+            }
+        }
+        if let Ok(name) = std::env::var("CURVGPU_ADAPTER") {
+            if !name.trim().is_empty() {
+                options.adapter_name = Some(name);
+            }
+        }
+        let wg = std::env::var("CURVGPU_WORKGROUP_SIZE").ok();
+        let cap = std::env::var("CURVGPU_MAX_WORKGROUPS").ok();
+        if wg.is_some() || cap.is_some() {
+            options.tuning = Some(parse_tuning(wg.as_deref(), cap.as_deref())?);
+        }
+        Ok(options)
+    }
+}
+
+/// Tuning from the two environment strings; a missing one keeps the GPU default
+/// (256 invocations, uncapped), and `new_async` still checks it against the device limits.
+fn parse_tuning(wg: Option<&str>, cap: Option<&str>) -> Result<Tuning> {
+    let mut t = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
+    if let Some(wg) = wg {
+        t.workgroup_size = wg.trim().parse().map_err(|_| {
+            Error::param("CURVGPU_WORKGROUP_SIZE", f64::NAN, "a power of two ≤ 256")
+        })?;
+    }
+    if let Some(cap) = cap {
+        let cap = cap.trim();
+        t.max_workgroups = if cap.eq_ignore_ascii_case("none") {
+            None
+        } else {
+            Some(cap.parse().map_err(|_| {
+                Error::param(
+                    "CURVGPU_MAX_WORKGROUPS",
+                    f64::NAN,
+                    "a positive count or `none`",
+                )
+            })?)
+        };
+    }
+    Ok(t)
+}
+
+/// Parses one backend name as `CURVGPU_BACKEND` accepts it.
+pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        "metal" => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+        "webgpu" | "browser" => Ok(wgpu::Backends::BROWSER_WEBGPU),
+        other => Err(Error::UnknownBackend(other.to_string())),
+    }
+}
+
+/// A device and queue plus what was granted, and the caches every kernel uses.
+///
+/// Cheap to share by reference; all methods take `&self`.
+pub struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    tuning: Tuning,
+    id: u64,
+    pub(crate) pipelines: PipelineCache,
+    /// Errors wgpu raised outside any error scope on a device we created (instead of panicking).
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("tuning", &self.tuning)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Features we ask for when the adapter has them; none is required.
+fn wanted_features(available: wgpu::Features) -> wgpu::Features {
+    available & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+}
+
+fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends.unwrap_or(wgpu::Backends::all());
+    wgpu::Instance::new(desc)
+}
+
+fn device_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// Every adapter wgpu can see on `backends` (all when `None`), for `curvgpu info`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn enumerate_adapters(backends: Option<wgpu::Backends>) -> Vec<wgpu::Adapter> {
+    let instance = instance(backends);
+    pollster::block_on(instance.enumerate_adapters(backends.unwrap_or(wgpu::Backends::all())))
+}
+
+impl Gpu {
+    /// Picks an adapter from `CURVGPU_BACKEND` / `CURVGPU_ADAPTER` and creates a device (blocking).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async(GpuOptions::from_env()?))
+    }
+
+    /// Picks an adapter by `options` and creates a device with the adapter's own limits.
+    pub async fn new_async(options: GpuOptions) -> Result<Self> {
+        let adapter = Self::choose_adapter(&options).await?;
+        let mut gpu = Self::from_adapter(&adapter).await?;
+        if let Some(t) = options.tuning {
+            gpu.set_tuning(t)?;
+        }
+        Ok(gpu)
+    }
+
+    async fn choose_adapter(options: &GpuOptions) -> Result<wgpu::Adapter> {
+        let instance = instance(options.backends);
+        let wanted = options.adapter_name.as_ref().map(|s| s.to_lowercase());
+        let backends = options.backends.unwrap_or(wgpu::Backends::all());
+        let mut adapters = instance.enumerate_adapters(backends).await;
+        if adapters.is_empty() {
+            // The browser's WebGPU cannot be enumerated, only requested.
+            if let Ok(a) = instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    ..Default::default()
+                })
+                .await
+            {
+                adapters.push(a);
+            }
+        }
+        adapters.retain(|a| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| a.get_info().name.to_lowercase().contains(w))
+        });
+        adapters.sort_by_key(|a| device_rank(a.get_info().device_type));
+        adapters.into_iter().next().ok_or_else(|| {
+            Error::NoAdapter(format!(
+                "backends {backends:?}, name filter {:?}; on Debian install mesa-vulkan-drivers for a software Vulkan adapter",
+                options.adapter_name
+            ))
+        })
+    }
+
+    /// Creates a device on `adapter`, requesting the adapter's own limits (wgpu's defaults
+    /// would cap storage bindings at 128 MiB) and timestamp queries where available.
+    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        let features = wanted_features(adapter.features());
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("curvgpu"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        let uncaptured = Arc::new(Mutex::new(None));
+        let slot = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut s) = slot.lock() {
+                s.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        let mut gpu = Self::from_device(device, queue);
+        gpu.uncaptured = uncaptured;
+        Ok(gpu)
+    }
+
+    /// Wraps a device the caller already has (their engine's). Nothing is copied; the caller's
+    /// uncaptured-error handler stays in place.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        Gpu {
+            limits: device.limits(),
+            features: device.features(),
+            tuning: Tuning::for_device_type(info.device_type),
+            info,
+            device,
+            queue,
+            id: NEXT_GPU_ID.fetch_add(1, Ordering::Relaxed),
+            pipelines: PipelineCache::default(),
+            uncaptured: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+    /// Adapter name, backend, device type, driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+    /// The limits the device was granted.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+    /// The features the device was granted.
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+    /// Whether GPU timestamp queries can time compute passes.
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+    /// Current dispatch-shape tuning.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+    /// Changes the dispatch-shape tuning (checked against the device limits).
+    pub fn set_tuning(&mut self, tuning: Tuning) -> Result<()> {
+        let wg = tuning.workgroup_size;
+        let max_wg = self.limits.max_compute_invocations_per_workgroup.min(256);
+        if wg == 0 || !wg.is_power_of_two() || wg > max_wg {
+            return Err(Error::param(
+                "workgroup_size",
+                wg as f64,
+                "a power of two ≤ 256 and ≤ max_compute_invocations_per_workgroup",
+            ));
+        }
+        if tuning.max_workgroups == Some(0) {
+            return Err(Error::param("max_workgroups", 0.0, "at least 1"));
+        }
+        self.tuning = tuning;
+        Ok(())
+    }
+
+    /// A process-unique id, used to reject a [`crate::GpuVec`] from another `Gpu`.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Returns (and clears) an error wgpu raised outside our error scopes on a device we created.
+    pub(crate) fn take_uncaptured(&self, operation: &'static str) -> Result<()> {
+        let message = self.uncaptured.lock().ok().and_then(|mut s| s.take());
+        match message {
+            Some(message) => Err(Error::Wgpu { operation, message }),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until all submitted work is done.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Poll(e.to_string()))?;
+        self.take_uncaptured("submit")
+    }
+
+    /// Runs `f` inside a validation error scope and turns a captured error into [`Error::Wgpu`].
+    /// On the web the scope's result is only available asynchronously, so there the check is
+    /// skipped and errors reach the device's uncaptured-error handler.
+    pub(crate) fn scoped<T>(&self, operation: &'static str, f: impl FnOnce() -> T) -> Result<T> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Wgpu {
+                operation,
+                message: e.to_string(),
+            });
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = (scope, operation);
+        }
+        Ok(value)
+    }
+}

@@ -1,0 +1,5 @@
+//! f64 CPU references, written from the published algorithms independently of the shaders;
+//! tests and benches compare against them and users may too.
+
+pub mod diag;
+pub mod philox;

@@ -1,0 +1,123 @@
+//! Counter-based random vectors: `rng::record_rademacher` → `kernel!("common/rng.wgsl", "rademacher")`.
+//!
+//! Element i of a stream is a pure function of `(seed, offset + i)` through Philox4x32-10, so
+//! the u32 words and the Rademacher signs are bit-identical on every backend and match
+//! [`crate::reference::philox`]. Gaussians go through `log`, `cos` and `sin`, whose last bits
+//! differ between backends: they agree with the f64 reference to a few ulps, not bit for bit.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::buffer::{BufView, GpuVec};
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::kernel::Kernel;
+use crate::record::{Binding, Recorder};
+
+/// Which distribution to draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    /// Raw Philox words (bind a u32 buffer).
+    Bits,
+    /// ±1 with equal probability: Hutchinson / Hessian-vector probes.
+    Rademacher,
+    /// Standard normal (Box–Muller).
+    Gaussian,
+}
+
+impl Distribution {
+    fn kernel(self) -> Kernel {
+        match self {
+            Distribution::Bits => crate::kernel!("common/rng.wgsl", "philox_u32"),
+            Distribution::Rademacher => crate::kernel!("common/rng.wgsl", "rademacher"),
+            Distribution::Gaussian => crate::kernel!("common/rng.wgsl", "gaussian"),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RngUniform {
+    n: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    offset_lo: u32,
+    offset_hi: u32,
+    _pad: [u32; 3],
+}
+
+/// Records `out[i] = draw(seed, offset + i)` for every element of `out`.
+pub fn record_fill(
+    rec: &mut Recorder,
+    dist: Distribution,
+    out: BufView<'_>,
+    seed: u64,
+    offset: u64,
+) -> Result<()> {
+    let gpu = rec.gpu();
+    out.check(gpu, "out", out.len())?;
+    let chunk = gpu.binding_chunk(64)?;
+    let mut start = 0;
+    while start < out.len() {
+        let len = chunk.min(out.len() - start);
+        let first = offset.wrapping_add(start as u64);
+        let uniform = RngUniform {
+            n: len as u32,
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            offset_lo: first as u32,
+            offset_hi: (first >> 32) as u32,
+            _pad: [0; 3],
+        };
+        rec.dispatch(
+            dist.kernel(),
+            &gpu.wg_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&uniform)),
+                Binding::Storage(out.sub(start, len), None),
+            ],
+            gpu.elementwise_grid(len as u64)?,
+        )?;
+        start += len;
+    }
+    Ok(())
+}
+
+/// Records a Rademacher (±1) probe into `out`.
+pub fn record_rademacher(
+    rec: &mut Recorder,
+    out: BufView<'_>,
+    seed: u64,
+    offset: u64,
+) -> Result<()> {
+    record_fill(rec, Distribution::Rademacher, out, seed, offset)
+}
+
+/// A new vector of `n` draws (submitted; read it or use it in later work).
+pub fn fill_new<T: Pod>(
+    gpu: &Gpu,
+    dist: Distribution,
+    n: usize,
+    seed: u64,
+    offset: u64,
+) -> Result<GpuVec<T>> {
+    let out = gpu.zeros::<T>(n)?;
+    let mut rec = Recorder::new(gpu);
+    record_fill(&mut rec, dist, out.view(), seed, offset)?;
+    rec.submit()?;
+    Ok(out)
+}
+
+/// `n` Rademacher signs from `(seed, offset)`.
+pub fn rademacher(gpu: &Gpu, n: usize, seed: u64, offset: u64) -> Result<GpuVec<f32>> {
+    fill_new(gpu, Distribution::Rademacher, n, seed, offset)
+}
+
+/// `n` standard normals from `(seed, offset)`.
+pub fn gaussian(gpu: &Gpu, n: usize, seed: u64, offset: u64) -> Result<GpuVec<f32>> {
+    fill_new(gpu, Distribution::Gaussian, n, seed, offset)
+}
+
+/// `n` raw Philox4x32-10 words from `(seed, offset)`.
+pub fn philox_u32(gpu: &Gpu, n: usize, seed: u64, offset: u64) -> Result<GpuVec<u32>> {
+    fill_new(gpu, Distribution::Bits, n, seed, offset)
+}

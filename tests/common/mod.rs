@@ -1,0 +1,129 @@
+//! Shared test fixtures: one device per test binary, deterministic data, and a tolerance check
+//! that names the worst element.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use curvgpu::{Gpu, GpuOptions, Tuning};
+
+/// Unit roundoff of f32.
+pub const EPS32: f64 = f32::EPSILON as f64;
+
+/// The default device from `CURVGPU_BACKEND` / `CURVGPU_ADAPTER` (lavapipe or llvmpipe in CI).
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| Gpu::new().expect("a wgpu adapter (install mesa-vulkan-drivers)"))
+}
+
+/// A second device on the same adapter with GPU-style dispatch: 64 invocations per workgroup
+/// and one vec4 per invocation, so 17M elements need more than 65,535 workgroups and exercise
+/// the 2-D grid fold.
+pub fn gpu_wide_grid() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let mut options = GpuOptions::from_env().expect("valid CURVGPU_BACKEND");
+        options.tuning = Some(Tuning {
+            workgroup_size: 64,
+            max_workgroups: None,
+        });
+        pollster::block_on(Gpu::new_async(options)).expect("a wgpu adapter")
+    })
+}
+
+/// Deterministic values in [lo, hi) from a SplitMix64 stream (independent of the GPU's Philox).
+pub fn uniform(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            lo + (hi - lo) * ((z >> 11) as f64 / (1u64 << 53) as f64)
+        })
+        .collect()
+}
+
+/// f64 data rounded to f32 (what is uploaded), and back to f64 for the reference, so both
+/// sides start from bit-identical inputs.
+pub fn as_f32(x: &[f64]) -> Vec<f32> {
+    x.iter().map(|&v| v as f32).collect()
+}
+
+/// f32 values widened to f64.
+pub fn as_f64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// Rounds f64 data through f32 in place.
+pub fn round_f32(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|&v| v as f32 as f64).collect()
+}
+
+/// Asserts |got − want| ≤ atol + rtol·|want| elementwise (NaN fails), naming the first
+/// offending element.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        let allowed = atol + rtol * w.abs();
+        if err.is_nan() || err > allowed {
+            panic!(
+                "{what}: element {i} of {}: got {g}, want {w}, |err| {err:e} > {atol:e} + {rtol:e}·|want|",
+                got.len()
+            );
+        }
+    }
+}
+
+/// Max |x|.
+pub fn max_abs(x: &[f64]) -> f64 {
+    x.iter().fold(0.0, |a, &b| a.max(b.abs()))
+}
+
+/// Both devices, named for failure messages: the default tuning (a capped grid-stride loop on
+/// CPU adapters) and [`gpu_wide_grid`] (one item per invocation, 2-D grid fold past 65,535).
+pub fn both_gpus() -> [(&'static str, &'static Gpu); 2] {
+    [("default grid", gpu()), ("wide grid", gpu_wide_grid())]
+}
+
+/// Every 4-byte word of `buffer`, padding included (blocking readback through a staging copy).
+/// Sees what a [`curvgpu::GpuVec`] read cannot: the bytes between packed tensors.
+pub fn read_buffer_words(gpu: &Gpu, buffer: &wgpu::Buffer) -> Vec<u32> {
+    let size = buffer.size();
+    let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test readback"),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+    gpu.queue().submit([encoder.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait().expect("device poll");
+    rx.recv().expect("map callback").expect("map");
+    let words = bytemuck::pod_collect_to_vec::<u8, u32>(
+        &staging.get_mapped_range(..).expect("mapped range"),
+    );
+    staging.unmap();
+    words
+}
+
+/// Overwrites element `index` of `v` with `value` (a queue write, ordered before the next
+/// submit), so one large upload can be reused with a value planted at several positions.
+pub fn poke<T: bytemuck::Pod>(gpu: &Gpu, v: &curvgpu::GpuVec<T>, index: usize, value: T) {
+    assert!(
+        index < v.len(),
+        "poke index {index} outside {} elements",
+        v.len()
+    );
+    let offset = v.byte_offset() + (index * std::mem::size_of::<T>()) as u64;
+    gpu.queue()
+        .write_buffer(v.buffer(), offset, bytemuck::bytes_of(&value));
+}
