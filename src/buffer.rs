@@ -46,6 +46,11 @@ impl<T: Pod> GpuVec<T> {
     pub fn byte_len(&self) -> u64 {
         (self.len * std::mem::size_of::<T>()) as u64
     }
+    /// True when this vector was created on `gpu`.
+    pub fn belongs_to(&self, gpu: &Gpu) -> bool {
+        self.gpu_id == gpu.id()
+    }
+
     /// A view for binding.
     pub fn view(&self) -> BufView<'_> {
         BufView {

@@ -141,10 +141,19 @@ fn wanted_features(available: wgpu::Features) -> wgpu::Features {
     available & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
 }
 
-fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = backends.unwrap_or(wgpu::Backends::all());
-    wgpu::Instance::new(desc)
+/// One instance for the whole process on native: wgpu resolves resource ids per instance, so
+/// devices from separate instances could not even recognise each other's buffers as foreign.
+#[cfg(not(target_arch = "wasm32"))]
+fn instance() -> wgpu::Instance {
+    static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
+    INSTANCE
+        .get_or_init(|| wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle()))
+        .clone()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle())
 }
 
 fn device_rank(t: wgpu::DeviceType) -> u8 {
@@ -160,7 +169,7 @@ fn device_rank(t: wgpu::DeviceType) -> u8 {
 /// Every adapter wgpu can see on `backends` (all when `None`), for `curvgpu info`.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn enumerate_adapters(backends: Option<wgpu::Backends>) -> Vec<wgpu::Adapter> {
-    let instance = instance(backends);
+    let instance = instance();
     pollster::block_on(instance.enumerate_adapters(backends.unwrap_or(wgpu::Backends::all())))
 }
 
@@ -182,7 +191,7 @@ impl Gpu {
     }
 
     async fn choose_adapter(options: &GpuOptions) -> Result<wgpu::Adapter> {
-        let instance = instance(options.backends);
+        let instance = instance();
         let wanted = options.adapter_name.as_ref().map(|s| s.to_lowercase());
         let backends = options.backends.unwrap_or(wgpu::Backends::all());
         let mut adapters = instance.enumerate_adapters(backends).await;

@@ -33,6 +33,7 @@ macro_rules! shader {
 /// Every shader the crate ships.
 pub static SHADERS: &[ShaderFile] = &[
     shader!("common/grid.wgsl"),
+    shader!("common/float.wgsl"),
     shader!("common/philox.wgsl"),
     shader!("common/workgroup_reduce.wgsl", "common/grid.wgsl"),
     shader!(
@@ -41,10 +42,14 @@ pub static SHADERS: &[ShaderFile] = &[
         "common/workgroup_reduce.wgsl"
     ),
     shader!("common/rng.wgsl", "common/grid.wgsl", "common/philox.wgsl"),
-    shader!("common/finite.wgsl", "common/grid.wgsl"),
+    shader!(
+        "common/finite.wgsl",
+        "common/grid.wgsl",
+        "common/float.wgsl"
+    ),
     shader!("bench/roofline.wgsl", "common/grid.wgsl"),
     shader!("bench/sophiag_unfused.wgsl", "common/grid.wgsl"),
-    shader!("diag/sophia.wgsl", "common/grid.wgsl"),
+    shader!("diag/sophia.wgsl", "common/grid.wgsl", "common/float.wgsl"),
     shader!("diag/adahessian.wgsl", "common/grid.wgsl"),
     shader!("diag/hutchinson.wgsl", "common/grid.wgsl"),
 ];

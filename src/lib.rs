@@ -40,3 +40,8 @@ pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Tuning};
 pub use record::Recorder;
 pub use tensors::Tensors;
+
+/// The README's code blocks, compiled as doctests so the example there cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -2,8 +2,10 @@
 //!
 //! Element i of a stream is a pure function of `(seed, offset + i)` through Philox4x32-10, so
 //! the u32 words and the Rademacher signs are bit-identical on every backend and match
-//! [`crate::reference::philox`]. Gaussians go through `log`, `cos` and `sin`, whose last bits
-//! differ between backends: they agree with the f64 reference to a few ulps, not bit for bit.
+//! [`crate::reference::philox`]. Gaussians go through `log`, `sqrt`, `cos` and `sin`, whose
+//! accuracy WGSL leaves to the backend: they follow the f64 reference within those functions'
+//! error bounds, not bit for bit. Near z = 0 that is an absolute error of order 1e-4 (log u1
+//! for u1 → 1 carries an absolute, not relative, error), so do not compare Gaussians exactly.
 
 use bytemuck::{Pod, Zeroable};
 

@@ -116,10 +116,11 @@ fn all_ones_reduce_exactly_up_to_2_pow_24() {
 }
 
 /// A sparse comb: every 997th element (997 is prime, so the comb drifts through every vec4
-/// lane and every invocation's stride) holds an integer weight 1..=16 that changes from tooth
-/// to tooth; y is 3 on the teeth and 1 elsewhere, so reading y at the wrong place shows.
-/// Σ|x|, Σx² and Σ3x stay below 2^24 for 17M elements, so every partial sum is an exactly
-/// represented integer and the results are exact; any dropped or doubled tooth changes them.
+/// lane and every invocation's stride) holds an integer weight ±1..=±16 that changes from
+/// tooth to tooth; y is 3 on the teeth and 1 elsewhere, so reading y at the wrong place shows.
+/// Σ|x|, Σx² and Σ|3x| stay below 2^24 for 17M elements (asserted), so every partial sum, in
+/// any order, is an exactly represented integer and the results are exact; any dropped or
+/// doubled tooth changes them.
 #[test]
 fn integer_comb_reduces_exactly_at_every_size() {
     const STRIDE: usize = 997;
@@ -127,12 +128,14 @@ fn integer_comb_reduces_exactly_at_every_size() {
         let mut x = vec![0.0f32; n];
         let mut y = vec![1.0f32; n];
         for i in (0..n).step_by(STRIDE) {
-            x[i] = if (i / STRIDE) % 2 == 0 { 1.0 } else { -1.0 } * ((i / STRIDE) % 16 + 1) as f32;
+            let tooth = i / STRIDE;
+            let sign = if tooth.is_multiple_of(2) { 1.0 } else { -1.0 };
+            x[i] = sign * (tooth % 16 + 1) as f32;
             y[i] = 3.0;
         }
         // Distinct weights at the last element and in the tail when they are not teeth.
         x[n - 1] = 5.0;
-        if n % 4 != 0 && n > 4 {
+        if !n.is_multiple_of(4) && n > 4 {
             x[n - n % 4] = -7.0;
         }
         for (name, gpu) in both_gpus() {
@@ -172,7 +175,7 @@ fn single_planted_value_is_found_at_every_position() {
             if body_end > 0 {
                 positions.push(body_end - 1);
             }
-            if n % 4 != 0 {
+            if !n.is_multiple_of(4) {
                 positions.push(body_end);
             }
             for p in positions {

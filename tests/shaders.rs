@@ -30,8 +30,8 @@ fn translate_all(path: &'static str) -> Result<usize, String> {
             &constants,
         )
         .map_err(|e| format!("{name}: overrides: {e}"))?;
-        for (group, size) in workgroup_check(&module, &name) {
-            return Err(format!("{name}: {group} = {size}"));
+        if let Some((group, size)) = workgroup_check(&module, &name) {
+            return Err(format!("{name}: {group} = {size}, WebGPU allows 256"));
         }
 
         spv::write_vec(
@@ -94,16 +94,10 @@ fn translate_all(path: &'static str) -> Result<usize, String> {
 }
 
 /// Workgroups must fit WebGPU's defaults: ≤ 256 invocations.
-fn workgroup_check(module: &naga::Module, name: &str) -> Vec<(&'static str, u32)> {
-    module
-        .entry_points
-        .iter()
-        .filter(|ep| ep.name == name)
-        .filter_map(|ep| {
-            let size: u32 = ep.workgroup_size.iter().product();
-            (size > 256).then_some(("workgroup invocations", size))
-        })
-        .collect()
+fn workgroup_check(module: &naga::Module, name: &str) -> Option<(&'static str, u32)> {
+    let ep = module.entry_points.iter().find(|ep| ep.name == name)?;
+    let size: u32 = ep.workgroup_size.iter().product();
+    (size > 256).then_some(("workgroup invocations", size))
 }
 
 #[test]

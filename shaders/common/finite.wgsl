@@ -1,5 +1,4 @@
-// Index of the first NaN or ±inf, found from the bits (an exponent of all ones) because
-// compilers may assume floats are finite and fold an `x != x` test away.
+// Index of the first NaN or ±inf, found from the bits (see float.wgsl).
 
 struct Len {
     n: u32,
@@ -16,7 +15,7 @@ struct Len {
 fn first_nonfinite(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     for (var i = linear_index(wid, nwg, lid); i < len.n; i += grid_stride(nwg)) {
-        if ((x[i] & 0x7f800000u) == 0x7f800000u) {
+        if (nonfinite_bits(x[i])) {
             atomicMin(&first[0], i);
         }
     }

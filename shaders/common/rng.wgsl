@@ -48,7 +48,8 @@ fn rademacher(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 // Box–Muller on word pairs (0,1) and (2,3): u1 = ((w >> 8) | 1)·2⁻²⁴ ∈ (0,1) is exact in f32,
-// u2 = (w >> 8)·2⁻²⁴; the even lane takes r·cos(2πu2), the odd lane r·sin(2πu2).
+// u2 = (w >> 8)·2⁻²⁴; the even lane takes r·cos(a), the odd lane r·sin(a), a = 2π(u2 − ½):
+// WGSL bounds the error of sin and cos only on [−π, π], and u2 − ½ is exact.
 @compute @workgroup_size(WG)
 fn gaussian(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
@@ -59,7 +60,7 @@ fn gaussian(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         let u1 = f32((words[pair] >> 8u) | 1u) * 5.9604645e-8;
         let u2 = f32(words[pair + 1u] >> 8u) * 5.9604645e-8;
         let r = sqrt(-2.0 * log(u1));
-        let angle = 6.2831855 * u2;
+        let angle = 6.2831855 * (u2 - 0.5);
         out_f32[i] = select(r * cos(angle), r * sin(angle), (lane & 1u) == 1u);
     }
 }

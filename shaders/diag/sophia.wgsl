@@ -55,20 +55,30 @@ struct Moments {
 @group(0) @binding(1) var<storage, read_write> ema_h1: array<f32>;
 @group(0) @binding(2) var<storage, read> ema_x1: array<f32>;
 
-// θ ← θ(1 − lr·wd); m ← β1 m + (1 − β1) g; r = min(|m| / (ρ·bs·h + ε), 1); θ ← θ − lr·sign(m)·r.
+// clip(q, ±1) that keeps NaN: WGSL leaves clamp/min/max/sign of NaN to the implementation,
+// and a NaN gradient must reach θ as it does in PyTorch.
+fn clip_unit(q: vec4<f32>) -> vec4<f32> {
+    return select(clamp(q, vec4<f32>(-1.0), vec4<f32>(1.0)), q, is_nan4(q));
+}
+
+// θ ← θ(1 − lr·wd); m ← β1 m + (1 − β1) g; θ ← θ − lr·sign(m)·min(|m| / (ρ·bs·h + ε), 1).
 // ε is added, not a floor, and nothing is bias-corrected: exactly the reference code.
+// sign(m)·min(|m|/d, 1) is clip(m/d, ±1) for d > 0, infinities included.
 fn sophiag(theta: vec4<f32>, g: vec4<f32>, m: vec4<f32>, h: vec4<f32>) -> Moments {
     let decayed = theta * pg.decay;
     let m_new = pg.beta1 * m + (1.0 - pg.beta1) * g;
-    let ratio = min(abs(m_new) / (pg.rho_bs * h + pg.eps), vec4<f32>(1.0));
-    return Moments(decayed - pg.lr * sign(m_new) * ratio, m_new);
+    let u = clip_unit(m_new / (pg.rho_bs * h + pg.eps));
+    return Moments(decayed - pg.lr * u, m_new);
 }
 
 // m ← β1 m + (1 − β1) g; u = clip(m̂ / max(γh, ε), ±1); θ ← θ − lr·(u + wd·θ).
+// A NaN h makes the denominator NaN, as jnp.maximum does.
 fn sophiah(theta: vec4<f32>, g: vec4<f32>, m: vec4<f32>, h: vec4<f32>) -> Moments {
     let m_new = ph.beta1 * m + (1.0 - ph.beta1) * g;
     let m_hat = m_new / ph.bias1;
-    let u = clamp(m_hat / max(ph.gamma * h, vec4<f32>(ph.eps)), vec4<f32>(-1.0), vec4<f32>(1.0));
+    let gh = ph.gamma * h;
+    let denom = select(max(gh, vec4<f32>(ph.eps)), gh, is_nan4(gh));
+    let u = clip_unit(m_hat / denom);
     return Moments(theta - ph.lr * (u + ph.weight_decay * theta), m_new);
 }
 

@@ -43,8 +43,17 @@ pub struct Roofline {
     pub timing: TimingMethod,
 }
 
-/// Workgroup caps tried for copies: `None` is one item per invocation.
-const COPY_GRIDS: [Option<u32>; 4] = [None, Some(64), Some(1024), Some(16384)];
+/// Workgroup caps tried for copies: `None` is one item per invocation. The kernels' own
+/// tuning cap is added when it is not among them, so the roofline is never a shape the
+/// kernels could not use.
+const COPY_GRIDS: [Option<u32>; 6] = [
+    None,
+    Some(64),
+    Some(256),
+    Some(1024),
+    Some(2048),
+    Some(8192),
+];
 
 /// Measures copy bandwidth over `n` f32 (n a multiple of 4) and FMA throughput.
 pub fn measure(gpu: &Gpu, n: usize, reps: usize) -> Result<Roofline> {
@@ -54,8 +63,12 @@ pub fn measure(gpu: &Gpu, n: usize, reps: usize) -> Result<Roofline> {
     let bytes = 8.0 * n as f64;
     let mut copy_shapes = Vec::new();
     let mut timing = TimingMethod::WallClock;
+    let mut grids = COPY_GRIDS.to_vec();
+    if !grids.contains(&gpu.tuning().max_workgroups) {
+        grids.push(gpu.tuning().max_workgroups);
+    }
     for (entry, items) in [("copy_f32", n), ("copy_vec4", n / 4)] {
-        for cap in COPY_GRIDS {
+        for &cap in &grids {
             let groups = (items as u64).div_ceil(256);
             let groups = cap.map_or(groups, |c| groups.min(c as u64));
             let grid = gpu.grid_for_groups(groups)?;

@@ -78,7 +78,7 @@ fn info() -> Result<(), Box<dyn std::error::Error>> {
         println!("  driver: {} {}", i.driver, i.driver_info);
         println!(
             "  limits: storage binding {} MiB, buffer {} MiB, {} storage buffers/stage, workgroup ≤ {} invocations, {} B workgroup memory, {} workgroups/dim",
-            l.max_storage_buffer_binding_size as u64 >> 20,
+            l.max_storage_buffer_binding_size >> 20,
             l.max_buffer_size >> 20,
             l.max_storage_buffers_per_shader_stage,
             l.max_compute_invocations_per_workgroup,

@@ -172,8 +172,8 @@ struct StepUniform {
     lr: f32,
     beta1: f32,
     beta2: f32,
-    bias1: f32,
-    bias2_pow: f32,
+    inv_bias1: f32,
+    inv_bias2_pow: f32,
     eps: f32,
     weight_decay: f32,
     power: f32,
@@ -295,9 +295,9 @@ impl AdaHessian {
         self.state.check(gpu, "zhz", &zhz)?;
         let c = self.config;
         let t = self.state.step + 1;
-        let bias1 = (1.0 - (c.beta1 as f64).powf(t as f64)) as f32;
+        let inv_bias1 = (1.0 / (1.0 - (c.beta1 as f64).powf(t as f64))) as f32;
         let bias2 = 1.0 - (c.beta2 as f64).powf(t as f64);
-        let bias2_pow = bias2.sqrt().powf(c.hessian_power as f64) as f32;
+        let inv_bias2_pow = (1.0 / bias2.sqrt().powf(c.hessian_power as f64)) as f32;
         for i in 0..params.len() {
             let (m, v) = (&self.state.m[i], &self.state.h[i]);
             let segment = self.segments[i];
@@ -307,8 +307,8 @@ impl AdaHessian {
                 lr: c.lr,
                 beta1: c.beta1,
                 beta2: c.beta2,
-                bias1,
-                bias2_pow,
+                inv_bias1,
+                inv_bias2_pow,
                 eps: c.eps,
                 weight_decay: c.weight_decay,
                 power: c.hessian_power,

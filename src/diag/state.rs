@@ -55,8 +55,12 @@ impl Moments {
         })
     }
 
-    /// Checks that `views` are one per tensor with matching lengths.
+    /// Checks that the state lives on `gpu` and `views` are one per tensor with matching
+    /// lengths.
     pub fn check(&self, gpu: &Gpu, argument: &'static str, views: &[BufView<'_>]) -> Result<()> {
+        if !self.h.iter().all(|h| h.belongs_to(gpu)) {
+            return Err(Error::WrongDevice { argument: "gpu" });
+        }
         check::same_count(argument, self.lens.len(), views.len())?;
         for (v, &len) in views.iter().zip(&self.lens) {
             v.check(gpu, argument, len)?;

@@ -70,14 +70,15 @@ pub fn rademacher(seed: u64, offset: u64, n: usize) -> Vec<f32> {
 ///
 /// Lanes 0 and 1 of a block share the words (w0, w1), lanes 2 and 3 share (w2, w3); the
 /// even lane takes the cosine branch and the odd lane the sine branch of the same pair.
-/// `u1 = ((w_a >> 8) | 1)·2^-24` lies in (0, 1), so its logarithm is finite.
+/// `u1 = ((w_a >> 8) | 1)·2^-24` lies in (0, 1), so its logarithm is finite; the angle is
+/// `2π·(u2 − ½)` with `u2 = (w_b >> 8)·2^-24`, inside [−π, π) where WGSL bounds sin and cos.
 pub fn gaussian(seed: u64, offset: u64, n: usize) -> Vec<f64> {
     stream(seed, offset, n, |w, lane| {
         let a = lane & !1;
         let u1 = f64::from((w[a] >> 8) | 1) * TWO_POW_M24;
         let u2 = f64::from(w[a + 1] >> 8) * TWO_POW_M24;
         let r = (-2.0 * u1.ln()).sqrt();
-        let angle = std::f64::consts::TAU * u2;
+        let angle = std::f64::consts::TAU * (u2 - 0.5);
         if lane % 2 == 0 {
             r * angle.cos()
         } else {

@@ -127,3 +127,12 @@ pub fn poke<T: bytemuck::Pod>(gpu: &Gpu, v: &curvgpu::GpuVec<T>, index: usize, v
     gpu.queue()
         .write_buffer(v.buffer(), offset, bytemuck::bytes_of(&value));
 }
+
+/// The largest |got − want| / (atol + rtol·|want|) over the elements: how much of a tolerance
+/// checked by [`assert_close`] was used (for reporting measured worst errors).
+pub fn worst_ratio(got: &[f32], want: &[f64], atol: f64, rtol: f64) -> f64 {
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs() / (atol + rtol * w.abs()))
+        .fold(0.0, f64::max)
+}
