@@ -77,7 +77,8 @@ pub fn record_fill(
                 Binding::Uniform(bytemuck::bytes_of(&uniform)),
                 Binding::Storage(out.sub(start, len), None),
             ],
-            gpu.elementwise_grid(len as u64)?,
+            // One invocation per Philox block the chunk touches.
+            gpu.elementwise_grid(len as u64 / 4 + 2)?,
         )?;
         start += len;
     }

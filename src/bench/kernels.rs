@@ -42,7 +42,7 @@ pub fn bytes_per_element(kernel: &str) -> Option<f64> {
         // read θ, g, m, v, z⊙Hz; write θ, m, v
         "adahessian_step" => 32.0,
         // the fused step reading per-window means (4/9 B) plus the mean pass (4 + 4/9 B)
-        "adahessian_step_conv3x3" => 28.0 + 4.0 + 8.0 / 9.0 + 4.0 / 9.0,
+        "adahessian_step_conv3x3" => 28.0 + 4.0 + 8.0 / 9.0,
         // write z
         "rademacher" => 4.0,
         // read x, y
