@@ -276,7 +276,15 @@ impl Gpu {
             });
         }
         let bytes = bytemuck::cast_slice::<T, u8>(data);
-        // write_buffer needs a multiple of 4 bytes; Pod types here are 4-byte scalars.
+        if !bytes.len().is_multiple_of(4) {
+            return Err(Error::BadView {
+                argument: "data",
+                message: format!(
+                    "{} bytes: writes must be a multiple of 4 bytes",
+                    bytes.len()
+                ),
+            });
+        }
         self.queue.write_buffer(&dst.buffer, dst.offset, bytes);
         Ok(())
     }
@@ -326,41 +334,26 @@ impl Gpu {
         }
     }
 
-    /// Reads `src` back to host memory without blocking the thread (works on the web).
+    /// Reads `src` back to host memory. On the web this yields to the browser until the
+    /// buffer is mapped; natively there is no event loop to yield to, so it waits for the
+    /// device on the calling thread (as [`Gpu::read`] does).
     pub async fn read_async<T: Pod>(&self, src: &GpuVec<T>) -> Result<Vec<T>> {
-        let (staging, bytes) = self.stage(src)?;
-        let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let waker_slot = std::sync::Arc::new(std::sync::Mutex::new(None::<std::task::Waker>));
+        #[cfg(not(target_arch = "wasm32"))]
         {
-            let slot = slot.clone();
-            let waker_slot = waker_slot.clone();
-            staging.map_async(wgpu::MapMode::Read, .., move |r| {
-                if let Ok(mut s) = slot.lock() {
-                    *s = Some(r);
-                }
-                if let Some(w) = waker_slot.lock().ok().and_then(|mut w| w.take()) {
-                    w.wake();
-                }
-            });
+            self.read(src)
         }
-        let result = std::future::poll_fn(|cx| {
-            #[cfg(not(target_arch = "wasm32"))]
-            if let Err(e) = self.device.poll(wgpu::PollType::Poll) {
-                return std::task::Poll::Ready(Err(Error::Poll(e.to_string())));
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (staging, bytes) = self.stage(src)?;
+            let (tx, rx) = futures_channel::oneshot::channel();
+            staging.map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send(r);
+            });
+            match rx.await {
+                Ok(Ok(())) => Self::unpack(&staging, bytes),
+                Ok(Err(e)) => Err(Error::Map(e.to_string())),
+                Err(_) => Err(Error::Map("the map callback was dropped".into())),
             }
-            if let Some(r) = slot.lock().ok().and_then(|mut s| s.take()) {
-                return std::task::Poll::Ready(r.map_err(|e| Error::Map(e.to_string())));
-            }
-            if let Ok(mut w) = waker_slot.lock() {
-                *w = Some(cx.waker().clone());
-            }
-            // Native backends make progress only when polled: ask to be polled again.
-            #[cfg(not(target_arch = "wasm32"))]
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        })
-        .await;
-        result?;
-        Self::unpack(&staging, bytes)
+        }
     }
 }

@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::buffer::BufView;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernel;
 use crate::record::{Binding, Recorder};
@@ -70,7 +70,7 @@ pub(crate) fn ensure_finite(
 ) -> Result<()> {
     for (tensor, v) in views.iter().enumerate() {
         if let Some(index) = first_nonfinite(gpu, *v)? {
-            return Err(Error::NonFinite {
+            return Err(crate::Error::NonFinite {
                 argument,
                 tensor,
                 index,

@@ -134,9 +134,19 @@ pub fn reduce<'a>(
     x: impl Into<BufView<'a>>,
     y: Option<BufView<'a>>,
 ) -> Result<f32> {
+    pollster::block_on(reduce_async(gpu, op, x, y))
+}
+
+/// Async form of [`reduce`].
+pub async fn reduce_async<'a>(
+    gpu: &Gpu,
+    op: Reduction,
+    x: impl Into<BufView<'a>>,
+    y: Option<BufView<'a>>,
+) -> Result<f32> {
     let out = gpu.zeros::<f32>(1)?;
     let mut rec = Recorder::new(gpu);
     record(&mut rec, op, x.into(), y, out.view(), 0)?;
     rec.submit()?;
-    Ok(gpu.read(&out)?[0])
+    Ok(gpu.read_async(&out).await?[0])
 }

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::state::{DiagState, Moments};
+use super::state::{checkpoint_methods, DiagState, Moments};
 use crate::buffer::{BufView, GpuVec};
 use crate::check;
 use crate::elementwise::{self, Elementwise};
@@ -339,21 +339,7 @@ impl AdaHessian {
         Ok(())
     }
 
-    /// Host copy of m, v and the step count (blocking).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn export_state(&self, gpu: &Gpu) -> Result<DiagState> {
-        self.state.export(gpu)
-    }
-
-    /// Host copy of m, v and the step count.
-    pub async fn export_state_async(&self, gpu: &Gpu) -> Result<DiagState> {
-        self.state.export_async(gpu).await
-    }
-
-    /// Restores a checkpoint from [`Self::export_state`].
-    pub fn import_state(&mut self, gpu: &Gpu, state: &DiagState) -> Result<()> {
-        self.state.import(gpu, state)
-    }
+    checkpoint_methods!();
 }
 
 /// means[s] = mean of |x| over segment s, chunked so each binding stays within the limit.

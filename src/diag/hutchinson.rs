@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::state::{DiagState, Moments};
+use super::state::{checkpoint_methods, DiagState, Moments};
 use crate::buffer::{BufView, GpuVec};
 use crate::elementwise::{self, Elementwise};
 use crate::error::Result;
@@ -95,14 +95,5 @@ impl HutchinsonDiag {
         rec.submit()
     }
 
-    /// Host copy of the estimates and the probe count (blocking).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn export_state(&self, gpu: &Gpu) -> Result<DiagState> {
-        self.state.export(gpu)
-    }
-
-    /// Restores a checkpoint from [`Self::export_state`].
-    pub fn import_state(&mut self, gpu: &Gpu, state: &DiagState) -> Result<()> {
-        self.state.import(gpu, state)
-    }
+    checkpoint_methods!();
 }

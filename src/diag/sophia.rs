@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::state::{DiagState, Moments};
+use super::state::{checkpoint_methods, DiagState, Moments};
 use crate::buffer::BufView;
 use crate::check;
 use crate::elementwise::{self, Elementwise};
@@ -156,6 +156,28 @@ pub(crate) struct EmaUniform {
     _pad: [u32; 2],
 }
 
+/// Records one fused step of `kernel` over every tensor (θ, g, m, h bound in that order) and
+/// counts it.
+fn record_step<'a, P: Pod>(
+    rec: &mut Recorder,
+    state: &mut Moments,
+    kernel: Elementwise,
+    params: impl Tensors<'a>,
+    grads: impl Tensors<'a>,
+    uniform: impl Fn(u32) -> P,
+) -> Result<()> {
+    let (params, grads) = (params.views(), grads.views());
+    state.check(rec.gpu(), "params", &params)?;
+    state.check(rec.gpu(), "grads", &grads)?;
+    for (i, (p, g)) in params.iter().zip(&grads).enumerate() {
+        let (m, h) = (&state.m[i], &state.h[i]);
+        let views = [*p, *g, m.view(), h.view()];
+        elementwise::record(rec, kernel, m.len(), &views, &[], 1, &uniform)?;
+    }
+    state.step += 1;
+    Ok(())
+}
+
 /// Records h ← β·h + (1 − β)·x² (`square`) or h ← β·h + (1 − β)·x for every tensor.
 fn record_ema(
     rec: &mut Recorder,
@@ -260,21 +282,7 @@ macro_rules! sophia_common {
             Ok(())
         }
 
-        /// Host copy of m, h and the counters (blocking).
-        #[cfg(not(target_arch = "wasm32"))]
-        pub fn export_state(&self, gpu: &Gpu) -> Result<DiagState> {
-            self.state.export(gpu)
-        }
-
-        /// Host copy of m, h and the counters.
-        pub async fn export_state_async(&self, gpu: &Gpu) -> Result<DiagState> {
-            self.state.export_async(gpu).await
-        }
-
-        /// Restores a checkpoint from [`Self::export_state`] (lengths must match).
-        pub fn import_state(&mut self, gpu: &Gpu, state: &DiagState) -> Result<()> {
-            self.state.import(gpu, state)
-        }
+        checkpoint_methods!();
     };
 }
 
@@ -313,28 +321,19 @@ impl SophiaG {
         params: impl Tensors<'a>,
         grads: impl Tensors<'a>,
     ) -> Result<()> {
-        let (params, grads) = (params.views(), grads.views());
-        let gpu = rec.gpu();
-        self.state.check(gpu, "params", &params)?;
-        self.state.check(gpu, "grads", &grads)?;
         let c = self.config;
-        for i in 0..params.len() {
-            let (m, h) = (&self.state.m[i], &self.state.h[i]);
-            let views = [params[i], grads[i], m.view(), h.view()];
-            elementwise::record(rec, SOPHIAG_STEP, m.len(), &views, &[], 1, |n| {
-                SophiaGUniform {
-                    n,
-                    lr: c.lr,
-                    beta1: c.beta1,
-                    rho_bs: c.rho * c.batch_tokens,
-                    decay: (1.0 - c.lr as f64 * c.weight_decay as f64) as f32,
-                    eps: c.eps,
-                    _pad: [0; 2],
-                }
-            })?;
-        }
-        self.state.step += 1;
-        Ok(())
+        let decay = (1.0 - c.lr as f64 * c.weight_decay as f64) as f32;
+        record_step(rec, &mut self.state, SOPHIAG_STEP, params, grads, |n| {
+            SophiaGUniform {
+                n,
+                lr: c.lr,
+                beta1: c.beta1,
+                rho_bs: c.rho * c.batch_tokens,
+                decay,
+                eps: c.eps,
+                _pad: [0; 2],
+            }
+        })
     }
 
     /// Records the GNB refresh h ← β2·h + (1 − β2)·ĝ⊙ĝ, where ĝ is the gradient of the loss on
@@ -384,31 +383,21 @@ impl SophiaH {
         params: impl Tensors<'a>,
         grads: impl Tensors<'a>,
     ) -> Result<()> {
-        let (params, grads) = (params.views(), grads.views());
-        let gpu = rec.gpu();
-        self.state.check(gpu, "params", &params)?;
-        self.state.check(gpu, "grads", &grads)?;
         let c = self.config;
         let t = self.state.step + 1;
         let bias1 = (1.0 - (c.beta1 as f64).powf(t as f64)) as f32;
-        for i in 0..params.len() {
-            let (m, h) = (&self.state.m[i], &self.state.h[i]);
-            let views = [params[i], grads[i], m.view(), h.view()];
-            elementwise::record(rec, SOPHIAH_STEP, m.len(), &views, &[], 1, |n| {
-                SophiaHUniform {
-                    n,
-                    lr: c.lr,
-                    beta1: c.beta1,
-                    bias1,
-                    gamma: c.gamma,
-                    eps: c.eps,
-                    weight_decay: c.weight_decay,
-                    _pad: 0,
-                }
-            })?;
-        }
-        self.state.step = t;
-        Ok(())
+        record_step(rec, &mut self.state, SOPHIAH_STEP, params, grads, |n| {
+            SophiaHUniform {
+                n,
+                lr: c.lr,
+                beta1: c.beta1,
+                bias1,
+                gamma: c.gamma,
+                eps: c.eps,
+                weight_decay: c.weight_decay,
+                _pad: 0,
+            }
+        })
     }
 
     /// Records the Hutchinson refresh h ← β2·h + (1 − β2)·u⊙(Hu); `zhz` is u⊙(Hu) per tensor

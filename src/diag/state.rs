@@ -26,6 +26,28 @@ pub struct TensorState {
     pub h: Vec<f32>,
 }
 
+/// `export_state`, `export_state_async` and `import_state` for a type holding `state: Moments`.
+macro_rules! checkpoint_methods {
+    () => {
+        /// Host copy of the moments and counters (blocking).
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn export_state(&self, gpu: &Gpu) -> Result<DiagState> {
+            self.state.export(gpu)
+        }
+
+        /// Host copy of the moments and counters.
+        pub async fn export_state_async(&self, gpu: &Gpu) -> Result<DiagState> {
+            self.state.export_async(gpu).await
+        }
+
+        /// Restores a checkpoint from `export_state` (tensor count and lengths must match).
+        pub fn import_state(&mut self, gpu: &Gpu, state: &DiagState) -> Result<()> {
+            self.state.import(gpu, state)
+        }
+    };
+}
+pub(crate) use checkpoint_methods;
+
 /// Device-side state of one optimizer.
 #[derive(Debug)]
 pub(crate) struct Moments {
