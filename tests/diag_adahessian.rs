@@ -14,17 +14,6 @@ use curvgpu::diag::{AdaHessian, AdaHessianConfig, Averaging, HutchinsonDiag, Ten
 use curvgpu::reference::diag as reference;
 use curvgpu::{Gpu, GpuVec};
 
-fn params(c: &AdaHessianConfig) -> reference::AdaHessianParams {
-    reference::AdaHessianParams {
-        lr: c.lr as f64,
-        beta1: c.beta1 as f64,
-        beta2: c.beta2 as f64,
-        eps: c.eps as f64,
-        weight_decay: c.weight_decay as f64,
-        hessian_power: c.hessian_power as f64,
-    }
-}
-
 fn gradient(n: usize, step: u64) -> Vec<f64> {
     let bias = uniform(n, 77, -1.0, 1.0);
     let noise = uniform(n, 100 + step, -0.4, 0.4);
@@ -59,7 +48,7 @@ fn bound(t: u64, max_theta: f64, lr: f64) -> f64 {
 fn trajectory(gpu: &Gpu, spec: TensorSpec, steps: u64, config: AdaHessianConfig) {
     let n = spec.len();
     let segment = spec.segment().unwrap();
-    let p = params(&config);
+    let p = adahessian_params(&config);
     let theta0 = round_f32(&uniform(n, 9, -1.0, 1.0));
     let theta = gpu.upload(&as_f32(&theta0)).unwrap();
     let (grad, zhz_buf) = (gpu.zeros::<f32>(n).unwrap(), gpu.zeros::<f32>(n).unwrap());

@@ -22,29 +22,6 @@ use curvgpu::Gpu;
 
 const SIZES: [usize; 6] = [1, 3, 4, 1000, 65_537, 257];
 
-fn g_params(c: &SophiaGConfig) -> reference::SophiaGParams {
-    reference::SophiaGParams {
-        lr: c.lr as f64,
-        beta1: c.beta1 as f64,
-        beta2: c.beta2 as f64,
-        rho: c.rho as f64,
-        bs: c.batch_tokens as f64,
-        weight_decay: c.weight_decay as f64,
-        eps: c.eps as f64,
-    }
-}
-
-fn h_params(c: &SophiaHConfig) -> reference::SophiaHParams {
-    reference::SophiaHParams {
-        lr: c.lr as f64,
-        beta1: c.beta1 as f64,
-        beta2: c.beta2 as f64,
-        gamma: c.gamma as f64,
-        eps: c.eps as f64,
-        weight_decay: c.weight_decay as f64,
-    }
-}
-
 /// Gradients with a fixed sign per element: bias ∈ ±[0.5, 1] plus noise in (−0.4, 0.4).
 fn signed_gradient(bias: &[f64], step: u64) -> Vec<f64> {
     let noise = uniform(bias.len(), 1000 + step, -0.4, 0.4);
@@ -77,7 +54,7 @@ fn theta_bound(t: u64, max_theta: f64, lr: f64) -> f64 {
 /// Runs `steps` SophiaG steps with a GNB refresh every 10 steps on both sides and compares
 /// θ, m and h at the end.
 fn sophiag_trajectory(gpu: &Gpu, n: usize, steps: u64, config: SophiaGConfig) {
-    let p = g_params(&config);
+    let p = sophiag_params(&config);
     let theta0 = round_f32(&uniform(n, 1, -2.0, 2.0));
     let bias = fixed_signs(n, 2);
     let theta = gpu.upload(&as_f32(&theta0)).unwrap();
@@ -165,7 +142,7 @@ fn sophiag_before_any_refresh_takes_pure_sign_steps_and_handles_zero_gradients()
     let mut opt = SophiaG::new(gpu, n, config).unwrap();
     opt.step(gpu, &theta, &grad).unwrap();
     let (mut th, mut m) = (theta0.clone(), vec![0.0; n]);
-    reference::sophiag_step(&g_params(&config), &mut th, &mut m, &vec![0.0; n], &g);
+    reference::sophiag_step(&sophiag_params(&config), &mut th, &mut m, &vec![0.0; n], &g);
     assert_close(
         "sign step",
         &gpu.read(&theta).unwrap(),
@@ -189,7 +166,7 @@ fn sophiag_beyond_65535_workgroups_and_one_binding_worth_of_vec4s() {
     // this is 66,407 workgroups of 64 invocations, folded into a 2-D grid.
     let n = 17_000_003;
     let config = SophiaGConfig::default();
-    let p = g_params(&config);
+    let p = sophiag_params(&config);
     let theta0 = round_f32(&uniform(n, 11, -1.0, 1.0));
     let g = round_f32(&uniform(n, 12, -1.0, 1.0));
     let gh = round_f32(&uniform(n, 13, -1.0, 1.0));
@@ -227,7 +204,7 @@ fn sophiag_beyond_65535_workgroups_and_one_binding_worth_of_vec4s() {
 }
 
 fn sophiah_trajectory(gpu: &Gpu, n: usize, steps: u64, config: SophiaHConfig) {
-    let p = h_params(&config);
+    let p = sophiah_params(&config);
     let theta0 = round_f32(&uniform(n, 21, -2.0, 2.0));
     let bias = fixed_signs(n, 22);
     let theta = gpu.upload(&as_f32(&theta0)).unwrap();
@@ -292,7 +269,7 @@ fn sophiah_matches_reference_when_the_clip_is_not_saturated() {
 fn sophiah_beyond_65535_workgroups() {
     let n = 17_000_003;
     let config = SophiaHConfig::default();
-    let p = h_params(&config);
+    let p = sophiah_params(&config);
     let theta0 = round_f32(&uniform(n, 31, -1.0, 1.0));
     let g = round_f32(&uniform(n, 32, -1.0, 1.0));
     let (mut th, mut m) = (theta0.clone(), vec![0.0; n]);

@@ -67,15 +67,7 @@ impl Engine {
 
 fn sophia_reference(theta: &[f64], g: &[f64], steps: usize) -> Vec<f64> {
     let c = SophiaGConfig::default();
-    let p = reference::SophiaGParams {
-        lr: c.lr as f64,
-        beta1: c.beta1 as f64,
-        beta2: c.beta2 as f64,
-        rho: c.rho as f64,
-        bs: c.batch_tokens as f64,
-        weight_decay: c.weight_decay as f64,
-        eps: c.eps as f64,
-    };
+    let p = sophiag_params(&c);
     let (mut th, mut m) = (theta.to_vec(), vec![0.0; theta.len()]);
     for _ in 0..steps {
         reference::sophiag_step(&p, &mut th, &mut m, &vec![0.0; theta.len()], g);

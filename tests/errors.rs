@@ -7,7 +7,10 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{as_f32, as_f64, assert_close, gpu, poke, uniform, worst_ratio, EPS32};
+use common::{
+    adahessian_params, as_f32, as_f64, assert_close, gpu, poke, sophiag_params, uniform,
+    worst_ratio, EPS32,
+};
 use curvgpu::diag::{
     AdaHessian, AdaHessianConfig, Averaging, DiagState, HutchinsonDiag, SophiaG, SophiaGConfig,
     SophiaH, SophiaHConfig, TensorSpec,
@@ -720,15 +723,7 @@ fn sophiag_step_in_chunks_matches_reference() {
         weight_decay: 0.2,
         ..Default::default()
     };
-    let p = refdiag::SophiaGParams {
-        lr: config.lr as f64,
-        beta1: config.beta1 as f64,
-        beta2: config.beta2 as f64,
-        rho: config.rho as f64,
-        bs: config.batch_tokens as f64,
-        weight_decay: config.weight_decay as f64,
-        eps: config.eps as f64,
-    };
+    let p = sophiag_params(&config);
     let theta0 = as_f32(&uniform(n, 1, -1.0, 1.0));
     let g1 = as_f32(&uniform(n, 2, -1.0, 1.0));
     let scale = |seed| -> Vec<f32> {
@@ -821,14 +816,7 @@ fn adahessian_per_row_in_chunks_equals_unchunked() {
     assert!(bits(&chunked.0) == bits(&unchunked.0), "chunked θ differs");
     assert!(chunked.1 == unchunked.1, "chunked state differs");
     // And the unchunked result is AdaHessian's: check the f64 reference on the per-row path.
-    let p = refdiag::AdaHessianParams {
-        lr: 0.15f32 as f64,
-        beta1: 0.9f32 as f64,
-        beta2: 0.999f32 as f64,
-        eps: 1e-4f32 as f64,
-        weight_decay: 0.0,
-        hessian_power: 1.0,
-    };
+    let p = adahessian_params(&AdaHessianConfig::default());
     let (mut th, mut m, mut v) = (as_f64(&theta0), vec![0.0; n], vec![0.0; n]);
     for t in 1..=2 {
         refdiag::adahessian_step(

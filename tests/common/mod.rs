@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+use curvgpu::diag::{AdaHessianConfig, SophiaGConfig, SophiaHConfig};
+use curvgpu::reference::diag as reference;
 use curvgpu::{Gpu, GpuOptions, Tuning};
 
 /// Unit roundoff of f32.
@@ -135,4 +137,41 @@ pub fn worst_ratio(got: &[f32], want: &[f64], atol: f64, rtol: f64) -> f64 {
         .zip(want)
         .map(|(&g, &w)| (g as f64 - w).abs() / (atol + rtol * w.abs()))
         .fold(0.0, f64::max)
+}
+
+/// The f64 reference's parameters for a SophiaG config.
+pub fn sophiag_params(c: &SophiaGConfig) -> reference::SophiaGParams {
+    reference::SophiaGParams {
+        lr: c.lr as f64,
+        beta1: c.beta1 as f64,
+        beta2: c.beta2 as f64,
+        rho: c.rho as f64,
+        bs: c.batch_tokens as f64,
+        weight_decay: c.weight_decay as f64,
+        eps: c.eps as f64,
+    }
+}
+
+/// The f64 reference's parameters for a SophiaH config.
+pub fn sophiah_params(c: &SophiaHConfig) -> reference::SophiaHParams {
+    reference::SophiaHParams {
+        lr: c.lr as f64,
+        beta1: c.beta1 as f64,
+        beta2: c.beta2 as f64,
+        gamma: c.gamma as f64,
+        eps: c.eps as f64,
+        weight_decay: c.weight_decay as f64,
+    }
+}
+
+/// The f64 reference's parameters for an AdaHessian config.
+pub fn adahessian_params(c: &AdaHessianConfig) -> reference::AdaHessianParams {
+    reference::AdaHessianParams {
+        lr: c.lr as f64,
+        beta1: c.beta1 as f64,
+        beta2: c.beta2 as f64,
+        eps: c.eps as f64,
+        weight_decay: c.weight_decay as f64,
+        hessian_power: c.hessian_power as f64,
+    }
 }
