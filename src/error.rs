@@ -112,6 +112,25 @@ pub enum Error {
         /// The first offending index within that tensor.
         index: usize,
     },
+    /// An iterative method's denominator vanished or turned negative: the operator is not
+    /// symmetric positive definite (CG's pᵀAp ≤ 0) or the data are not finite.
+    #[error("{method} broke down at iteration {iteration}: {message}")]
+    Breakdown {
+        /// The method, e.g. `cg`.
+        method: &'static str,
+        /// The iteration at which it happened (0-based).
+        iteration: usize,
+        /// What was observed.
+        message: String,
+    },
+    /// A host-side iteration (e.g. the tridiagonal QL eigen-solver) did not converge.
+    #[error("{what} did not converge within {iterations} iterations")]
+    NoConvergence {
+        /// What was iterating.
+        what: &'static str,
+        /// The iteration budget spent.
+        iterations: usize,
+    },
     /// A checkpoint does not match the optimizer it is restored into.
     #[error("state mismatch: {0}")]
     State(String),

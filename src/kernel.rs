@@ -47,11 +47,23 @@ pub static SHADERS: &[ShaderFile] = &[
         "common/grid.wgsl",
         "common/float.wgsl"
     ),
+    shader!("common/copy.wgsl", "common/grid.wgsl"),
     shader!("bench/roofline.wgsl", "common/grid.wgsl"),
     shader!("bench/sophiag_unfused.wgsl", "common/grid.wgsl"),
     shader!("diag/sophia.wgsl", "common/grid.wgsl", "common/float.wgsl"),
     shader!("diag/adahessian.wgsl", "common/grid.wgsl"),
     shader!("diag/hutchinson.wgsl", "common/grid.wgsl"),
+    shader!(
+        "krylov/operators.wgsl",
+        "common/grid.wgsl",
+        "common/workgroup_reduce.wgsl"
+    ),
+    shader!("krylov/cg.wgsl", "common/grid.wgsl"),
+    shader!(
+        "krylov/vectors.wgsl",
+        "common/grid.wgsl",
+        "common/workgroup_reduce.wgsl"
+    ),
 ];
 
 fn find(path: &str) -> Option<&'static ShaderFile> {

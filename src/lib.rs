@@ -26,6 +26,7 @@ pub mod error;
 pub mod finite;
 pub mod gpu;
 pub mod kernel;
+pub mod krylov;
 pub mod record;
 pub mod reduce;
 pub mod reference;

@@ -1,8 +1,6 @@
 //! [`Recorder`]: many dispatches in one compute pass, written into one command encoder — ours
 //! or the caller's — plus the dispatch geometry every kernel shares.
 
-use std::sync::Arc;
-
 use wgpu::util::DeviceExt;
 
 use crate::buffer::BufView;
@@ -16,10 +14,12 @@ pub(crate) enum Binding<'a> {
     Uniform(&'a [u8]),
     /// `bytes` of a storage view (`None`: the whole view).
     Storage(BufView<'a>, Option<u64>),
+    /// A binding number the entry point does not use.
+    Skip,
 }
 
 struct Dispatch {
-    pipeline: Arc<wgpu::ComputePipeline>,
+    pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: [u32; 3],
 }
@@ -87,7 +87,7 @@ impl<'g> Recorder<'g> {
                         usage: wgpu::BufferUsages::UNIFORM,
                     },
                 )),
-                Binding::Storage(..) => None,
+                Binding::Storage(..) | Binding::Skip => None,
             })
             .collect();
         let mut next_uniform = uniforms.iter();
@@ -99,6 +99,7 @@ impl<'g> Recorder<'g> {
                     Some(buf) => buf.as_entire_binding(),
                     None => continue,
                 },
+                Binding::Skip => continue,
             };
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32,
@@ -114,11 +115,26 @@ impl<'g> Recorder<'g> {
             })
         })?;
         self.dispatches.push(Dispatch {
-            pipeline,
+            pipeline: (*pipeline).clone(),
             bind_group,
             grid,
         });
         Ok(())
+    }
+
+    /// Records a dispatch of the caller's own pipeline (their WGSL, their bind group): how a
+    /// user operator, e.g. a model's Hessian-vector product, joins curvgpu's passes.
+    pub fn dispatch_raw(
+        &mut self,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        workgroups: [u32; 3],
+    ) {
+        self.dispatches.push(Dispatch {
+            pipeline: pipeline.clone(),
+            bind_group: bind_group.clone(),
+            grid: workgroups,
+        });
     }
 
     /// Writes everything recorded into one compute pass of `encoder`. Nothing is submitted.
@@ -132,7 +148,18 @@ impl<'g> Recorder<'g> {
         encoder: &mut wgpu::CommandEncoder,
         timestamps: Option<PassTimestamps<'_>>,
     ) {
-        if self.dispatches.is_empty() {
+        self.encode_repeated(encoder, 1, timestamps)
+    }
+
+    /// Writes everything recorded `times` times over into one compute pass. The bind groups
+    /// are reused, so this suits iterations whose scalars live on the GPU (CG, Lanczos).
+    pub fn encode_repeated(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        times: usize,
+        timestamps: Option<PassTimestamps<'_>>,
+    ) {
+        if self.dispatches.is_empty() || times == 0 {
             return;
         }
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -143,10 +170,12 @@ impl<'g> Recorder<'g> {
                 end_of_pass_write_index: Some(t.end),
             }),
         });
-        for d in &self.dispatches {
-            pass.set_pipeline(&d.pipeline);
-            pass.set_bind_group(0, &d.bind_group, &[]);
-            pass.dispatch_workgroups(d.grid[0], d.grid[1], d.grid[2]);
+        for _ in 0..times {
+            for d in &self.dispatches {
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(d.grid[0], d.grid[1], d.grid[2]);
+            }
         }
     }
 

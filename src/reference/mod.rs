@@ -2,4 +2,5 @@
 //! tests and benches compare against them and users may too.
 
 pub mod diag;
+pub mod krylov;
 pub mod philox;

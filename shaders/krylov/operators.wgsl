@@ -1,0 +1,161 @@
+// y = A·x for the built-in linear operators, and their diagonals (for Jacobi).
+// Scalar arrays: operators see the caller's exact-length views.
+
+struct Dense {
+    rows: u32,
+    cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct Csr {
+    rows: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct Grid {
+    nx: u32,
+    ny: u32,
+    nz: u32,
+    n: u32,
+}
+
+struct Axpy {
+    n: u32,
+    alpha: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> dense: Dense;
+@group(0) @binding(0) var<uniform> csr: Csr;
+@group(0) @binding(0) var<uniform> grid: Grid;
+@group(0) @binding(0) var<uniform> axpy: Axpy;
+
+// Dense: binding 1 the row-major matrix, 2 x, 3 y.
+@group(0) @binding(1) var<storage, read> dense_a: array<f32>;
+@group(0) @binding(2) var<storage, read> dense_x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dense_y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dense_diag: array<f32>;
+
+// CSR: 1 row pointers, 2 column indices, 3 values, 4 x, 5 y.
+@group(0) @binding(1) var<storage, read> csr_rows: array<u32>;
+@group(0) @binding(2) var<storage, read> csr_cols: array<u32>;
+@group(0) @binding(3) var<storage, read> csr_vals: array<f32>;
+@group(0) @binding(4) var<storage, read> csr_x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> csr_y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> csr_diag: array<f32>;
+
+// Stencils and axpy: 1 x, 2 y.
+@group(0) @binding(1) var<storage, read> vec_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> vec_y: array<f32>;
+@group(0) @binding(1) var<storage, read_write> fill_y: array<f32>;
+
+// One workgroup per row: the row's dot product is strided over the workgroup and folded.
+@compute @workgroup_size(WG)
+fn dense_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let row = wid.y * nwg.x + wid.x;
+    var acc = 0.0;
+    if (row < dense.rows) {
+        let base = row * dense.cols;
+        for (var c = lid; c < dense.cols; c += WG) {
+            acc += dense_a[base + c] * dense_x[c];
+        }
+    }
+    let total = workgroup_sum(lid, acc);
+    if (lid == 0u && row < dense.rows) {
+        dense_y[row] = total;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn dense_diagonal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    for (var i = linear_index(wid, nwg, lid); i < dense.rows; i += grid_stride(nwg)) {
+        dense_diag[i] = dense_a[i * dense.cols + i];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn csr_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    for (var row = linear_index(wid, nwg, lid); row < csr.rows; row += grid_stride(nwg)) {
+        var acc = 0.0;
+        for (var k = csr_rows[row]; k < csr_rows[row + 1u]; k++) {
+            acc += csr_vals[k] * csr_x[csr_cols[k]];
+        }
+        csr_y[row] = acc;
+    }
+}
+
+// The diagonal entry of each row (0 where the row stores none).
+@compute @workgroup_size(WG)
+fn csr_diagonal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    for (var row = linear_index(wid, nwg, lid); row < csr.rows; row += grid_stride(nwg)) {
+        var d = 0.0;
+        for (var k = csr_rows[row]; k < csr_rows[row + 1u]; k++) {
+            if (csr_cols[k] == row) {
+                d += csr_vals[k];
+            }
+        }
+        csr_diag[row] = d;
+    }
+}
+
+// 5-point Laplacian, Dirichlet zero boundary, unscaled: 4x − the four neighbours.
+@compute @workgroup_size(WG)
+fn poisson2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    for (var idx = linear_index(wid, nwg, lid); idx < grid.n; idx += grid_stride(nwg)) {
+        let i = idx % grid.nx;
+        let j = idx / grid.nx;
+        var y = 4.0 * vec_x[idx];
+        if (i > 0u) { y -= vec_x[idx - 1u]; }
+        if (i + 1u < grid.nx) { y -= vec_x[idx + 1u]; }
+        if (j > 0u) { y -= vec_x[idx - grid.nx]; }
+        if (j + 1u < grid.ny) { y -= vec_x[idx + grid.nx]; }
+        vec_y[idx] = y;
+    }
+}
+
+// 7-point Laplacian, Dirichlet zero boundary, unscaled: 6x − the six neighbours.
+@compute @workgroup_size(WG)
+fn poisson3d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let plane = grid.nx * grid.ny;
+    for (var idx = linear_index(wid, nwg, lid); idx < grid.n; idx += grid_stride(nwg)) {
+        let i = idx % grid.nx;
+        let j = (idx / grid.nx) % grid.ny;
+        let k = idx / plane;
+        var y = 6.0 * vec_x[idx];
+        if (i > 0u) { y -= vec_x[idx - 1u]; }
+        if (i + 1u < grid.nx) { y -= vec_x[idx + 1u]; }
+        if (j > 0u) { y -= vec_x[idx - grid.nx]; }
+        if (j + 1u < grid.ny) { y -= vec_x[idx + grid.nx]; }
+        if (k > 0u) { y -= vec_x[idx - plane]; }
+        if (k + 1u < grid.nz) { y -= vec_x[idx + plane]; }
+        vec_y[idx] = y;
+    }
+}
+
+// y += α·x (the shift of A + σI).
+@compute @workgroup_size(WG)
+fn axpy_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    for (var i = linear_index(wid, nwg, lid); i < axpy.n; i += grid_stride(nwg)) {
+        vec_y[i] += axpy.alpha * vec_x[i];
+    }
+}
+
+// y[i] = α (a constant diagonal, e.g. a stencil's).
+@compute @workgroup_size(WG)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    for (var i = linear_index(wid, nwg, lid); i < axpy.n; i += grid_stride(nwg)) {
+        fill_y[i] = axpy.alpha;
+    }
+}

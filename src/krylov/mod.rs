@@ -1,0 +1,24 @@
+//! Krylov solvers and spectrum tools on any [`LinearOperator`]: conjugate gradient (scipy's
+//! semantics, batched, preconditioned), power iteration, Hutchinson trace, Lanczos and
+//! stochastic Lanczos quadrature (PyHessian's). Shaders: `shaders/krylov/`.
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cg;
+pub mod density;
+pub mod lr;
+mod operator;
+mod spectrum;
+pub mod tridiag;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use cg::{cg, cg_batched, CgOptions, CgResult, CgStats, Preconditioner, DEFAULT_CHECK_EVERY};
+pub use density::{Density, DensityOptions};
+pub use operator::{
+    BlockDiagonal, CsrMatrix, DenseMatrix, FnOperator, LinearOperator, Poisson, Shifted,
+};
+#[cfg(not(target_arch = "wasm32"))]
+pub use spectrum::{hutchinson_trace, lanczos, spectral_density, top_eigenvalues};
+pub use spectrum::{
+    BlockTrace, Eigenpairs, LanczosTridiagonal, PowerOptions, SlqOptions, SpectralDensity,
+    TraceEstimate, TraceOptions,
+};

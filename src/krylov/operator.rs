@@ -1,0 +1,613 @@
+//! [`LinearOperator`]: anything that records y = A·x, and the built-in operators:
+//! `DenseMatrix::record_apply` → `kernel!("krylov/operators.wgsl", "dense_matvec")`.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::buffer::{BufView, GpuVec};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernel;
+use crate::record::{Binding, Recorder};
+
+/// A linear map the solvers and spectrum tools can apply without seeing its entries.
+///
+/// Implement it to plug in anything that can record y = A·x into a [`Recorder`]: a model's
+/// Hessian-vector product written in your own WGSL (see [`Recorder::dispatch_raw`]), a learned
+/// preconditioner, a composition of the built-in operators. `FnOperator` wraps a closure.
+pub trait LinearOperator {
+    /// (rows, columns).
+    fn shape(&self) -> (usize, usize);
+
+    /// Records y ← A·x. `x` has `columns` elements, `y` has `rows`; they never alias.
+    fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()>;
+
+    /// Records d ← diag(A) and returns true, or returns false when the operator cannot
+    /// (then Jacobi preconditioning is refused).
+    fn record_diagonal(&self, _rec: &mut Recorder, _d: BufView<'_>) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+/// The dimension of a square operator, or [`Error::Shape`].
+pub(crate) fn square_dim(op: &dyn LinearOperator) -> Result<usize> {
+    let (rows, cols) = op.shape();
+    if rows != cols {
+        return Err(Error::Shape {
+            argument: "operator",
+            message: format!("{rows}×{cols} is not square"),
+        });
+    }
+    if rows == 0 {
+        return Err(Error::Empty {
+            argument: "operator",
+        });
+    }
+    Ok(rows)
+}
+
+fn check_xy(rec: &Recorder, op: &dyn LinearOperator, x: &BufView, y: &BufView) -> Result<()> {
+    let (rows, cols) = op.shape();
+    x.check(rec.gpu(), "x", cols)?;
+    y.check(rec.gpu(), "y", rows)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Dims {
+    a: u32,
+    b: u32,
+    c: u32,
+    d: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Axpy {
+    n: u32,
+    alpha: f32,
+    _pad: [u32; 2],
+}
+
+fn binding_limit(gpu: &Gpu, argument: &'static str, elems: usize) -> Result<()> {
+    let max = gpu.limits().max_storage_buffer_binding_size;
+    if 4 * elems as u64 > max {
+        return Err(Error::TooLarge {
+            argument,
+            requested: 4 * elems as u64,
+            limit: "max_storage_buffer_binding_size",
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Records y ← α everywhere.
+pub(crate) fn record_fill(rec: &mut Recorder, y: BufView<'_>, alpha: f32) -> Result<()> {
+    let gpu = rec.gpu();
+    let u = Axpy {
+        n: y.len() as u32,
+        alpha,
+        _pad: [0; 2],
+    };
+    rec.dispatch(
+        kernel!("krylov/operators.wgsl", "fill"),
+        &gpu.wg_constants(),
+        &[
+            Binding::Uniform(bytemuck::bytes_of(&u)),
+            Binding::Storage(y, None),
+        ],
+        gpu.elementwise_grid(y.len() as u64)?,
+    )
+}
+
+/// Records y ← y + α·x.
+pub(crate) fn record_axpy(
+    rec: &mut Recorder,
+    alpha: f32,
+    x: BufView<'_>,
+    y: BufView<'_>,
+) -> Result<()> {
+    let gpu = rec.gpu();
+    let u = Axpy {
+        n: y.len() as u32,
+        alpha,
+        _pad: [0; 2],
+    };
+    rec.dispatch(
+        kernel!("krylov/operators.wgsl", "axpy_inplace"),
+        &gpu.wg_constants(),
+        &[
+            Binding::Uniform(bytemuck::bytes_of(&u)),
+            Binding::Storage(x, None),
+            Binding::Storage(y, None),
+        ],
+        gpu.elementwise_grid(y.len() as u64)?,
+    )
+}
+
+/// A dense row-major f32 matrix on the device.
+#[derive(Debug)]
+pub struct DenseMatrix {
+    rows: usize,
+    cols: usize,
+    data: GpuVec<f32>,
+}
+
+impl DenseMatrix {
+    /// Uploads `data` (row-major, `rows × cols`).
+    pub fn new(gpu: &Gpu, rows: usize, cols: usize, data: &[f32]) -> Result<Self> {
+        if rows == 0 || cols == 0 {
+            return Err(Error::Empty { argument: "data" });
+        }
+        let expected = rows.checked_mul(cols).ok_or(Error::Shape {
+            argument: "data",
+            message: format!("{rows}×{cols} overflows"),
+        })?;
+        if data.len() != expected {
+            return Err(Error::LengthMismatch {
+                argument: "data",
+                expected,
+                actual: data.len(),
+            });
+        }
+        binding_limit(gpu, "data", expected)?;
+        Ok(DenseMatrix {
+            rows,
+            cols,
+            data: gpu.upload(data)?,
+        })
+    }
+}
+
+impl LinearOperator for DenseMatrix {
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
+        check_xy(rec, self, &x, &y)?;
+        let gpu = rec.gpu();
+        let u = Dims {
+            a: self.rows as u32,
+            b: self.cols as u32,
+            c: 0,
+            d: 0,
+        };
+        rec.dispatch(
+            kernel!("krylov/operators.wgsl", "dense_matvec"),
+            &gpu.wg_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&u)),
+                Binding::Storage(self.data.view(), None),
+                Binding::Storage(x, None),
+                Binding::Storage(y, None),
+            ],
+            gpu.grid_for_groups(self.rows as u64)?,
+        )
+    }
+
+    fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
+        if self.rows != self.cols {
+            return Ok(false);
+        }
+        let gpu = rec.gpu();
+        d.check(gpu, "d", self.rows)?;
+        let u = Dims {
+            a: self.rows as u32,
+            b: self.cols as u32,
+            c: 0,
+            d: 0,
+        };
+        rec.dispatch(
+            kernel!("krylov/operators.wgsl", "dense_diagonal"),
+            &gpu.wg_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&u)),
+                Binding::Storage(self.data.view(), None),
+                Binding::Storage(d, None),
+            ],
+            gpu.elementwise_grid(self.rows as u64)?,
+        )?;
+        Ok(true)
+    }
+}
+
+/// A CSR sparse matrix on the device, validated on upload.
+#[derive(Debug)]
+pub struct CsrMatrix {
+    rows: usize,
+    cols: usize,
+    row_ptr: GpuVec<u32>,
+    col_idx: GpuVec<u32>,
+    values: GpuVec<f32>,
+}
+
+impl CsrMatrix {
+    /// Uploads a CSR matrix after checking it: `row_ptr` has rows + 1 monotone entries from 0
+    /// to nnz, column indices are in range and strictly increasing within each row, values are
+    /// finite.
+    pub fn new(
+        gpu: &Gpu,
+        rows: usize,
+        cols: usize,
+        row_ptr: &[u32],
+        col_idx: &[u32],
+        values: &[f32],
+    ) -> Result<Self> {
+        let bad = |message: String| Error::Shape {
+            argument: "csr",
+            message,
+        };
+        if rows == 0 || cols == 0 {
+            return Err(Error::Empty { argument: "csr" });
+        }
+        if row_ptr.len() != rows + 1 {
+            return Err(Error::LengthMismatch {
+                argument: "row_ptr",
+                expected: rows + 1,
+                actual: row_ptr.len(),
+            });
+        }
+        if col_idx.len() != values.len() {
+            return Err(Error::LengthMismatch {
+                argument: "values",
+                expected: col_idx.len(),
+                actual: values.len(),
+            });
+        }
+        if row_ptr[0] != 0 || row_ptr[rows] as usize != col_idx.len() {
+            return Err(bad(format!(
+                "row_ptr must run from 0 to nnz = {}, got {}..{}",
+                col_idx.len(),
+                row_ptr[0],
+                row_ptr[rows]
+            )));
+        }
+        for r in 0..rows {
+            let (start, end) = (row_ptr[r] as usize, row_ptr[r + 1] as usize);
+            if start > end {
+                return Err(bad(format!("row_ptr decreases at row {r}")));
+            }
+            let row = &col_idx[start..end];
+            if let Some(&c) = row.iter().find(|&&c| c as usize >= cols) {
+                return Err(bad(format!("row {r}: column {c} out of range 0..{cols}")));
+            }
+            if row.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(bad(format!(
+                    "row {r}: column indices not strictly increasing"
+                )));
+            }
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                argument: "values",
+                tensor: 0,
+                index: i,
+            });
+        }
+        binding_limit(gpu, "values", values.len())?;
+        // Empty matrices still need a bindable buffer.
+        let (col_idx, values): (&[u32], &[f32]) = if values.is_empty() {
+            (&[0], &[0.0])
+        } else {
+            (col_idx, values)
+        };
+        Ok(CsrMatrix {
+            rows,
+            cols,
+            row_ptr: gpu.upload(row_ptr)?,
+            col_idx: gpu.upload(col_idx)?,
+            values: gpu.upload(values)?,
+        })
+    }
+
+    fn bindings<'a>(
+        &'a self,
+        u: &'a [u8],
+        v: BufView<'a>,
+        w: Option<BufView<'a>>,
+    ) -> Vec<Binding<'a>> {
+        let mut b = vec![
+            Binding::Uniform(u),
+            Binding::Storage(self.row_ptr.view(), None),
+            Binding::Storage(self.col_idx.view(), None),
+            Binding::Storage(self.values.view(), None),
+            Binding::Storage(v, None),
+        ];
+        b.extend(w.map(|w| Binding::Storage(w, None)));
+        b
+    }
+}
+
+impl LinearOperator for CsrMatrix {
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
+        check_xy(rec, self, &x, &y)?;
+        let gpu = rec.gpu();
+        let u = Dims {
+            a: self.rows as u32,
+            b: 0,
+            c: 0,
+            d: 0,
+        };
+        rec.dispatch(
+            kernel!("krylov/operators.wgsl", "csr_matvec"),
+            &gpu.wg_constants(),
+            &self.bindings(bytemuck::bytes_of(&u), x, Some(y)),
+            gpu.elementwise_grid(self.rows as u64)?,
+        )
+    }
+
+    fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
+        if self.rows != self.cols {
+            return Ok(false);
+        }
+        let gpu = rec.gpu();
+        d.check(gpu, "d", self.rows)?;
+        let u = Dims {
+            a: self.rows as u32,
+            b: 0,
+            c: 0,
+            d: 0,
+        };
+        rec.dispatch(
+            kernel!("krylov/operators.wgsl", "csr_diagonal"),
+            &gpu.wg_constants(),
+            &self.bindings(bytemuck::bytes_of(&u), d, None),
+            gpu.elementwise_grid(self.rows as u64)?,
+        )?;
+        Ok(true)
+    }
+}
+
+/// The matrix-free Poisson operator on an nx × ny (× nz) grid with Dirichlet zero boundary:
+/// the unscaled 5-point (2-D) or 7-point (3-D) Laplacian, SPD, index i + nx·(j + ny·k).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Poisson {
+    nx: usize,
+    ny: usize,
+    nz: usize,
+}
+
+impl Poisson {
+    /// The 2-D operator (5-point stencil).
+    pub fn new_2d(nx: usize, ny: usize) -> Result<Self> {
+        Self::new_3d(nx, ny, 1)
+    }
+
+    /// The 3-D operator (7-point stencil); nz = 1 gives the 2-D operator.
+    pub fn new_3d(nx: usize, ny: usize, nz: usize) -> Result<Self> {
+        let n = nx
+            .checked_mul(ny)
+            .and_then(|v| v.checked_mul(nz))
+            .filter(|&n| n > 0 && n <= u32::MAX as usize)
+            .ok_or(Error::Shape {
+                argument: "grid",
+                message: format!("{nx}×{ny}×{nz} must be non-empty with fewer than 2^32 points"),
+            })?;
+        let _ = n;
+        Ok(Poisson { nx, ny, nz })
+    }
+
+    fn len(&self) -> usize {
+        self.nx * self.ny * self.nz
+    }
+
+    fn uniform(&self) -> Dims {
+        Dims {
+            a: self.nx as u32,
+            b: self.ny as u32,
+            c: self.nz as u32,
+            d: self.len() as u32,
+        }
+    }
+}
+
+impl LinearOperator for Poisson {
+    fn shape(&self) -> (usize, usize) {
+        (self.len(), self.len())
+    }
+
+    fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
+        check_xy(rec, self, &x, &y)?;
+        let gpu = rec.gpu();
+        let u = self.uniform();
+        let k = if self.nz == 1 {
+            kernel!("krylov/operators.wgsl", "poisson2d")
+        } else {
+            kernel!("krylov/operators.wgsl", "poisson3d")
+        };
+        rec.dispatch(
+            k,
+            &gpu.wg_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&u)),
+                Binding::Storage(x, None),
+                Binding::Storage(y, None),
+            ],
+            gpu.elementwise_grid(self.len() as u64)?,
+        )
+    }
+
+    fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
+        d.check(rec.gpu(), "d", self.len())?;
+        record_fill(rec, d, if self.nz == 1 { 4.0 } else { 6.0 })?;
+        Ok(true)
+    }
+}
+
+/// A + σ·I.
+pub struct Shifted<'a> {
+    inner: &'a dyn LinearOperator,
+    sigma: f32,
+}
+
+impl<'a> Shifted<'a> {
+    /// A + σ·I for a square A and finite σ.
+    pub fn new(inner: &'a dyn LinearOperator, sigma: f32) -> Result<Self> {
+        square_dim(inner)?;
+        if !sigma.is_finite() {
+            return Err(Error::param("sigma", sigma as f64, "finite"));
+        }
+        Ok(Shifted { inner, sigma })
+    }
+}
+
+impl LinearOperator for Shifted<'_> {
+    fn shape(&self) -> (usize, usize) {
+        self.inner.shape()
+    }
+
+    fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
+        self.inner.record_apply(rec, x, y)?;
+        record_axpy(rec, self.sigma, x, y)
+    }
+
+    fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
+        if !self.inner.record_diagonal(rec, d)? {
+            return Ok(false);
+        }
+        let gpu = rec.gpu();
+        let ones = gpu.zeros::<f32>(d.len())?;
+        record_fill(rec, ones.view(), 1.0)?;
+        record_axpy(rec, self.sigma, ones.view(), d)?;
+        Ok(true)
+    }
+}
+
+/// diag(A₁, A₂, …): square blocks applied to consecutive ranges of x. Blocks may start at
+/// any element: each block's range is copied to an aligned scratch vector and back.
+pub struct BlockDiagonal<'a> {
+    blocks: Vec<&'a dyn LinearOperator>,
+    starts: Vec<usize>,
+    scratch_in: Vec<GpuVec<f32>>,
+    scratch_out: Vec<GpuVec<f32>>,
+    n: usize,
+}
+
+impl<'a> BlockDiagonal<'a> {
+    /// Composes square blocks.
+    pub fn new(gpu: &Gpu, blocks: Vec<&'a dyn LinearOperator>) -> Result<Self> {
+        if blocks.is_empty() {
+            return Err(Error::Empty { argument: "blocks" });
+        }
+        let dims = blocks
+            .iter()
+            .map(|b| square_dim(*b))
+            .collect::<Result<Vec<_>>>()?;
+        let mut starts = Vec::with_capacity(dims.len());
+        let mut n = 0;
+        for &d in &dims {
+            starts.push(n);
+            n += d;
+        }
+        Ok(BlockDiagonal {
+            scratch_in: gpu.packed(&dims)?,
+            scratch_out: gpu.packed(&dims)?,
+            blocks,
+            starts,
+            n,
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CopyRange {
+    n: u32,
+    src_offset: u32,
+    dst_offset: u32,
+    _pad: u32,
+}
+
+/// Records dst[dst_offset..][..n] = src[src_offset..][..n] (element offsets, any alignment).
+pub(crate) fn record_copy(
+    rec: &mut Recorder,
+    src: BufView<'_>,
+    src_offset: usize,
+    dst: BufView<'_>,
+    dst_offset: usize,
+    n: usize,
+) -> Result<()> {
+    let gpu = rec.gpu();
+    let u = CopyRange {
+        n: n as u32,
+        src_offset: src_offset as u32,
+        dst_offset: dst_offset as u32,
+        _pad: 0,
+    };
+    rec.dispatch(
+        kernel!("common/copy.wgsl", "copy_range"),
+        &gpu.wg_constants(),
+        &[
+            Binding::Uniform(bytemuck::bytes_of(&u)),
+            Binding::Storage(src, None),
+            Binding::Storage(dst, None),
+        ],
+        gpu.elementwise_grid(n as u64)?,
+    )
+}
+
+impl LinearOperator for BlockDiagonal<'_> {
+    fn shape(&self) -> (usize, usize) {
+        (self.n, self.n)
+    }
+
+    fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
+        check_xy(rec, self, &x, &y)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (start, len) = (self.starts[i], self.scratch_in[i].len());
+            let (sin, sout) = (self.scratch_in[i].view(), self.scratch_out[i].view());
+            record_copy(rec, x, start, sin, 0, len)?;
+            block.record_apply(rec, sin, sout)?;
+            record_copy(rec, sout, 0, y, start, len)?;
+        }
+        Ok(())
+    }
+
+    fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
+        d.check(rec.gpu(), "d", self.n)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let sout = self.scratch_out[i].view();
+            if !block.record_diagonal(rec, sout)? {
+                return Ok(false);
+            }
+            record_copy(rec, sout, 0, d, self.starts[i], sout.len())?;
+        }
+        Ok(true)
+    }
+}
+
+/// A user operator from a closure that records y = A·x with its own dispatches.
+pub struct FnOperator<F> {
+    rows: usize,
+    cols: usize,
+    apply: F,
+}
+
+impl<F> FnOperator<F>
+where
+    F: Fn(&mut Recorder, BufView<'_>, BufView<'_>) -> Result<()>,
+{
+    /// A `rows × cols` operator applied by `apply(rec, x, y)`.
+    pub fn new(rows: usize, cols: usize, apply: F) -> Self {
+        FnOperator { rows, cols, apply }
+    }
+}
+
+impl<F> LinearOperator for FnOperator<F>
+where
+    F: Fn(&mut Recorder, BufView<'_>, BufView<'_>) -> Result<()>,
+{
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
+        check_xy(rec, self, &x, &y)?;
+        (self.apply)(rec, x, y)
+    }
+}
