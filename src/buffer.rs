@@ -89,6 +89,18 @@ impl<'a> BufView<'a> {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// The buffer the view lies in: what a user operator binds in its own bind group.
+    pub fn buffer(&self) -> &'a wgpu::Buffer {
+        self.buffer
+    }
+    /// Byte offset of element 0 in [`Self::buffer`].
+    pub fn byte_offset(&self) -> u64 {
+        self.offset
+    }
+    /// The view as a bind-group resource (offset and size set).
+    pub fn binding_resource(&self) -> wgpu::BindingResource<'a> {
+        self.binding(4 * self.len as u64)
+    }
     /// True when the view has no elements.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -58,7 +58,11 @@ pub static SHADERS: &[ShaderFile] = &[
         "common/grid.wgsl",
         "common/workgroup_reduce.wgsl"
     ),
-    shader!("krylov/cg.wgsl", "common/grid.wgsl"),
+    shader!(
+        "krylov/cg.wgsl",
+        "common/grid.wgsl",
+        "common/workgroup_reduce.wgsl"
+    ),
     shader!(
         "krylov/vectors.wgsl",
         "common/grid.wgsl",

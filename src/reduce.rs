@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::buffer::BufView;
+use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernel;
@@ -85,39 +85,68 @@ pub fn record(
             max,
         });
     }
-    let wg = gpu.tuning().workgroup_size as u64;
     let vec4s = (x.len() / 4) as u64;
-    // At least 16 vec4s per invocation: each workgroup's tree costs log2(WG) barriers, which
-    // CPU adapters pay dearly (lavapipe: dot at n = 2^20 took 6.3 ms with one vec4 per
-    // invocation, 1.2 ms with 16).
-    let groups = vec4s.div_ceil(wg * 16).clamp(1, MAX_PARTIALS as u64);
-    let grid = gpu.grid_for_groups(groups)?;
+    let groups = partial_groups(gpu, vec4s);
     let partials = gpu.zeros::<f32>(groups as usize)?;
+    if vec4s > 0 {
+        let uniform = ReduceUniform {
+            n: x.len() as u32,
+            out_index: out_index as u32,
+            partials: groups as u32,
+            _pad: 0,
+        };
+        let bytes = Some(16 * vec4s);
+        rec.dispatch(
+            kernel!("common/reduce.wgsl", "reduce_partial"),
+            &constants(gpu, op),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&uniform)),
+                Binding::Storage(x, bytes),
+                Binding::Storage(y, bytes),
+                Binding::Storage(partials.view(), None),
+            ],
+            gpu.grid_for_groups(groups)?,
+        )?;
+    }
+    record_finalize(rec, op, x, y, &partials, groups, out, out_index)
+}
+
+fn constants(gpu: &Gpu, op: Reduction) -> [(&'static str, f64); 2] {
+    [("WG", gpu.tuning().workgroup_size as f64), ("OP", op.op())]
+}
+
+/// Workgroups of a partial pass over `vec4s`: at least 16 vec4s per invocation, because each
+/// workgroup's tree costs log2(WG) barriers, which CPU adapters pay dearly (lavapipe: dot at
+/// n = 2^20 took 6.3 ms with one vec4 per invocation, 1.2 ms with 16), and at most
+/// `MAX_PARTIALS`. Kernels that fuse a partial reduction into other work use the same count.
+pub(crate) fn partial_groups(gpu: &Gpu, vec4s: u64) -> u64 {
+    let wg = gpu.tuning().workgroup_size as u64;
+    vec4s.div_ceil(wg * 16).clamp(1, MAX_PARTIALS as u64)
+}
+
+/// Records out[out_index] = op over `partials[..groups]` and the x.len() % 4 tail of x (and y).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_finalize(
+    rec: &mut Recorder,
+    op: Reduction,
+    x: BufView<'_>,
+    y: BufView<'_>,
+    partials: &GpuVec<f32>,
+    groups: u64,
+    out: BufView<'_>,
+    out_index: usize,
+) -> Result<()> {
+    let gpu = rec.gpu();
     let uniform = ReduceUniform {
         n: x.len() as u32,
         out_index: out_index as u32,
         partials: groups as u32,
         _pad: 0,
     };
-    let constants = [("WG", wg as f64), ("OP", op.op())];
     let uniform = bytemuck::bytes_of(&uniform);
-    if vec4s > 0 {
-        let bytes = Some(16 * vec4s);
-        rec.dispatch(
-            kernel!("common/reduce.wgsl", "reduce_partial"),
-            &constants,
-            &[
-                Binding::Uniform(uniform),
-                Binding::Storage(x, bytes),
-                Binding::Storage(y, bytes),
-                Binding::Storage(partials.view(), None),
-            ],
-            grid,
-        )?;
-    }
     rec.dispatch(
         kernel!("common/reduce.wgsl", "reduce_finalize"),
-        &constants,
+        &constants(gpu, op),
         &[
             Binding::Uniform(uniform),
             Binding::Storage(x, None),

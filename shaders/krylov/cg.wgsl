@@ -132,17 +132,29 @@ fn cg_direction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
-// x += α·p; r −= α·q  (binding 3 x, 4 r, 5 p, 6 q)
+@group(0) @binding(7) var<storage, read_write> rr_partial: array<f32>;
+
+// x += α·p; r −= α·q, and each workgroup's share of the new r·r into rr_partial, folded by
+// reduce.wgsl's reduce_finalize (binding 3 x, 4 r, 5 p, 6 q, 7 partials). The fused dot
+// saves a pass over r. No early return: every invocation must reach the workgroup fold.
 @compute @workgroup_size(WG)
 fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    if (done()) {
-        return;
-    }
+    let live = !done();
     let alpha = scal[s(ALPHA)];
+    var rr = 0.0;
     for (var i = linear_index(wid, nwg, lid); i < sys.n4; i += grid_stride(nwg)) {
-        v_x[i] = v_x[i] + alpha * v_p[i];
-        v_r[i] = v_r[i] - alpha * v_q[i];
+        var r = v_r[i];
+        if (live) {
+            v_x[i] = v_x[i] + alpha * v_p[i];
+            r = r - alpha * v_q[i];
+            v_r[i] = r;
+        }
+        rr += dot(r, r);
+    }
+    let total = workgroup_sum(lid, rr);
+    if (lid == 0u) {
+        rr_partial[wid.y * nwg.x + wid.x] = total;
     }
 }
 

@@ -142,6 +142,104 @@ fn poisson3d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
+// vec4 forms for nx % 4 == 0: a vec4 never straddles two grid rows, so the left and right
+// neighbours are lane shifts of the centre vec4 and its two neighbours in the row.
+@group(0) @binding(1) var<storage, read> vec4_x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> vec4_y: array<vec4<f32>>;
+
+// diag·centre − left − right along the row, for the four points of vec4 k starting at i0.
+// Branch-free: neighbours are loaded from clamped indices and masked, which vectorises across
+// invocations on CPU adapters where divergent branches serialise.
+fn row_terms(k: u32, i0: u32, c: vec4<f32>, diag: f32) -> vec4<f32> {
+    let last = grid.n / 4u - 1u;
+    let before = vec4_x[select(k - 1u, k, k == 0u)].w;
+    let after = vec4_x[min(k + 1u, last)].x;
+    let left = vec4<f32>(select(before, 0.0, i0 == 0u), c.x, c.y, c.z);
+    let right = vec4<f32>(c.y, c.z, c.w, select(after, 0.0, i0 + 4u >= grid.nx));
+    return diag * c - left - right;
+}
+
+// −x at vec4 index k + offset (or k − offset), or 0 past the boundary.
+fn neighbour(k: u32, offset: u32, up: bool, inside: bool) -> vec4<f32> {
+    let last = grid.n / 4u - 1u;
+    let index = select(select(k - offset, 0u, k < offset), min(k + offset, last), up);
+    return select(vec4<f32>(0.0), vec4_x[index], inside);
+}
+
+fn poisson2d_at(k: u32) -> vec4<f32> {
+    let row4 = grid.nx / 4u;
+    let j = k / row4;
+    let i0 = (k - j * row4) * 4u;
+    var y = row_terms(k, i0, vec4_x[k], 4.0);
+    y -= neighbour(k, row4, false, j > 0u);
+    y -= neighbour(k, row4, true, j + 1u < grid.ny);
+    return y;
+}
+
+fn poisson3d_at(k: u32) -> vec4<f32> {
+    let row4 = grid.nx / 4u;
+    let plane4 = row4 * grid.ny;
+    let rows = k / row4;
+    let i0 = (k - rows * row4) * 4u;
+    let l = k / plane4;
+    let j = rows - l * grid.ny;
+    var y = row_terms(k, i0, vec4_x[k], 6.0);
+    y -= neighbour(k, row4, false, j > 0u);
+    y -= neighbour(k, row4, true, j + 1u < grid.ny);
+    y -= neighbour(k, plane4, false, l > 0u);
+    y -= neighbour(k, plane4, true, l + 1u < grid.nz);
+    return y;
+}
+
+@compute @workgroup_size(WG)
+fn poisson2d_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    for (var k = linear_index(wid, nwg, lid); k < grid.n / 4u; k += grid_stride(nwg)) {
+        vec4_y[k] = poisson2d_at(k);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn poisson3d_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    for (var k = linear_index(wid, nwg, lid); k < grid.n / 4u; k += grid_stride(nwg)) {
+        vec4_y[k] = poisson3d_at(k);
+    }
+}
+
+// y = A·x and one partial sum of xᵀy per workgroup (CG's pᵀAp without a second pass).
+@group(0) @binding(3) var<storage, read_write> dot_partial: array<f32>;
+
+@compute @workgroup_size(WG)
+fn poisson2d_vec4_dot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    for (var k = linear_index(wid, nwg, lid); k < grid.n / 4u; k += grid_stride(nwg)) {
+        let y = poisson2d_at(k);
+        vec4_y[k] = y;
+        acc += dot(vec4_x[k], y);
+    }
+    let total = workgroup_sum(lid, acc);
+    if (lid == 0u) {
+        dot_partial[wid.y * nwg.x + wid.x] = total;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn poisson3d_vec4_dot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    for (var k = linear_index(wid, nwg, lid); k < grid.n / 4u; k += grid_stride(nwg)) {
+        let y = poisson3d_at(k);
+        vec4_y[k] = y;
+        acc += dot(vec4_x[k], y);
+    }
+    let total = workgroup_sum(lid, acc);
+    if (lid == 0u) {
+        dot_partial[wid.y * nwg.x + wid.x] = total;
+    }
+}
+
 // y += α·x (the shift of A + σI).
 @compute @workgroup_size(WG)
 fn axpy_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -28,6 +28,7 @@ pub const KERNELS: &[&str] = &[
     "hutchinson_accumulate",
     "rademacher",
     "dot",
+    "poisson2d_apply",
 ];
 
 /// Minimum bytes per element each kernel must move (f32).
@@ -47,6 +48,8 @@ pub fn bytes_per_element(kernel: &str) -> Option<f64> {
         "rademacher" => 4.0,
         // read x, y
         "dot" => 8.0,
+        // read x (neighbours from cache), write y
+        "poisson2d_apply" => 8.0,
         _ => return None,
     })
 }
@@ -218,6 +221,15 @@ pub fn case(gpu: &Gpu, kernel: &str, n: usize) -> Result<Option<Case>> {
             let (x, y, out) = (v(1)?, v(2)?, gpu.zeros::<f32>(1)?);
             Box::new(move |rec| {
                 reduce::record(rec, Reduction::Dot, x.view(), Some(y.view()), out.view(), 0)
+            })
+        }
+        "poisson2d_apply" => {
+            let side = (n as f64).sqrt() as usize;
+            let op = crate::krylov::Poisson::new_2d(side, n / side)?;
+            let (x, y) = (v(1)?, gpu.zeros::<f32>(n)?);
+            Box::new(move |rec| {
+                use crate::krylov::LinearOperator;
+                op.record_apply(rec, x.view(), y.view())
             })
         }
         _ => return Ok(None),

@@ -2,6 +2,7 @@
 
 pub mod kernels;
 pub mod roofline;
+pub mod solvers;
 
 use std::time::Instant;
 

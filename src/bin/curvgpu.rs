@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use curvgpu::bench::{self, kernels, roofline, TimingMethod};
+use curvgpu::bench::{self, kernels, roofline, solvers, TimingMethod};
 use curvgpu::{Gpu, Recorder};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -41,6 +41,9 @@ enum Command {
         /// Time with the host clock even where GPU timestamps exist.
         #[arg(long)]
         wall_clock: bool,
+        /// Skip the solver runs (CG on Poisson 1024² against an f64 CPU CG).
+        #[arg(long)]
+        no_solvers: bool,
     },
 }
 
@@ -54,7 +57,8 @@ fn main() -> ExitCode {
             reps,
             kernels,
             wall_clock,
-        } => run_bench(json, &log2_sizes, reps, &kernels, wall_clock),
+            no_solvers,
+        } => run_bench(json, &log2_sizes, reps, &kernels, wall_clock, !no_solvers),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +118,7 @@ fn run_bench(
     reps: usize,
     only: &[String],
     wall_clock: bool,
+    with_solvers: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let gpu = Gpu::new()?;
     let info = gpu.adapter_info().clone();
@@ -136,7 +141,8 @@ fn run_bench(
         info.device_type,
         gpu.tuning()
     );
-    let bar = ProgressBar::new((names.len() * log2_sizes.len() + 1) as u64);
+    let bar =
+        ProgressBar::new((names.len() * log2_sizes.len() + 1 + 2 * with_solvers as usize) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -177,6 +183,29 @@ fn run_bench(
             });
             bar.inc(1);
         }
+    }
+    let mut solver_runs = Vec::new();
+    let mut cg_iteration_stats = None;
+    if with_solvers {
+        bar.set_message("cg iteration, poisson 1024²");
+        let side = 1024;
+        let (ms, stats) = solvers::cg_iteration_ms(&gpu, side)?;
+        let n = side * side;
+        let bytes = solvers::CG_BYTES_PER_UNKNOWN * n as f64;
+        let gbps = bytes / (ms * 1e-3) / 1e9;
+        rows.push(Row {
+            name: "cg_iteration_poisson2d_1024".into(),
+            n,
+            bytes,
+            median_ms: ms,
+            gbps,
+            fraction: gbps / roof.copy_gbps,
+        });
+        cg_iteration_stats = Some(stats);
+        bar.inc(1);
+        bar.set_message("time to solution, poisson 1024², rtol 1e-6");
+        solver_runs.extend(solvers::poisson_time_to_solution(&gpu, side, 1e-6)?);
+        bar.inc(1);
     }
     bar.finish_and_clear();
 
@@ -220,6 +249,37 @@ fn run_bench(
         }
     }
 
+    if let Some(s) = cg_iteration_stats {
+        println!(
+            "cg_iteration_poisson2d_1024: {} dispatches per iteration (wall-clock difference of 250- and 50-iteration runs, {} B/unknown)",
+            s.dispatches_per_iteration,
+            solvers::CG_BYTES_PER_UNKNOWN
+        );
+    }
+    if !solver_runs.is_empty() {
+        println!(
+            "{:<12} {:<16} {:>9} {:>10} {:>11} {:>12} {:>9}",
+            "solver", "problem", "n", "iterations", "wall ms", "‖b−Ax‖/‖b‖", "converged"
+        );
+        for s in &solver_runs {
+            println!(
+                "{:<12} {:<16} {:>9} {:>10} {:>11.1} {:>12.2e} {:>9}",
+                s.name, s.problem, s.n, s.iterations, s.wall_ms, s.final_error, s.converged
+            );
+            if let Some(st) = s.stats {
+                println!(
+                    "  {} dispatches/iteration, {} submits, {} host readbacks for {} iterations recorded ({:.3} per iteration; check_every = {})",
+                    st.dispatches_per_iteration,
+                    st.submits,
+                    st.readbacks,
+                    st.iterations_recorded,
+                    st.readbacks as f64 / st.iterations_recorded.max(1) as f64,
+                    curvgpu::krylov::DEFAULT_CHECK_EVERY
+                );
+            }
+        }
+    }
+
     if let Some(path) = json_path {
         let doc = json!({
             "adapter": {
@@ -251,6 +311,18 @@ fn run_bench(
                 "reps": reps,
             })).collect::<Vec<_>>(),
             "fused_speedup": speedup.map(|(n, x)| json!({"n": n, "sophiag_step_vs_unfused": x})),
+            "solvers": solver_runs.iter().map(|s| json!({
+                "name": s.name,
+                "problem": s.problem,
+                "n": s.n,
+                "iterations": s.iterations,
+                "wall_ms": s.wall_ms,
+                "final_error": s.final_error,
+                "converged": s.converged,
+                "dispatches_per_iteration": s.stats.map(|x| x.dispatches_per_iteration),
+                "submits": s.stats.map(|x| x.submits),
+                "readbacks": s.stats.map(|x| x.readbacks),
+            })).collect::<Vec<_>>(),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
         eprintln!("wrote {}", path.display());

@@ -26,6 +26,20 @@ pub trait LinearOperator {
     fn record_diagonal(&self, _rec: &mut Recorder, _d: BufView<'_>) -> Result<bool> {
         Ok(false)
     }
+
+    /// Records y ← A·x fused with xᵀy, leaving one partial sum per workgroup in `partials`
+    /// (at most `partials.len()` workgroups), and returns how many; `Ok(None)` when the
+    /// operator cannot fuse (the caller then reduces xᵀy in a separate pass). CG uses it for
+    /// pᵀAp: fusing saves a pass over p and q every iteration.
+    fn record_apply_dot(
+        &self,
+        _rec: &mut Recorder,
+        _x: BufView<'_>,
+        _y: BufView<'_>,
+        _partials: &GpuVec<f32>,
+    ) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// The dimension of a square operator, or [`Error::Shape`].
@@ -263,12 +277,12 @@ impl CsrMatrix {
                 row_ptr[rows]
             )));
         }
+        // Monotone from 0 to nnz, so every row's range lies inside col_idx.
+        if let Some(r) = row_ptr.windows(2).position(|w| w[0] > w[1]) {
+            return Err(bad(format!("row_ptr decreases at row {r}")));
+        }
         for r in 0..rows {
-            let (start, end) = (row_ptr[r] as usize, row_ptr[r + 1] as usize);
-            if start > end {
-                return Err(bad(format!("row_ptr decreases at row {r}")));
-            }
-            let row = &col_idx[start..end];
+            let row = &col_idx[row_ptr[r] as usize..row_ptr[r + 1] as usize];
             if let Some(&c) = row.iter().find(|&&c| c as usize >= cols) {
                 return Err(bad(format!("row {r}: column {c} out of range 0..{cols}")));
             }
@@ -396,6 +410,11 @@ impl Poisson {
         self.nx * self.ny * self.nz
     }
 
+    /// Rows of whole vec4s take the vec4 stencils (2.5× faster on lavapipe).
+    fn vec4(&self) -> bool {
+        self.nx.is_multiple_of(4)
+    }
+
     fn uniform(&self) -> Dims {
         Dims {
             a: self.nx as u32,
@@ -415,11 +434,14 @@ impl LinearOperator for Poisson {
         check_xy(rec, self, &x, &y)?;
         let gpu = rec.gpu();
         let u = self.uniform();
-        let k = if self.nz == 1 {
-            kernel!("krylov/operators.wgsl", "poisson2d")
-        } else {
-            kernel!("krylov/operators.wgsl", "poisson3d")
+        let vec4 = self.vec4();
+        let k = match (self.nz == 1, vec4) {
+            (true, true) => kernel!("krylov/operators.wgsl", "poisson2d_vec4"),
+            (true, false) => kernel!("krylov/operators.wgsl", "poisson2d"),
+            (false, true) => kernel!("krylov/operators.wgsl", "poisson3d_vec4"),
+            (false, false) => kernel!("krylov/operators.wgsl", "poisson3d"),
         };
+        let items = if vec4 { self.len() / 4 } else { self.len() };
         rec.dispatch(
             k,
             &gpu.wg_constants(),
@@ -428,7 +450,7 @@ impl LinearOperator for Poisson {
                 Binding::Storage(x, None),
                 Binding::Storage(y, None),
             ],
-            gpu.elementwise_grid(self.len() as u64)?,
+            gpu.elementwise_grid(items as u64)?,
         )
     }
 
@@ -437,9 +459,44 @@ impl LinearOperator for Poisson {
         record_fill(rec, d, if self.nz == 1 { 4.0 } else { 6.0 })?;
         Ok(true)
     }
+
+    fn record_apply_dot(
+        &self,
+        rec: &mut Recorder,
+        x: BufView<'_>,
+        y: BufView<'_>,
+        partials: &GpuVec<f32>,
+    ) -> Result<Option<u64>> {
+        if !self.vec4() {
+            return Ok(None);
+        }
+        check_xy(rec, self, &x, &y)?;
+        let gpu = rec.gpu();
+        let groups =
+            crate::reduce::partial_groups(gpu, (self.len() / 4) as u64).min(partials.len() as u64);
+        let u = self.uniform();
+        let k = if self.nz == 1 {
+            kernel!("krylov/operators.wgsl", "poisson2d_vec4_dot")
+        } else {
+            kernel!("krylov/operators.wgsl", "poisson3d_vec4_dot")
+        };
+        rec.dispatch(
+            k,
+            &gpu.wg_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&u)),
+                Binding::Storage(x, None),
+                Binding::Storage(y, None),
+                Binding::Storage(partials.view(), None),
+            ],
+            gpu.grid_for_groups(groups)?,
+        )?;
+        Ok(Some(groups))
+    }
 }
 
 /// A + σ·I.
+#[derive(Clone, Copy)]
 pub struct Shifted<'a> {
     inner: &'a dyn LinearOperator,
     sigma: f32,
@@ -453,6 +510,15 @@ impl<'a> Shifted<'a> {
             return Err(Error::param("sigma", sigma as f64, "finite"));
         }
         Ok(Shifted { inner, sigma })
+    }
+}
+
+impl std::fmt::Debug for Shifted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shifted")
+            .field("shape", &self.inner.shape())
+            .field("sigma", &self.sigma)
+            .finish()
     }
 }
 
@@ -551,6 +617,15 @@ pub(crate) fn record_copy(
     )
 }
 
+impl std::fmt::Debug for BlockDiagonal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockDiagonal")
+            .field("block_starts", &self.starts)
+            .field("n", &self.n)
+            .finish()
+    }
+}
+
 impl LinearOperator for BlockDiagonal<'_> {
     fn shape(&self) -> (usize, usize) {
         (self.n, self.n)
@@ -595,6 +670,15 @@ where
     /// A `rows × cols` operator applied by `apply(rec, x, y)`.
     pub fn new(rows: usize, cols: usize, apply: F) -> Self {
         FnOperator { rows, cols, apply }
+    }
+}
+
+impl<F> std::fmt::Debug for FnOperator<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnOperator")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish_non_exhaustive()
     }
 }
 

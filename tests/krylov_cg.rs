@@ -1,0 +1,372 @@
+//! Conjugate gradient against scipy's recurrence in f64 (`curvgpu::reference::krylov::cg`).
+//!
+//! What can be compared. Both sides run the same recurrence with the same stopping test
+//! ‖r_k‖ < max(atol, rtol·‖b‖) on the recursively updated residual, so the iteration counts
+//! must agree to ±2 (f32 rounding perturbs the recurrence; measured: identical counts on every
+//! case here, up to 2,169 iterations at κ ≈ 4·10⁵).
+//!
+//! The f32 solution is judged two ways:
+//! - against the f64 CG solution: ‖x − x₆₄‖/‖x₆₄‖ ≤ rtol. The f64 iterate is itself only
+//!   within ~κ·rtol of the exact solution, so agreeing to rtol shows the f32 run followed the
+//!   same recurrence (measured 3·10⁻⁷ … 1.2·10⁻⁶);
+//! - by its true residual ‖b − A·x‖/‖b‖ in f64, which cannot beat what storing x in f32
+//!   allows: rounding x₆₄ alone leaves ε·‖A‖∞·‖x₆₄‖/‖b‖. The bound is rtol plus 8 times that
+//!   (8: the residual gap of f32 CG accumulates a few roundings per iteration).
+
+mod common;
+
+use common::*;
+use curvgpu::krylov::{cg, cg_batched, CgOptions, DenseMatrix, Poisson, Preconditioner};
+use curvgpu::reference::krylov as reference;
+use curvgpu::GpuVec;
+
+struct Case {
+    name: &'static str,
+    grid: (usize, usize, usize),
+    rtol: f32,
+    /// ‖A‖∞ of the stencil: 8 in 2-D, 12 in 3-D.
+    norm_a: f64,
+}
+
+fn apply(grid: (usize, usize, usize), x: &[f64], y: &mut [f64]) {
+    let (nx, ny, nz) = grid;
+    if nz == 1 {
+        reference::poisson2d_apply(nx, ny, x, y)
+    } else {
+        reference::poisson3d_apply(nx, ny, nz, x, y)
+    }
+}
+
+fn true_relative_residual(grid: (usize, usize, usize), x: &[f32], b: &[f64]) -> f64 {
+    let mut ax = vec![0.0; b.len()];
+    apply(grid, &as_f64(x), &mut ax);
+    let r: f64 = ax
+        .iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    r / b.iter().map(|b| b * b).sum::<f64>().sqrt()
+}
+
+fn run(case: &Case) {
+    let gpu = gpu();
+    let (nx, ny, nz) = case.grid;
+    let n = nx * ny * nz;
+    let b = round_f32(&uniform(n, 42, -1.0, 1.0));
+    let op = Poisson::new_3d(nx, ny, nz).unwrap();
+    let b_gpu = gpu.upload(&as_f32(&b)).unwrap();
+    let options = CgOptions {
+        rtol: case.rtol,
+        history: true,
+        ..Default::default()
+    };
+    let got = cg(gpu, &op, &b_gpu, None, &options).unwrap();
+    let want = reference::cg(
+        |x, y| apply(case.grid, x, y),
+        &b,
+        None,
+        case.rtol as f64,
+        0.0,
+        10 * n,
+        None,
+    );
+    let x = gpu.read(&got.x).unwrap();
+    let true_res = true_relative_residual(case.grid, &x, &b);
+    let x_err = x
+        .iter()
+        .zip(&want.x)
+        .map(|(a, b)| (*a as f64 - b).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        / want.x.iter().map(|b| b * b).sum::<f64>().sqrt();
+    eprintln!(
+        "{}: f32 {} iterations, f64 {}; true residual {true_res:.2e}; ‖x − x64‖/‖x64‖ {x_err:.2e}",
+        case.name, got.iterations, want.iterations
+    );
+    assert!(
+        got.converged && want.converged,
+        "{}: both must converge",
+        case.name
+    );
+    assert!(
+        got.iterations.abs_diff(want.iterations) <= 2,
+        "{}: {} iterations in f32, {} in f64",
+        case.name,
+        got.iterations,
+        want.iterations
+    );
+    assert!(
+        x_err <= case.rtol as f64,
+        "{}: ‖x − x64‖/‖x64‖ = {x_err:e}",
+        case.name
+    );
+    let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let attainable = case.rtol as f64 + 8.0 * EPS32 * case.norm_a * norm(&want.x) / norm(&b);
+    assert!(
+        true_res <= attainable,
+        "{}: true residual {true_res:e} > {attainable:e}",
+        case.name
+    );
+    let history = got.history.unwrap();
+    assert_eq!(history.len(), got.iterations + 1);
+    assert!(
+        history.last().unwrap()
+            < &(case.rtol * (b.iter().map(|v| v * v).sum::<f64>().sqrt() as f32))
+    );
+}
+
+#[test]
+fn poisson_2d_64_squared_matches_f64_cg() {
+    run(&Case {
+        name: "2-D 64²",
+        grid: (64, 64, 1),
+        rtol: 1e-5,
+        norm_a: 8.0,
+    });
+}
+
+#[test]
+fn poisson_2d_256_squared_matches_f64_cg() {
+    run(&Case {
+        name: "2-D 256²",
+        grid: (256, 256, 1),
+        rtol: 1e-5,
+        norm_a: 8.0,
+    });
+}
+
+#[test]
+fn poisson_3d_64_cubed_matches_f64_cg() {
+    run(&Case {
+        name: "3-D 64³",
+        grid: (64, 64, 64),
+        rtol: 1e-5,
+        norm_a: 12.0,
+    });
+}
+
+#[test]
+fn poisson_2d_1024_squared_converges_like_f64_cg() {
+    run(&Case {
+        name: "2-D 1024²",
+        grid: (1024, 1024, 1),
+        rtol: 1e-5,
+        norm_a: 8.0,
+    });
+}
+
+/// A 200×200 SPD matrix with eigenvalues spread over [1, 1000], scaled by D = diag(10^u),
+/// u ∈ [−1.5, 1.5]: D·A·D is badly scaled, which Jacobi undoes.
+fn badly_scaled_spd(n: usize) -> (Vec<f64>, Vec<f64>) {
+    let eig: Vec<f64> = (0..n)
+        .map(|i| 1.0 + 999.0 * i as f64 / (n - 1) as f64)
+        .collect();
+    let a = reference::random_spd(n, &eig, 5);
+    let d: Vec<f64> = uniform(n, 6, -1.5, 1.5)
+        .iter()
+        .map(|u| 10f64.powf(*u))
+        .collect();
+    let scaled: Vec<f64> = (0..n * n).map(|k| d[k / n] * a[k] * d[k % n]).collect();
+    // What the GPU sees: the f32 rounding of the matrix; the reference uses the same values.
+    (round_f32(&scaled), d)
+}
+
+fn dense_apply(n: usize, a: &[f64]) -> impl Fn(&[f64], &mut [f64]) + '_ {
+    move |x, y| reference::dense_apply(n, n, a, x, y)
+}
+
+#[test]
+fn jacobi_and_an_operator_preconditioner_follow_the_preconditioned_recurrence() {
+    // Dense f32 matvecs round differently from f64 at each step (one workgroup tree per row),
+    // so counts are compared with the ±2 rule and solutions to the f64 preconditioned CG's.
+    let gpu = gpu();
+    let n = 200;
+    let (a, _) = badly_scaled_spd(n);
+    let diag: Vec<f64> = (0..n).map(|i| a[i * n + i]).collect();
+    let b = round_f32(&uniform(n, 7, -1.0, 1.0));
+    let op = DenseMatrix::new(gpu, n, n, &as_f32(&a)).unwrap();
+    let b_gpu = gpu.upload(&as_f32(&b)).unwrap();
+    let plain = reference::cg(dense_apply(n, &a), &b, None, 1e-5, 0.0, 10 * n, None);
+    let jacobi = reference::cg(dense_apply(n, &a), &b, None, 1e-5, 0.0, 10 * n, Some(&diag));
+    assert!(
+        jacobi.iterations < plain.iterations,
+        "the test problem must reward Jacobi"
+    );
+    let inverse_diagonal: Vec<f32> = (0..n * n)
+        .map(|k| {
+            if k / n == k % n {
+                (1.0 / diag[k / n]) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let m = DenseMatrix::new(gpu, n, n, &inverse_diagonal).unwrap();
+    for (name, pre) in [
+        ("Jacobi", Preconditioner::Jacobi),
+        ("operator", Preconditioner::Operator(&m)),
+    ] {
+        let options = CgOptions {
+            preconditioner: pre,
+            ..Default::default()
+        };
+        let got = cg(gpu, &op, &b_gpu, None, &options).unwrap();
+        eprintln!(
+            "{name}: f32 {} iterations, f64 {} (plain f64 {})",
+            got.iterations, jacobi.iterations, plain.iterations
+        );
+        assert!(got.converged);
+        assert!(
+            got.iterations.abs_diff(jacobi.iterations) <= 2,
+            "{name}: {} vs {}",
+            got.iterations,
+            jacobi.iterations
+        );
+    }
+}
+
+#[test]
+fn batched_solves_equal_separate_solves() {
+    // Same kernels, same data, same order: bit-identical to solving one at a time.
+    let gpu = gpu();
+    let op = Poisson::new_2d(37, 23).unwrap();
+    let n = 37 * 23;
+    let bs: Vec<GpuVec<f32>> = (0..3)
+        .map(|k| {
+            gpu.upload(&as_f32(&uniform(n, 100 + k, -1.0, 1.0)))
+                .unwrap()
+        })
+        .collect();
+    let views: Vec<_> = bs.iter().map(|b| b.view()).collect();
+    let (batched, stats) = cg_batched(gpu, &op, &views, None, &CgOptions::default()).unwrap();
+    assert_eq!(batched.len(), 3);
+    for (k, b) in bs.iter().enumerate() {
+        let single = cg(gpu, &op, b, None, &CgOptions::default()).unwrap();
+        assert_eq!(batched[k].iterations, single.iterations, "system {k}");
+        assert_eq!(
+            gpu.read(&batched[k].x).unwrap(),
+            gpu.read(&single.x).unwrap(),
+            "system {k}"
+        );
+    }
+    // One readback per check_every iterations serves all three systems.
+    let most = batched.iter().map(|r| r.iterations).max().unwrap();
+    assert!(
+        stats.readbacks <= most.div_ceil(CgOptions::default().check_every) + 3,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn iterations_recorded_past_convergence_change_nothing() {
+    // check_every = 1 stops at once; check_every = 64 records up to 63 extra iterations, which
+    // must be no-ops on the GPU: same count, same bits.
+    let gpu = gpu();
+    let op = Poisson::new_2d(31, 31).unwrap();
+    let b = gpu
+        .upload(&as_f32(&uniform(31 * 31, 9, -1.0, 1.0)))
+        .unwrap();
+    let run = |check_every| {
+        cg(
+            gpu,
+            &op,
+            &b,
+            None,
+            &CgOptions {
+                check_every,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (tight, loose) = (run(1), run(64));
+    assert_eq!(tight.iterations, loose.iterations);
+    assert_eq!(gpu.read(&tight.x).unwrap(), gpu.read(&loose.x).unwrap());
+}
+
+#[test]
+fn scipy_exit_cases_zero_rhs_exact_start_maxiter_and_atol() {
+    let gpu = gpu();
+    let n = 15 * 15;
+    let op = Poisson::new_2d(15, 15).unwrap();
+    let b64 = round_f32(&uniform(n, 11, -1.0, 1.0));
+    let b = gpu.upload(&as_f32(&b64)).unwrap();
+    // b = 0: x = 0 after 0 iterations, converged (scipy returns b itself).
+    let zero = gpu.zeros::<f32>(n).unwrap();
+    let r = cg(gpu, &op, &zero, None, &CgOptions::default()).unwrap();
+    assert_eq!((r.iterations, r.converged), (0, true));
+    assert!(gpu.read(&r.x).unwrap().iter().all(|&v| v == 0.0));
+    // maxiter exhausted: not converged, exactly maxiter iterations, as scipy's info = maxiter.
+    let r = cg(
+        gpu,
+        &op,
+        &b,
+        None,
+        &CgOptions {
+            maxiter: Some(7),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((r.iterations, r.converged), (7, false));
+    let want = reference::cg(
+        |x, y| reference::poisson2d_apply(15, 15, x, y),
+        &b64,
+        None,
+        1e-5,
+        0.0,
+        7,
+        None,
+    );
+    assert_close(
+        "x after 7 iterations",
+        &gpu.read(&r.x).unwrap(),
+        &want.x,
+        64.0 * EPS32 * common::max_abs(&want.x),
+        0.0,
+    );
+    // Starting from the f64 solution: converged at once, 0 iterations.
+    let exact = reference::cg(
+        |x, y| reference::poisson2d_apply(15, 15, x, y),
+        &b64,
+        None,
+        1e-12,
+        0.0,
+        10 * n,
+        None,
+    );
+    let x0 = gpu.upload(&as_f32(&exact.x)).unwrap();
+    let r = cg(gpu, &op, &b, Some(x0.view()), &CgOptions::default()).unwrap();
+    assert_eq!((r.iterations, r.converged), (0, true));
+    // atol dominates rtol·‖b‖: stops earlier, at the same iteration as the f64 run.
+    let atol = 1e-2;
+    let want = reference::cg(
+        |x, y| reference::poisson2d_apply(15, 15, x, y),
+        &b64,
+        None,
+        0.0,
+        atol,
+        10 * n,
+        None,
+    );
+    let r = cg(
+        gpu,
+        &op,
+        &b,
+        None,
+        &CgOptions {
+            rtol: 0.0,
+            atol: atol as f32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(r.converged && r.residual < atol as f32);
+    assert!(
+        r.iterations.abs_diff(want.iterations) <= 2,
+        "{} vs {}",
+        r.iterations,
+        want.iterations
+    );
+}

@@ -1,0 +1,225 @@
+//! Power iteration, Hutchinson trace, Lanczos and SLQ against matrices with a known spectrum.
+//!
+//! The test matrix is Q·diag(λ)·Qᵀ (f64, `reference::krylov::random_spd`) rounded to f32: its
+//! eigenvalues move by at most ‖ΔA‖₂ ≤ n·ε·max|a_ij| (Weyl), far below the tolerances used.
+//! A dense f32 matvec of a 512-row matrix carries ≈ (log2 256 + 2)·ε relative error per entry,
+//! so Rayleigh quotients are good to ~1e-6 relative; power iteration stopped at a relative
+//! change of tol = 1e-7 with an eigenvalue gap ratio r = λ₂/λ₁ = 0.9 is within
+//! tol/(1 − r²) ≈ 5e-7 of its limit. The bound used, 1e-4 relative, leaves room for both.
+
+mod common;
+
+use common::*;
+use curvgpu::krylov::density::spectral_moment;
+use curvgpu::krylov::{
+    hutchinson_trace, lanczos, spectral_density, top_eigenvalues, tridiag::tridiagonal_eigen,
+    DenseMatrix, PowerOptions, SlqOptions, TraceOptions,
+};
+use curvgpu::reference::{krylov as reference, philox};
+
+const N: usize = 512;
+
+fn spectrum() -> Vec<f64> {
+    // Five separated top eigenvalues, the rest spread over [0.1, 10].
+    let mut lambda = vec![100.0, 90.0, 80.0, 70.0, 60.0];
+    lambda.extend((0..N - 5).map(|i| 0.1 + 9.9 * i as f64 / (N - 6) as f64));
+    lambda
+}
+
+fn matrix() -> (Vec<f64>, DenseMatrix) {
+    let a = round_f32(&reference::random_spd(N, &spectrum(), 17));
+    let op = DenseMatrix::new(gpu(), N, N, &as_f32(&a)).unwrap();
+    (a, op)
+}
+
+#[test]
+fn power_iteration_finds_the_top_five_eigenvalues_and_orthonormal_vectors() {
+    let gpu = gpu();
+    let (_, op) = matrix();
+    let options = PowerOptions {
+        top_n: 5,
+        max_iter: 2000,
+        tol: 1e-7,
+        seed: 3,
+    };
+    let found = top_eigenvalues(gpu, &op, &options).unwrap();
+    for (k, (&got, want)) in found
+        .values
+        .iter()
+        .zip([100.0, 90.0, 80.0, 70.0, 60.0])
+        .enumerate()
+    {
+        assert!(
+            (got - want).abs() <= 1e-4 * want,
+            "λ{k} = {got}, want {want}"
+        );
+    }
+    // The Rayleigh quotient converges quadratically faster than its vector: with the
+    // eigenvalue within 5e-7 relative and relative gaps of 0.1, the vectors are within
+    // √(5e-7/0.1) ≈ 2.2e-3 of the eigenvectors, and so orthonormal to that order. Bound: 1e-2.
+    let v: Vec<Vec<f32>> = found.vectors.iter().map(|x| gpu.read(x).unwrap()).collect();
+    for i in 0..5 {
+        for j in 0..5 {
+            let dot: f64 = v[i]
+                .iter()
+                .zip(&v[j])
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum();
+            let want = if i == j { 1.0 } else { 0.0 };
+            assert!((dot - want).abs() < 1e-2, "v{i}·v{j} = {dot}");
+        }
+    }
+}
+
+#[test]
+fn power_iteration_with_pyhessian_defaults_stops_early_but_close() {
+    // tol = 1e-3 on the relative change stops once successive Rayleigh quotients agree to
+    // 1e-3; with r² = 0.81 the remaining error is below tol/(1 − r²) ≈ 5.3e-3 relative.
+    let (_, op) = matrix();
+    let found = top_eigenvalues(gpu(), &op, &PowerOptions::default()).unwrap();
+    assert!(found.iterations[0] < 100);
+    assert!(
+        (found.values[0] - 100.0).abs() <= 5.3e-3 * 100.0,
+        "λ1 = {}",
+        found.values[0]
+    );
+}
+
+#[test]
+fn hutchinson_trace_is_within_four_standard_errors_of_the_exact_trace() {
+    let (a, op) = matrix();
+    let exact: f64 = (0..N).map(|i| a[i * N + i]).sum();
+    let est = hutchinson_trace(
+        gpu(),
+        &op,
+        &TraceOptions {
+            seed: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    eprintln!(
+        "trace {} ± {} (exact {exact}) after {} probes",
+        est.trace,
+        est.std_error,
+        est.samples.len()
+    );
+    assert!(
+        (est.trace - exact).abs() <= 4.0 * est.std_error,
+        "{} vs {exact}",
+        est.trace
+    );
+    // PyHessian's rule stopped it, or it ran 100 probes.
+    assert!(est.samples.len() <= 100);
+}
+
+#[test]
+fn per_block_traces_of_a_diagonal_matrix_are_exact_for_every_probe() {
+    // For diagonal A, zᵀAz = Σ a_ii z_i² = tr(A) exactly whatever the signs: every block's
+    // estimate equals its exact trace up to the f32 sums (≤ 600 terms of ≤ 3: 1e-3 absolute).
+    let gpu = gpu();
+    let n = 601;
+    let d = uniform(n, 8, 0.5, 3.0);
+    let dense: Vec<f32> = (0..n * n)
+        .map(|k| if k / n == k % n { d[k / n] as f32 } else { 0.0 })
+        .collect();
+    let op = DenseMatrix::new(gpu, n, n, &dense).unwrap();
+    let blocks = vec![100, 1, 300, 200];
+    let est = hutchinson_trace(
+        gpu,
+        &op,
+        &TraceOptions {
+            blocks: blocks.clone(),
+            max_iter: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut start = 0;
+    for (b, len) in est.blocks.iter().zip(&blocks) {
+        let exact: f64 = d[start..start + len].iter().map(|&x| x as f32 as f64).sum();
+        assert_eq!(b.len, *len);
+        assert!(
+            (b.trace - exact).abs() < 1e-3,
+            "block at {start}: {} vs {exact}",
+            b.trace
+        );
+        assert!((b.per_parameter - exact / *len as f64).abs() < 1e-3 / *len as f64);
+        start += len;
+    }
+    assert!(
+        est.std_error < 1e-3,
+        "every probe gives the same value: {}",
+        est.std_error
+    );
+}
+
+#[test]
+fn lanczos_to_full_dimension_recovers_every_eigenvalue() {
+    // m = n on a 40×40 matrix: T is similar to A, so eig(T) = spectrum to f32 accuracy
+    // (full re-orthogonalisation keeps the basis orthogonal to ~1e-6).
+    let gpu = gpu();
+    let n = 40;
+    let lambda: Vec<f64> = (0..n).map(|i| 1.0 + i as f64 * 0.5).collect();
+    let a = reference::random_spd(n, &lambda, 21);
+    let op = DenseMatrix::new(gpu, n, n, &as_f32(&a)).unwrap();
+    let t = lanczos(gpu, &op, n, 1, 0).unwrap();
+    let eig = tridiagonal_eigen(&t.alpha, &t.beta).unwrap();
+    assert_eq!(eig.values.len(), n);
+    for (got, want) in eig.values.iter().zip(&lambda) {
+        assert!((got - want).abs() < 1e-4 * 20.5, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn slq_quadrature_moments_equal_the_start_vectors_rayleigh_moments() {
+    // Gauss quadrature with m nodes is exact for polynomials of degree < 2m, so for each run
+    // Σ w_i θ_i^k = v₀ᵀA^k v₀ with v₀ the normalised Rademacher start vector, which the f64
+    // Philox reference regenerates. m = 30, k ≤ 4; f32 Lanczos with full
+    // re-orthogonalisation keeps these to ~1e-5 relative; the bound is 1e-4.
+    let gpu = gpu();
+    let (a, op) = matrix();
+    let options = SlqOptions {
+        steps: 30,
+        runs: 3,
+        seed: 9,
+        ..Default::default()
+    };
+    let slq = spectral_density(gpu, &op, &options).unwrap();
+    for (r, run) in slq.runs.iter().enumerate() {
+        let z = philox::rademacher(options.seed, (r * N) as u64, N);
+        let norm = (N as f64).sqrt() + 1e-6;
+        let mut v: Vec<f64> = z.iter().map(|&x| x as f64 / norm).collect();
+        let v0 = v.clone();
+        for k in 1..=4u32 {
+            let mut av = vec![0.0; N];
+            reference::dense_apply(N, N, &a, &v, &mut av);
+            v = av;
+            let exact: f64 = v0.iter().zip(&v).map(|(a, b)| a * b).sum();
+            let quad = spectral_moment(std::slice::from_ref(run), k);
+            assert!(
+                (quad - exact).abs() <= 1e-4 * exact.abs(),
+                "run {r}, k = {k}: {quad} vs {exact}"
+            );
+        }
+    }
+    // The moments average to tr(A^k)/n within 4 standard errors of the run-to-run spread.
+    let exact_mean: f64 = spectrum().iter().sum::<f64>() / N as f64;
+    let per_run: Vec<f64> = slq
+        .runs
+        .iter()
+        .map(|run| spectral_moment(std::slice::from_ref(run), 1))
+        .collect();
+    let mean = per_run.iter().sum::<f64>() / per_run.len() as f64;
+    let sd = (per_run.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / (per_run.len() - 1) as f64)
+        .sqrt();
+    assert!(
+        (mean - exact_mean).abs() <= 4.0 * sd / (per_run.len() as f64).sqrt() + 1e-9,
+        "{mean} vs {exact_mean}"
+    );
+    // The smoothed density integrates to 1 and keeps the first moment of its quadrature.
+    let dx = slq.density.grid[1] - slq.density.grid[0];
+    let mass: f64 = slq.density.density.iter().sum::<f64>() * dx;
+    assert!((mass - 1.0).abs() < 1e-9);
+    assert!((slq.density.moment(1) - spectral_moment(&slq.runs, 1)).abs() < 1e-2 * exact_mean);
+}
