@@ -7,6 +7,9 @@ mod cg;
 pub mod density;
 pub mod lr;
 mod operator;
+// The solvers and spectrum tools read scalars back between steps with blocking reads; their
+// async forms for the browser come with the web demo.
+#[cfg(not(target_arch = "wasm32"))]
 mod spectrum;
 pub mod tridiag;
 
@@ -18,6 +21,7 @@ pub use operator::{
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use spectrum::{hutchinson_trace, lanczos, spectral_density, top_eigenvalues};
+#[cfg(not(target_arch = "wasm32"))]
 pub use spectrum::{
     BlockTrace, Eigenpairs, LanczosTridiagonal, PowerOptions, SlqOptions, SpectralDensity,
     TraceEstimate, TraceOptions,

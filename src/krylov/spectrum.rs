@@ -201,7 +201,6 @@ fn check_iter(name: &'static str, max_iter: usize, tol: f64) -> Result<()> {
 /// Gaussian start normalised by ‖v‖ + 1e-6; each iteration orthogonalises against the
 /// eigenvectors found, λ = vᵀAv, v ← Av/(‖Av‖ + 1e-6); stop on relative change < tol.
 /// Power iteration finds the eigenvalues largest in magnitude.
-#[cfg(not(target_arch = "wasm32"))]
 pub fn top_eigenvalues(
     gpu: &Gpu,
     op: &dyn LinearOperator,
@@ -348,7 +347,6 @@ struct Ranges {
 
 /// tr(A) ≈ mean of zᵀAz over Rademacher z, with PyHessian's stopping rule, and per-block
 /// traces from the same probes.
-#[cfg(not(target_arch = "wasm32"))]
 pub fn hutchinson_trace(
     gpu: &Gpu,
     op: &dyn LinearOperator,
@@ -454,7 +452,6 @@ pub struct LanczosTridiagonal {
 /// re-orthogonalisation (PyHessian's density loop). All steps are one submission; α and β come
 /// back at the end. Stops early (fewer steps) when β falls to f32 noise: the Krylov space
 /// is exhausted and the quadrature is then exact.
-#[cfg(not(target_arch = "wasm32"))]
 pub fn lanczos(
     gpu: &Gpu,
     op: &dyn LinearOperator,
@@ -591,7 +588,6 @@ pub struct SpectralDensity {
 
 /// Stochastic Lanczos quadrature: per run, nodes = eig(T) and weights = (first eigenvector
 /// components)², then PyHessian's Gaussian-kernel density on its grid.
-#[cfg(not(target_arch = "wasm32"))]
 pub fn spectral_density(
     gpu: &Gpu,
     op: &dyn LinearOperator,
