@@ -1,0 +1,52 @@
+//! Criterion benches of the Krylov kernels: the Poisson operator (GPU-timestamp timed, GB/s)
+//! and whole CG solves (wall clock, setup and readbacks included).
+//!
+//! `cargo bench --bench krylov`.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use curvgpu::bench::{kernels, time_runs};
+use curvgpu::krylov::{cg, CgOptions, Poisson};
+use curvgpu::Gpu;
+
+fn krylov(c: &mut Criterion) {
+    let gpu = match Gpu::new() {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            eprintln!("skipping the krylov benches: {e}");
+            return;
+        }
+    };
+    let mut group = c.benchmark_group("krylov");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    for log2 in [16u32, 20] {
+        let n = 1usize << log2;
+        let Ok(Some(mut case)) = kernels::case(&gpu, "poisson2d_apply", n) else {
+            continue;
+        };
+        group.throughput(Throughput::Bytes(8 * n as u64));
+        group.bench_function(BenchmarkId::new("poisson2d_apply", n), |b| {
+            b.iter_custom(|iters| {
+                let (ms, _) = time_runs(&gpu, iters as usize, true, |rec| case.record(rec))
+                    .expect("timing the stencil");
+                Duration::from_secs_f64(ms.iter().sum::<f64>() * 1e-3)
+            })
+        });
+    }
+    for side in [64usize, 256] {
+        let op = Poisson::new_2d(side, side).expect("grid");
+        let b = curvgpu::rng::gaussian(&gpu, side * side, 1, 0).expect("rhs");
+        group.throughput(Throughput::Elements((side * side) as u64));
+        group.bench_function(
+            BenchmarkId::new("cg_solve_rtol_1e-5", side * side),
+            |bench| bench.iter(|| cg(&gpu, &op, &b, None, &CgOptions::default()).expect("cg")),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, krylov);
+criterion_main!(benches);
