@@ -8,8 +8,8 @@ mod common;
 use std::sync::OnceLock;
 
 use common::{
-    adahessian_params, as_f32, as_f64, assert_close, gpu, poke, sophiag_params, uniform,
-    worst_ratio, EPS32,
+    adahessian_params, as_f32, as_f64, assert_close, assert_empty, assert_length, assert_param,
+    gpu, poke, sophiag_params, uniform, worst_ratio, EPS32,
 };
 use curvgpu::diag::{
     AdaHessian, AdaHessianConfig, Averaging, DiagState, HutchinsonDiag, SophiaG, SophiaGConfig,
@@ -39,49 +39,6 @@ fn raw_buffer(gpu: &Gpu, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer 
 fn fill(gpu: &Gpu, out: BufView<'_>) -> curvgpu::Result<()> {
     let mut rec = Recorder::new(gpu);
     rng::record_fill(&mut rec, rng::Distribution::Bits, out, 1, 0)
-}
-
-#[track_caller]
-fn assert_empty<T: std::fmt::Debug>(result: curvgpu::Result<T>, argument: &str) {
-    match result {
-        Err(Error::Empty { argument: a }) => assert_eq!(a, argument),
-        other => panic!("expected Empty {{ {argument} }}, got {other:?}"),
-    }
-}
-
-#[track_caller]
-fn assert_param<T: std::fmt::Debug>(result: curvgpu::Result<T>, name: &str, value: f32) {
-    match result {
-        Err(Error::InvalidParameter {
-            name: n, value: v, ..
-        }) => {
-            assert_eq!(n, name);
-            assert!(
-                v.to_bits() == (value as f64).to_bits(),
-                "{name}: reported value {v}, given {value}"
-            );
-        }
-        other => panic!("expected InvalidParameter {{ {name} = {value} }}, got {other:?}"),
-    }
-}
-
-#[track_caller]
-fn assert_length<T: std::fmt::Debug>(
-    result: curvgpu::Result<T>,
-    argument: &str,
-    expected: usize,
-    actual: usize,
-) {
-    match result {
-        Err(Error::LengthMismatch {
-            argument: a,
-            expected: e,
-            actual: n,
-        }) => assert_eq!((a, e, n), (argument, expected, actual)),
-        other => panic!(
-            "expected LengthMismatch {{ {argument}: {actual} for {expected} }}, got {other:?}"
-        ),
-    }
 }
 
 #[track_caller]

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{as_f32, gpu, uniform};
+use common::{as_f32, assert_empty, assert_length, assert_param, gpu, uniform};
 use curvgpu::krylov::lr::{max_stable_lr_gd, scale_lr, BatchScaling};
 use curvgpu::krylov::tridiag::tridiagonal_eigen;
 use curvgpu::krylov::{
@@ -18,50 +18,6 @@ use curvgpu::krylov::{
 };
 use curvgpu::reference::krylov as reference;
 use curvgpu::{Error, GpuVec, Recorder};
-
-#[track_caller]
-fn assert_empty<T: std::fmt::Debug>(result: curvgpu::Result<T>, argument: &str) {
-    match result {
-        Err(Error::Empty { argument: a }) => assert_eq!(a, argument),
-        other => panic!("expected Empty {{ {argument} }}, got {other:?}"),
-    }
-}
-
-/// InvalidParameter naming `name` and reporting `value` (bit-exact, so NaN matches NaN).
-#[track_caller]
-fn assert_param<T: std::fmt::Debug>(result: curvgpu::Result<T>, name: &str, value: f64) {
-    match result {
-        Err(Error::InvalidParameter {
-            name: n, value: v, ..
-        }) => {
-            assert_eq!(n, name);
-            assert!(
-                v.to_bits() == value.to_bits(),
-                "{name}: reported value {v}, given {value}"
-            );
-        }
-        other => panic!("expected InvalidParameter {{ {name} = {value} }}, got {other:?}"),
-    }
-}
-
-#[track_caller]
-fn assert_length<T: std::fmt::Debug>(
-    result: curvgpu::Result<T>,
-    argument: &str,
-    expected: usize,
-    actual: usize,
-) {
-    match result {
-        Err(Error::LengthMismatch {
-            argument: a,
-            expected: e,
-            actual: n,
-        }) => assert_eq!((a, e, n), (argument, expected, actual)),
-        other => panic!(
-            "expected LengthMismatch {{ {argument}: {actual} for {expected} }}, got {other:?}"
-        ),
-    }
-}
 
 /// Shape naming `argument`; returns the message.
 #[track_caller]

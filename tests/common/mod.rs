@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use curvgpu::diag::{AdaHessianConfig, SophiaGConfig, SophiaHConfig};
 use curvgpu::reference::diag as reference;
-use curvgpu::{Gpu, GpuOptions, Tuning};
+use curvgpu::{Error, Gpu, GpuOptions, Tuning};
 
 /// Unit roundoff of f32.
 pub const EPS32: f64 = f32::EPSILON as f64;
@@ -173,5 +173,56 @@ pub fn adahessian_params(c: &AdaHessianConfig) -> reference::AdaHessianParams {
         eps: c.eps as f64,
         weight_decay: c.weight_decay as f64,
         hessian_power: c.hessian_power as f64,
+    }
+}
+
+/// `Error::Empty` naming `argument`.
+#[track_caller]
+pub fn assert_empty<T: std::fmt::Debug>(result: curvgpu::Result<T>, argument: &str) {
+    match result {
+        Err(Error::Empty { argument: a }) => assert_eq!(a, argument),
+        other => panic!("expected Empty {{ {argument} }}, got {other:?}"),
+    }
+}
+
+/// `Error::InvalidParameter` naming `name` and reporting `value` (bit-exact, so NaN matches).
+#[track_caller]
+pub fn assert_param<T: std::fmt::Debug>(
+    result: curvgpu::Result<T>,
+    name: &str,
+    value: impl Into<f64>,
+) {
+    let value = value.into();
+    match result {
+        Err(Error::InvalidParameter {
+            name: n, value: v, ..
+        }) => {
+            assert_eq!(n, name);
+            assert!(
+                v.to_bits() == value.to_bits(),
+                "{name}: reported value {v}, given {value}"
+            );
+        }
+        other => panic!("expected InvalidParameter {{ {name} = {value} }}, got {other:?}"),
+    }
+}
+
+/// `Error::LengthMismatch` naming `argument` with the lengths.
+#[track_caller]
+pub fn assert_length<T: std::fmt::Debug>(
+    result: curvgpu::Result<T>,
+    argument: &str,
+    expected: usize,
+    actual: usize,
+) {
+    match result {
+        Err(Error::LengthMismatch {
+            argument: a,
+            expected: e,
+            actual: n,
+        }) => assert_eq!((a, e, n), (argument, expected, actual)),
+        other => panic!(
+            "expected LengthMismatch {{ {argument}: {actual} for {expected} }}, got {other:?}"
+        ),
     }
 }
