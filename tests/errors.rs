@@ -250,7 +250,7 @@ fn negative_rho_is_invalid_rho() {
         rho: -0.04,
         ..Default::default()
     };
-    assert_param(SophiaG::new(gpu(), 4, config), "rho", -0.04);
+    assert_param(SophiaG::new(gpu(), 4, config), "rho", -0.04f32);
 }
 
 #[test]
