@@ -266,7 +266,7 @@ fn eps_of_zero_is_invalid_eps() {
             },
         ),
         "eps",
-        0.0,
+        0.0f32,
     );
     assert_param(
         SophiaH::new(
@@ -278,7 +278,7 @@ fn eps_of_zero_is_invalid_eps() {
             },
         ),
         "eps",
-        0.0,
+        0.0f32,
     );
     assert_param(
         AdaHessian::new(
@@ -290,7 +290,7 @@ fn eps_of_zero_is_invalid_eps() {
             },
         ),
         "eps",
-        0.0,
+        0.0f32,
     );
 }
 
@@ -304,7 +304,7 @@ fn other_out_of_range_fields_are_named() {
             ..Default::default()
         }),
         "weight_decay",
-        -0.1,
+        -0.1f32,
     );
     assert_param(
         g(SophiaGConfig {
@@ -312,7 +312,7 @@ fn other_out_of_range_fields_are_named() {
             ..Default::default()
         }),
         "batch_tokens",
-        0.0,
+        0.0f32,
     );
     let h = |c: SophiaHConfig| SophiaH::new(gpu, 4, c);
     assert_param(
@@ -321,7 +321,7 @@ fn other_out_of_range_fields_are_named() {
             ..Default::default()
         }),
         "gamma",
-        0.0,
+        0.0f32,
     );
     let a = |c: AdaHessianConfig| AdaHessian::new(gpu, 4, c);
     assert_param(
@@ -330,7 +330,7 @@ fn other_out_of_range_fields_are_named() {
             ..Default::default()
         }),
         "weight_decay",
-        -1.0,
+        -1.0f32,
     );
 }
 
@@ -362,7 +362,7 @@ fn set_config_validates_too() {
             ..Default::default()
         }),
         "lr",
-        -1.0,
+        -1.0f32,
     );
     assert_eq!(
         opt.config().lr,
