@@ -224,8 +224,9 @@ pub fn case(gpu: &Gpu, kernel: &str, n: usize) -> Result<Option<Case>> {
             })
         }
         "poisson2d_apply" => {
-            let side = (n as f64).sqrt() as usize;
-            let op = crate::krylov::Poisson::new_2d(side, n / side)?;
+            // Powers of two: nx = 2^⌊log2(n)/2⌋ divides n exactly.
+            let nx = 1usize << (n.ilog2() / 2);
+            let op = crate::krylov::Poisson::new_2d(nx, n / nx)?;
             let (x, y) = (v(1)?, gpu.zeros::<f32>(n)?);
             Box::new(move |rec| {
                 use crate::krylov::LinearOperator;

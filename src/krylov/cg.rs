@@ -180,15 +180,14 @@ pub fn cg_batched(
             x0.check(gpu, "x0", n)?;
         }
     }
-    for (i, b) in bs.iter().enumerate() {
-        if let Some(index) = crate::finite::first_nonfinite(gpu, *b)? {
-            return Err(Error::NonFinite {
-                argument: "b",
-                tensor: i,
-                index,
-            });
-        }
+    let mut stats = CgStats::default();
+    crate::finite::ensure_finite(gpu, "b", bs)?;
+    let checks = bs.len() + x0s.map_or(0, <[_]>::len);
+    if let Some(x0s) = x0s {
+        crate::finite::ensure_finite(gpu, "x0", x0s)?;
     }
+    stats.submits += checks;
+    stats.readbacks += checks;
     if let Preconditioner::Operator(m) = options.preconditioner {
         let (rows, cols) = m.shape();
         if (rows, cols) != (n, n) {
@@ -200,7 +199,14 @@ pub fn cg_batched(
     }
 
     let k = bs.len();
-    let hist_len = if options.history { maxiter + 1 } else { 1 };
+    let hist_len = match options.history {
+        true => maxiter.checked_add(1).ok_or(Error::param(
+            "maxiter",
+            maxiter as f64,
+            "small enough to keep a residual history",
+        ))?,
+        false => 1,
+    };
     let preconditioned = !matches!(options.preconditioner, Preconditioner::None);
     let mut systems = Vec::with_capacity(k);
     for _ in 0..k {
@@ -220,7 +226,11 @@ pub fn cg_batched(
     let scal = gpu.zeros::<f32>(SCALARS * k)?;
     let ctl = gpu.zeros::<u32>(CONTROL * k)?;
     let inv_diag = match options.preconditioner {
-        Preconditioner::Jacobi => Some(jacobi_inverse(gpu, op, n)?),
+        Preconditioner::Jacobi => {
+            stats.submits += 1;
+            stats.readbacks += 1;
+            Some(jacobi_inverse(gpu, op, n)?)
+        }
         _ => None,
     };
     let n4 = n.div_ceil(4) as u32;
@@ -235,7 +245,6 @@ pub fn cg_batched(
             _pad: [0; 2],
         })
         .collect();
-    let mut stats = CgStats::default();
     let groups = reduce::partial_groups(gpu, n4 as u64);
     let partials = || -> Result<Vec<GpuVec<f32>>> {
         (0..k).map(|_| gpu.zeros::<f32>(groups as usize)).collect()
@@ -383,7 +392,16 @@ pub fn cg_batched(
 
     let mut recorded = 0;
     let mut control = gpu.read(&ctl)?;
-    stats.readbacks += 1;
+    // scipy returns x = b = 0 for b = 0, whatever x0 was.
+    let zero_rhs: Vec<bool> = gpu
+        .read(&scal)?
+        .chunks(SCALARS)
+        .map(|c| c[BB] == 0.0)
+        .collect();
+    for (v, _) in systems.iter().zip(&zero_rhs).filter(|(_, &z)| z) {
+        gpu.write(&v.x, &vec![0.0; n])?;
+    }
+    stats.readbacks += 2;
     while recorded < maxiter && control.chunks(CONTROL).any(|c| c[1] == 0) {
         let times = options.check_every.min(maxiter - recorded);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
@@ -403,13 +421,18 @@ pub fn cg_batched(
     for (s, v) in systems.into_iter().enumerate() {
         let c = &control[CONTROL * s..CONTROL * (s + 1)];
         if c[1] & BREAKDOWN != 0 {
+            let pq = scalars[SCALARS * s + PQ];
+            let message = if pq.is_nan() {
+                format!(
+                    "pᵀAp is NaN for right-hand side {s}: the operator produced non-finite values"
+                )
+            } else {
+                format!("pᵀAp = {pq} ≤ 0 for right-hand side {s}: the operator is not symmetric positive definite")
+            };
             return Err(Error::Breakdown {
                 method: "cg",
                 iteration: c[2] as usize,
-                message: format!(
-                    "pᵀAp = {} ≤ 0 for right-hand side {s}: the operator is not symmetric positive definite",
-                    scalars[SCALARS * s + PQ]
-                ),
+                message,
             });
         }
         let iterations = c[0] as usize;
@@ -424,8 +447,14 @@ pub fn cg_batched(
         results.push(CgResult {
             x: v.x,
             iterations,
-            converged: c[1] & CONVERGED != 0,
-            residual: scalars[SCALARS * s + RR].max(0.0).sqrt(),
+            // scipy tests at the top of an iteration: reaching the tolerance with the
+            // maxiter-th update still returns info = maxiter.
+            converged: c[1] & CONVERGED != 0 && (iterations < maxiter || zero_rhs[s]),
+            residual: if zero_rhs[s] {
+                0.0
+            } else {
+                scalars[SCALARS * s + RR].sqrt()
+            },
             history,
         });
     }

@@ -27,9 +27,10 @@ pub trait LinearOperator {
         Ok(false)
     }
 
-    /// Records y ← A·x fused with xᵀy, leaving one partial sum per workgroup in `partials`
-    /// (at most `partials.len()` workgroups), and returns how many; `Ok(None)` when the
-    /// operator cannot fuse (the caller then reduces xᵀy in a separate pass). CG uses it for
+    /// Records y ← A·x fused with xᵀy: writes partial sums into `partials[..g]` and returns
+    /// `Some(g)` (g ≤ `partials.len()`), such that Σ partials[..g] = Σ_{i < 4⌊n/4⌋} x_i·y_i —
+    /// the caller adds the last n % 4 products itself. `Ok(None)` (the default) means the
+    /// operator cannot fuse, and the caller reduces xᵀy in a separate pass. CG uses it for
     /// pᵀAp: fusing saves a pass over p and q every iteration.
     fn record_apply_dot(
         &self,
@@ -162,6 +163,13 @@ impl DenseMatrix {
                 argument: "data",
                 expected,
                 actual: data.len(),
+            });
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                argument: "data",
+                tensor: 0,
+                index: i,
             });
         }
         binding_limit(gpu, "data", expected)?;
@@ -394,15 +402,13 @@ impl Poisson {
 
     /// The 3-D operator (7-point stencil); nz = 1 gives the 2-D operator.
     pub fn new_3d(nx: usize, ny: usize, nz: usize) -> Result<Self> {
-        let n = nx
-            .checked_mul(ny)
+        nx.checked_mul(ny)
             .and_then(|v| v.checked_mul(nz))
             .filter(|&n| n > 0 && n <= u32::MAX as usize)
             .ok_or(Error::Shape {
                 argument: "grid",
                 message: format!("{nx}×{ny}×{nz} must be non-empty with fewer than 2^32 points"),
             })?;
-        let _ = n;
         Ok(Poisson { nx, ny, nz })
     }
 

@@ -267,8 +267,8 @@ pub fn top_eigenvalues(
                 });
             }
             match eigenvalue {
+                // PyHessian breaks before assigning: the previous value is the one returned.
                 Some(prev) if (prev - lambda).abs() / (prev.abs() + 1e-6) < options.tol => {
-                    eigenvalue = Some(lambda);
                     iterations = i + 1;
                     break;
                 }
@@ -406,7 +406,15 @@ pub fn hutchinson_trace(
             )?;
         }
         rec.submit()?;
-        samples.push(gpu.read(&scal)?[0] as f64);
+        let sample = gpu.read(&scal)?[0] as f64;
+        if !sample.is_finite() {
+            return Err(Error::Breakdown {
+                method: "hutchinson trace",
+                iteration: i,
+                message: format!("zᵀAz = {sample}"),
+            });
+        }
+        samples.push(sample);
         if !options.blocks.is_empty() {
             for (acc, s) in block_samples.iter_mut().zip(gpu.read(&block_sums)?) {
                 *acc += s as f64;
@@ -528,13 +536,12 @@ pub fn lanczos(
     rec.submit()?;
     let s = gpu.read(&scal)?;
     let alpha: Vec<f64> = (0..steps).map(|i| s[2 * i] as f64).collect();
-    let beta: Vec<f64> = (1..steps)
-        .map(|i| (s[2 * i + 1].max(0.0) as f64).sqrt())
-        .collect();
+    let beta: Vec<f64> = (1..steps).map(|i| (s[2 * i + 1] as f64).sqrt()).collect();
     if let Some(i) = alpha.iter().chain(&beta).position(|x| !x.is_finite()) {
+        // α_j belongs to step j, β_j (at position steps + j − 1) to step j.
         return Err(Error::Breakdown {
             method: "lanczos",
-            iteration: i % steps,
+            iteration: if i < steps { i } else { i - steps + 1 },
             message: "non-finite coefficient: the operator produced NaN or inf".into(),
         });
     }
