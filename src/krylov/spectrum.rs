@@ -98,6 +98,17 @@ struct Basis {
 impl Basis {
     fn new(gpu: &Gpu, n: usize, capacity: usize) -> Result<Self> {
         let stride = n.div_ceil(64) * 64;
+        // The whole basis is bound at once by the Gram–Schmidt kernels.
+        let bytes = 4 * (stride * capacity.max(1)) as u64;
+        let max = gpu.limits().max_storage_buffer_binding_size;
+        if bytes > max {
+            return Err(Error::TooLarge {
+                argument: "steps",
+                requested: bytes,
+                limit: "max_storage_buffer_binding_size",
+                max,
+            });
+        }
         Ok(Basis {
             data: gpu.zeros(stride * capacity.max(1))?,
             coeffs: gpu.zeros(capacity.max(1))?,
