@@ -4,8 +4,8 @@
 struct Dense {
     rows: u32,
     cols: u32,
-    _pad0: u32,
-    _pad1: u32,
+    stride: u32,    // elements between row starts (≥ cols): also serves V·w for a padded basis
+    _pad: u32,
 }
 
 struct Csr {
@@ -54,13 +54,14 @@ struct Axpy {
 @group(0) @binding(1) var<storage, read_write> fill_y: array<f32>;
 
 // One workgroup per row: the row's dot product is strided over the workgroup and folded.
+// With stride > cols it computes c = V·w for the spectrum tools' padded bases too.
 @compute @workgroup_size(WG)
 fn dense_matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * nwg.x + wid.x;
     var acc = 0.0;
     if (row < dense.rows) {
-        let base = row * dense.cols;
+        let base = row * dense.stride;
         for (var c = lid; c < dense.cols; c += WG) {
             acc += dense_a[base + c] * dense_x[c];
         }

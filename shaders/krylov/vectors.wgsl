@@ -60,30 +60,11 @@ fn normalize_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
-// Basis kernels: 1 the basis V (m vectors, `stride` apart), 2 w, 3 coefficients c.
+// basis_subtract: 1 the basis V (m vectors, `stride` apart), 2 w, 3 coefficients c (computed
+// by operators.wgsl's dense_matvec with a row stride).
 @group(0) @binding(1) var<storage, read> basis_v: array<f32>;
-@group(0) @binding(2) var<storage, read> basis_w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> basis_c: array<f32>;
 @group(0) @binding(2) var<storage, read_write> basis_w_rw: array<f32>;
 @group(0) @binding(3) var<storage, read> basis_c_ro: array<f32>;
-
-// c[j] = V_j · w, one workgroup per basis vector.
-@compute @workgroup_size(WG)
-fn basis_dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let j = wid.y * nwg.x + wid.x;
-    var acc = 0.0;
-    if (j < basis.m) {
-        let base = j * basis.stride;
-        for (var i = lid; i < basis.n; i += WG) {
-            acc += basis_v[base + i] * basis_w[i];
-        }
-    }
-    let total = workgroup_sum(lid, acc);
-    if (lid == 0u && j < basis.m) {
-        basis_c[j] = total;
-    }
-}
 
 // w −= Σ_j c[j]·V_j (classical Gram–Schmidt against the whole basis at once).
 @compute @workgroup_size(WG)

@@ -140,6 +140,37 @@ pub(crate) fn record_axpy(
     )
 }
 
+/// Records y ← M·x for the `rows × cols` row-major matrix `m` whose rows start `stride`
+/// elements apart (stride > cols for padded bases).
+pub(crate) fn record_strided_matvec(
+    rec: &mut Recorder,
+    m: BufView<'_>,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    x: BufView<'_>,
+    y: BufView<'_>,
+) -> Result<()> {
+    let gpu = rec.gpu();
+    let u = Dims {
+        a: rows as u32,
+        b: cols as u32,
+        c: stride as u32,
+        d: 0,
+    };
+    rec.dispatch(
+        kernel!("krylov/operators.wgsl", "dense_matvec"),
+        &gpu.wg_constants(),
+        &[
+            Binding::Uniform(bytemuck::bytes_of(&u)),
+            Binding::Storage(m, None),
+            Binding::Storage(x, None),
+            Binding::Storage(y, None),
+        ],
+        gpu.grid_for_groups(rows as u64)?,
+    )
+}
+
 /// A dense row-major f32 matrix on the device.
 #[derive(Debug)]
 pub struct DenseMatrix {
@@ -188,24 +219,8 @@ impl LinearOperator for DenseMatrix {
 
     fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
         check_xy(rec, self, &x, &y)?;
-        let gpu = rec.gpu();
-        let u = Dims {
-            a: self.rows as u32,
-            b: self.cols as u32,
-            c: 0,
-            d: 0,
-        };
-        rec.dispatch(
-            kernel!("krylov/operators.wgsl", "dense_matvec"),
-            &gpu.wg_constants(),
-            &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                Binding::Storage(self.data.view(), None),
-                Binding::Storage(x, None),
-                Binding::Storage(y, None),
-            ],
-            gpu.grid_for_groups(self.rows as u64)?,
-        )
+        let (r, c) = (self.rows, self.cols);
+        record_strided_matvec(rec, self.data.view(), r, c, c, x, y)
     }
 
     fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
@@ -217,7 +232,7 @@ impl LinearOperator for DenseMatrix {
         let u = Dims {
             a: self.rows as u32,
             b: self.cols as u32,
-            c: 0,
+            c: self.cols as u32,
             d: 0,
         };
         rec.dispatch(

@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::density::{slq_density, Density, DensityOptions};
-use super::operator::{record_copy, square_dim, LinearOperator};
+use super::operator::{record_copy, record_strided_matvec, square_dim, LinearOperator};
 use super::tridiag::tridiagonal_eigen;
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
@@ -136,17 +136,8 @@ impl Basis {
         };
         let u = bytemuck::bytes_of(&u);
         for _ in 0..2 {
-            rec.dispatch(
-                kernel!("krylov/vectors.wgsl", "basis_dots"),
-                &gpu.wg_constants(),
-                &[
-                    Binding::Uniform(u),
-                    Binding::Storage(self.data.view(), None),
-                    Binding::Storage(w, None),
-                    Binding::Storage(self.coeffs.view(), None),
-                ],
-                gpu.grid_for_groups(m as u64)?,
-            )?;
+            let v = self.data.view().sub(0, self.stride * (m - 1) + self.n);
+            record_strided_matvec(rec, v, m, self.n, self.stride, w, self.coeffs.view())?;
             rec.dispatch(
                 kernel!("krylov/vectors.wgsl", "basis_subtract"),
                 &gpu.wg_constants(),
