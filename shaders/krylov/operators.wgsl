@@ -107,38 +107,29 @@ fn csr_diagonal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
-// 5-point Laplacian, Dirichlet zero boundary, unscaled: 4x − the four neighbours.
-@compute @workgroup_size(WG)
-fn poisson2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    for (var idx = linear_index(wid, nwg, lid); idx < grid.n; idx += grid_stride(nwg)) {
-        let i = idx % grid.nx;
-        let j = idx / grid.nx;
-        var y = 4.0 * vec_x[idx];
-        if (i > 0u) { y -= vec_x[idx - 1u]; }
-        if (i + 1u < grid.nx) { y -= vec_x[idx + 1u]; }
-        if (j > 0u) { y -= vec_x[idx - grid.nx]; }
-        if (j + 1u < grid.ny) { y -= vec_x[idx + grid.nx]; }
-        vec_y[idx] = y;
-    }
+// The Laplacian with Dirichlet zero boundary, unscaled: 5-point (4x − four neighbours) when
+// POISSON_3D is false, 7-point (6x − six neighbours) when it is true.
+fn poisson_diag() -> f32 {
+    return select(4.0, 6.0, POISSON_3D);
 }
 
-// 7-point Laplacian, Dirichlet zero boundary, unscaled: 6x − the six neighbours.
 @compute @workgroup_size(WG)
-fn poisson3d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
+fn poisson(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
     let plane = grid.nx * grid.ny;
     for (var idx = linear_index(wid, nwg, lid); idx < grid.n; idx += grid_stride(nwg)) {
         let i = idx % grid.nx;
         let j = (idx / grid.nx) % grid.ny;
-        let k = idx / plane;
-        var y = 6.0 * vec_x[idx];
+        var y = poisson_diag() * vec_x[idx];
         if (i > 0u) { y -= vec_x[idx - 1u]; }
         if (i + 1u < grid.nx) { y -= vec_x[idx + 1u]; }
         if (j > 0u) { y -= vec_x[idx - grid.nx]; }
         if (j + 1u < grid.ny) { y -= vec_x[idx + grid.nx]; }
-        if (k > 0u) { y -= vec_x[idx - plane]; }
-        if (k + 1u < grid.nz) { y -= vec_x[idx + plane]; }
+        if (POISSON_3D) {
+            let k = idx / plane;
+            if (k > 0u) { y -= vec_x[idx - plane]; }
+            if (k + 1u < grid.nz) { y -= vec_x[idx + plane]; }
+        }
         vec_y[idx] = y;
     }
 }
@@ -192,19 +183,22 @@ fn poisson3d_at(k: u32) -> vec4<f32> {
     return y;
 }
 
-@compute @workgroup_size(WG)
-fn poisson2d_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    for (var k = linear_index(wid, nwg, lid); k < grid.n / 4u; k += grid_stride(nwg)) {
-        vec4_y[k] = poisson2d_at(k);
+// Specialised per pipeline: branching on grid.nz inside the loop, although uniform, cost
+// lavapipe 25–60% on the 2-D stencil.
+override POISSON_3D: bool = false;
+
+fn poisson_at(k: u32) -> vec4<f32> {
+    if (POISSON_3D) {
+        return poisson3d_at(k);
     }
+    return poisson2d_at(k);
 }
 
 @compute @workgroup_size(WG)
-fn poisson3d_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
+fn poisson_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
     for (var k = linear_index(wid, nwg, lid); k < grid.n / 4u; k += grid_stride(nwg)) {
-        vec4_y[k] = poisson3d_at(k);
+        vec4_y[k] = poisson_at(k);
     }
 }
 
@@ -212,26 +206,11 @@ fn poisson3d_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @group(0) @binding(3) var<storage, read_write> dot_partial: array<f32>;
 
 @compute @workgroup_size(WG)
-fn poisson2d_vec4_dot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
+fn poisson_vec4_dot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
     for (var k = linear_index(wid, nwg, lid); k < grid.n / 4u; k += grid_stride(nwg)) {
-        let y = poisson2d_at(k);
-        vec4_y[k] = y;
-        acc += dot(vec4_x[k], y);
-    }
-    let total = workgroup_sum(lid, acc);
-    if (lid == 0u) {
-        dot_partial[wid.y * nwg.x + wid.x] = total;
-    }
-}
-
-@compute @workgroup_size(WG)
-fn poisson3d_vec4_dot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
-    var acc = 0.0;
-    for (var k = linear_index(wid, nwg, lid); k < grid.n / 4u; k += grid_stride(nwg)) {
-        let y = poisson3d_at(k);
+        let y = poisson_at(k);
         vec4_y[k] = y;
         acc += dot(vec4_x[k], y);
     }

@@ -320,30 +320,25 @@ pub fn cg_batched(
                     &[z, &v.r, d],
                     n4,
                 )?;
-                reduce::record(
-                    &mut iteration,
-                    Reduction::Dot,
-                    v.r.view(),
-                    Some(z.view()),
-                    scal.view(),
-                    base + RZ,
-                )?;
                 z
             }
             (Preconditioner::Operator(m), Some(z)) => {
                 m.record_apply(&mut iteration, v.r.view(), z.view())?;
-                reduce::record(
-                    &mut iteration,
-                    Reduction::Dot,
-                    v.r.view(),
-                    Some(z.view()),
-                    scal.view(),
-                    base + RZ,
-                )?;
                 z
             }
             _ => &v.r,
         };
+        // rz = rᵀz feeds β; without a preconditioner z = r and cg_beta reuses rᵀr.
+        if preconditioned {
+            reduce::record(
+                &mut iteration,
+                Reduction::Dot,
+                v.r.view(),
+                Some(z.view()),
+                scal.view(),
+                base + RZ,
+            )?;
+        }
         scalar_kernel(
             &mut iteration,
             kernel!("krylov/cg.wgsl", "cg_beta"),

@@ -431,6 +431,12 @@ impl Poisson {
         self.nx * self.ny * self.nz
     }
 
+    /// Override constants: the workgroup size and the stencil (5- or 7-point).
+    fn constants(&self, gpu: &Gpu) -> [(&'static str, f64); 2] {
+        let [wg] = gpu.wg_constants();
+        [wg, ("POISSON_3D", (self.nz > 1) as u32 as f64)]
+    }
+
     /// Rows of whole vec4s take the vec4 stencils (2.5× faster on lavapipe).
     fn vec4(&self) -> bool {
         self.nx.is_multiple_of(4)
@@ -456,16 +462,15 @@ impl LinearOperator for Poisson {
         let gpu = rec.gpu();
         let u = self.uniform();
         let vec4 = self.vec4();
-        let k = match (self.nz == 1, vec4) {
-            (true, true) => kernel!("krylov/operators.wgsl", "poisson2d_vec4"),
-            (true, false) => kernel!("krylov/operators.wgsl", "poisson2d"),
-            (false, true) => kernel!("krylov/operators.wgsl", "poisson3d_vec4"),
-            (false, false) => kernel!("krylov/operators.wgsl", "poisson3d"),
+        let k = if vec4 {
+            kernel!("krylov/operators.wgsl", "poisson_vec4")
+        } else {
+            kernel!("krylov/operators.wgsl", "poisson")
         };
         let items = if vec4 { self.len() / 4 } else { self.len() };
         rec.dispatch(
             k,
-            &gpu.wg_constants(),
+            &self.constants(gpu),
             &[
                 Binding::Uniform(bytemuck::bytes_of(&u)),
                 Binding::Storage(x, None),
@@ -496,14 +501,9 @@ impl LinearOperator for Poisson {
         let groups =
             crate::reduce::partial_groups(gpu, (self.len() / 4) as u64).min(partials.len() as u64);
         let u = self.uniform();
-        let k = if self.nz == 1 {
-            kernel!("krylov/operators.wgsl", "poisson2d_vec4_dot")
-        } else {
-            kernel!("krylov/operators.wgsl", "poisson3d_vec4_dot")
-        };
         rec.dispatch(
-            k,
-            &gpu.wg_constants(),
+            kernel!("krylov/operators.wgsl", "poisson_vec4_dot"),
+            &self.constants(gpu),
             &[
                 Binding::Uniform(bytemuck::bytes_of(&u)),
                 Binding::Storage(x, None),
