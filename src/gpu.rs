@@ -28,21 +28,32 @@ pub struct Tuning {
     /// Cap on workgroups per elementwise dispatch (a grid-stride loop covers the rest);
     /// `None` launches one invocation per vec4.
     pub max_workgroups: Option<u32>,
+    /// Grid rows (2-D) or planes (3-D) each invocation of the vec4 Poisson stencil walks,
+    /// reusing the neighbours it loaded (≥ 1). CPU adapters are bound by gathers and gain from
+    /// long walks; GPUs need the parallelism of short ones.
+    pub stencil_march: u32,
+    /// Vec4s each invocation of a reduction pass folds before its workgroup's tree (≥ 1);
+    /// the trees' barriers are dear on CPU adapters.
+    pub reduction_vec4s: u32,
 }
 
 impl Tuning {
     /// Defaults for a device type: a 2,048-workgroup grid-stride loop on CPU adapters
     /// (lavapipe, llvmpipe, SwiftShader), one vec4 per invocation elsewhere. On lavapipe the
     /// fused optimizer steps at n = 2^24 ran 1.5× faster with 2,048 workgroups than with 1,024
-    /// or one vec4 per invocation (measured with `CURVGPU_MAX_WORKGROUPS`).
+    /// or one vec4 per invocation (measured with `CURVGPU_MAX_WORKGROUPS`), and the 1024²
+    /// Poisson stencil walking 16 rows took 1.6 ms against 4.1 ms walking 1 or 4 and 3.7 ms
+    /// walking 256 (too few walks to share out). Reductions there fold 64 vec4s per invocation
+    /// before the tree: dot at n = 2^20 took 6.3 ms with 1, 1.3 with 16 and 1.0–1.2 with 64,
+    /// and a CG iteration on 1024² 6.2 ms with 16, 5.6 with 64 (and 7.7 with 256: too few
+    /// workgroups). GPUs keep 16, unmeasured here.
     pub fn for_device_type(device_type: wgpu::DeviceType) -> Self {
-        let max_workgroups = match device_type {
-            wgpu::DeviceType::Cpu => Some(2048),
-            _ => None,
-        };
+        let cpu = device_type == wgpu::DeviceType::Cpu;
         Tuning {
             workgroup_size: 256,
-            max_workgroups,
+            max_workgroups: cpu.then_some(2048),
+            stencil_march: if cpu { 16 } else { 1 },
+            reduction_vec4s: if cpu { 64 } else { 16 },
         }
     }
 }
@@ -50,9 +61,10 @@ impl Tuning {
 impl GpuOptions {
     /// Options from the environment: `CURVGPU_BACKEND` = vulkan | gl | metal | dx12 | webgpu,
     /// `CURVGPU_ADAPTER` = a substring of the adapter name (unset or empty: any), and the
-    /// dispatch tuning `CURVGPU_WORKGROUP_SIZE` = 1..256 (a power of two) and
-    /// `CURVGPU_MAX_WORKGROUPS` = a count or `none`. Setting either replaces the device-type
-    /// default as a whole (the unset one takes 256 invocations / uncapped).
+    /// dispatch tuning `CURVGPU_WORKGROUP_SIZE` = 1..256 (a power of two),
+    /// `CURVGPU_MAX_WORKGROUPS` = a count or `none`, `CURVGPU_STENCIL_MARCH` and
+    /// `CURVGPU_REDUCTION_VEC4S` = counts. Setting any replaces the device-type default as a
+    /// whole (the unset ones take the GPU defaults: 256 invocations, uncapped, 1, 16).
     pub fn from_env() -> Result<Self> {
         let mut options = GpuOptions::default();
         if let Ok(name) = std::env::var("CURVGPU_BACKEND") {
@@ -67,16 +79,28 @@ impl GpuOptions {
         }
         let wg = std::env::var("CURVGPU_WORKGROUP_SIZE").ok();
         let cap = std::env::var("CURVGPU_MAX_WORKGROUPS").ok();
-        if wg.is_some() || cap.is_some() {
-            options.tuning = Some(parse_tuning(wg.as_deref(), cap.as_deref())?);
+        let march = std::env::var("CURVGPU_STENCIL_MARCH").ok();
+        let fold = std::env::var("CURVGPU_REDUCTION_VEC4S").ok();
+        if wg.is_some() || cap.is_some() || march.is_some() || fold.is_some() {
+            options.tuning = Some(parse_tuning(
+                wg.as_deref(),
+                cap.as_deref(),
+                march.as_deref(),
+                fold.as_deref(),
+            )?);
         }
         Ok(options)
     }
 }
 
-/// Tuning from the two environment strings; a missing one keeps the GPU default
-/// (256 invocations, uncapped), and `new_async` still checks it against the device limits.
-fn parse_tuning(wg: Option<&str>, cap: Option<&str>) -> Result<Tuning> {
+/// Tuning from the environment strings; a missing one keeps the GPU default, and `new_async`
+/// still checks it against the device limits.
+fn parse_tuning(
+    wg: Option<&str>,
+    cap: Option<&str>,
+    march: Option<&str>,
+    fold: Option<&str>,
+) -> Result<Tuning> {
     let mut t = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
     if let Some(wg) = wg {
         t.workgroup_size = wg.trim().parse().map_err(|_| {
@@ -96,6 +120,18 @@ fn parse_tuning(wg: Option<&str>, cap: Option<&str>) -> Result<Tuning> {
                 )
             })?)
         };
+    }
+    if let Some(march) = march {
+        t.stencil_march = march
+            .trim()
+            .parse()
+            .map_err(|_| Error::param("CURVGPU_STENCIL_MARCH", f64::NAN, "a positive count"))?;
+    }
+    if let Some(fold) = fold {
+        t.reduction_vec4s = fold
+            .trim()
+            .parse()
+            .map_err(|_| Error::param("CURVGPU_REDUCTION_VEC4S", f64::NAN, "a positive count"))?;
     }
     Ok(t)
 }
@@ -306,6 +342,12 @@ impl Gpu {
         }
         if tuning.max_workgroups == Some(0) {
             return Err(Error::param("max_workgroups", 0.0, "at least 1"));
+        }
+        if tuning.stencil_march == 0 {
+            return Err(Error::param("stencil_march", 0.0, "at least 1"));
+        }
+        if tuning.reduction_vec4s == 0 {
+            return Err(Error::param("reduction_vec4s", 0.0, "at least 1"));
         }
         self.tuning = tuning;
         Ok(())

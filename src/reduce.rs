@@ -115,13 +115,14 @@ fn constants(gpu: &Gpu, op: Reduction) -> [(&'static str, f64); 2] {
     [("WG", gpu.tuning().workgroup_size as f64), ("OP", op.op())]
 }
 
-/// Workgroups of a partial pass over `vec4s`: at least 16 vec4s per invocation, because each
-/// workgroup's tree costs log2(WG) barriers, which CPU adapters pay dearly (lavapipe: dot at
-/// n = 2^20 took 6.3 ms with one vec4 per invocation, 1.2 ms with 16), and at most
-/// `MAX_PARTIALS`. Kernels that fuse a partial reduction into other work use the same count.
+/// Workgroups of a partial pass over `vec4s`: at least `Tuning::reduction_vec4s` vec4s per
+/// invocation (each workgroup's tree costs log2(WG) barriers) and at most `MAX_PARTIALS`.
+/// Kernels that fuse a partial reduction into other work use the same count.
 pub(crate) fn partial_groups(gpu: &Gpu, vec4s: u64) -> u64 {
-    let wg = gpu.tuning().workgroup_size as u64;
-    vec4s.div_ceil(wg * 16).clamp(1, MAX_PARTIALS as u64)
+    let t = gpu.tuning();
+    vec4s
+        .div_ceil(t.workgroup_size as u64 * t.reduction_vec4s as u64)
+        .clamp(1, MAX_PARTIALS as u64)
 }
 
 /// Records out[out_index] = op over `partials[..groups]` and the x.len() % 4 tail of x (and y).

@@ -17,7 +17,7 @@ use curvgpu::diag::{
 };
 use curvgpu::reduce::{self, Reduction};
 use curvgpu::reference::{diag as refdiag, philox};
-use curvgpu::{rng, BufView, Error, Gpu, Recorder};
+use curvgpu::{rng, BufView, Error, Gpu, GpuOptions, Recorder, Tuning};
 
 /// A second device on the same adapter: its vectors must be rejected by the first.
 fn other_gpu() -> &'static Gpu {
@@ -74,6 +74,32 @@ fn assert_state<T: std::fmt::Debug>(result: curvgpu::Result<T>) {
 }
 
 // ---- empty inputs --------------------------------------------------------------------------
+
+#[test]
+fn tuning_with_zero_walk_or_zero_reduction_fold_is_invalid() {
+    let base = Tuning::for_device_type(wgpu::DeviceType::Cpu);
+    let bad = [
+        (
+            Tuning {
+                stencil_march: 0,
+                ..base
+            },
+            "stencil_march",
+        ),
+        (
+            Tuning {
+                reduction_vec4s: 0,
+                ..base
+            },
+            "reduction_vec4s",
+        ),
+    ];
+    for (tuning, name) in bad {
+        let mut options = GpuOptions::from_env().expect("valid CURVGPU_BACKEND");
+        options.tuning = Some(tuning);
+        assert_param(pollster::block_on(Gpu::new_async(options)), name, 0.0);
+    }
+}
 
 #[test]
 fn upload_of_empty_slice_is_empty_data() {

@@ -13,8 +13,8 @@ use curvgpu::krylov::lr::{max_stable_lr_gd, scale_lr, BatchScaling};
 use curvgpu::krylov::tridiag::tridiagonal_eigen;
 use curvgpu::krylov::{
     cg, cg_batched, hutchinson_trace, lanczos, spectral_density, top_eigenvalues, BlockDiagonal,
-    CgOptions, CsrMatrix, DenseMatrix, FnOperator, LinearOperator, Poisson, PowerOptions,
-    Preconditioner, Shifted, SlqOptions, TraceOptions,
+    CgOptions, CsrMatrix, DenseMatrix, Direction, FnOperator, LinearOperator, Poisson,
+    PowerOptions, Preconditioner, Shifted, SlqOptions, TraceOptions,
 };
 use curvgpu::reference::krylov as reference;
 use curvgpu::{Error, GpuVec, Recorder};
@@ -328,6 +328,36 @@ fn jacobi_with_a_non_positive_diagonal_entry_is_breakdown() {
     // A CSR row without its diagonal entry has diag 0.
     let csr = CsrMatrix::new(gpu, 4, 4, &[0, 1, 2, 2, 3], &[0, 1, 3], &[1.0, 1.0, 1.0]).unwrap();
     assert_breakdown(cg(gpu, &csr, &b, None, &options), "cg", 0);
+}
+
+#[test]
+fn fused_direction_with_a_wrong_length_or_beta_past_the_scalars_is_refused() {
+    let gpu = gpu();
+    let op = Poisson::new_2d(4, 2).unwrap();
+    let v = gpu.zeros::<f32>(8).unwrap();
+    let short = gpu.zeros::<f32>(7).unwrap();
+    let scalars = gpu.zeros::<f32>(3).unwrap();
+    let partials = gpu.zeros::<f32>(4).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let mut direction = Direction {
+        x: v.view(),
+        d: short.view(),
+        scalars: scalars.view(),
+        beta_index: 0,
+    };
+    assert_length(
+        op.record_direction_apply_dot(&mut rec, &direction, v.view(), &partials),
+        "d",
+        8,
+        7,
+    );
+    direction.d = v.view();
+    direction.beta_index = 3;
+    assert_shape(
+        op.record_direction_apply_dot(&mut rec, &direction, v.view(), &partials),
+        "beta_index",
+    );
+    assert!(rec.is_empty());
 }
 
 #[test]

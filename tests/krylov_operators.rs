@@ -24,7 +24,7 @@ mod common;
 use common::{as_f32, as_f64, both_gpus, gpu_wide_grid, read_buffer_words, uniform, EPS32};
 use curvgpu::buffer::STORAGE_USAGES;
 use curvgpu::krylov::{
-    cg, top_eigenvalues, BlockDiagonal, CgOptions, CsrMatrix, DenseMatrix, FnOperator,
+    cg, top_eigenvalues, BlockDiagonal, CgOptions, CsrMatrix, DenseMatrix, Direction, FnOperator,
     LinearOperator, Poisson, PowerOptions, Shifted,
 };
 use curvgpu::reference::krylov as reference;
@@ -525,6 +525,119 @@ fn poisson_with_random_x_matches_f64() {
             );
         }
     }
+}
+
+/// Values in {−1, 0, 1}.
+fn ternary(n: usize, seed: u64) -> Vec<f64> {
+    uniform(n, seed, -1.5, 1.5)
+        .into_iter()
+        .map(f64::round)
+        .collect()
+}
+
+/// Runs one fused form, y NaN-poisoned first: (y, Σ partials in f64, x and d afterwards).
+fn fused(
+    gpu: &Gpu,
+    op: &Poisson,
+    x: &[f64],
+    direction: Option<(&[f64], f32)>,
+) -> (Vec<f32>, f64, Vec<f32>, Vec<f32>) {
+    let n = x.len();
+    let xv = gpu.upload(&as_f32(x)).unwrap();
+    let dv = gpu
+        .upload(&as_f32(direction.map_or(x, |(d, _)| d)))
+        .unwrap();
+    let scalars = gpu
+        .upload(&[0.0, 7.0, direction.map_or(0.0, |(_, b)| b)])
+        .unwrap();
+    let yv = gpu.upload(&vec![f32::NAN; n]).unwrap();
+    let partials = gpu.upload(&vec![f32::NAN; 1024]).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let groups = match direction {
+        Some(_) => op.record_direction_apply_dot(
+            &mut rec,
+            &Direction {
+                x: xv.view(),
+                d: dv.view(),
+                scalars: scalars.view(),
+                beta_index: 2,
+            },
+            yv.view(),
+            &partials,
+        ),
+        None => op.record_apply_dot(&mut rec, xv.view(), yv.view(), &partials),
+    }
+    .unwrap()
+    .expect("rows of whole vec4s fuse");
+    rec.submit().unwrap();
+    let sum = gpu.read(&partials).unwrap()[..groups as usize]
+        .iter()
+        .map(|&v| v as f64)
+        .sum();
+    let read = |v| gpu.read(v).unwrap();
+    (read(&yv), sum, read(&xv), read(&dv))
+}
+
+/// CG's fusions: y = A·x with Σ partials = xᵀy, and y = A·(x + β·d) with Σ partials =
+/// (x + β·d)ᵀy, x and d left untouched. Data in {−1, 0, 1} and β = 2 make every value,
+/// product and partial sum an integer below 2²⁴ (|y| ≤ 36, products ≤ 108, at most 65,536
+/// terms): exact in any order, so equality.
+#[test]
+fn poisson_fused_dot_and_direction_forms_are_exact() {
+    let grids = [
+        (4, 1, 1),
+        (8, 3, 1),
+        (12, 7, 5),
+        (64, 64, 1),
+        (256, 256, 1),
+        (32, 32, 32),
+    ];
+    for (g, &(nx, ny, nz)) in grids.iter().enumerate() {
+        let n = nx * ny * nz;
+        let op = poisson_op(nx, ny, nz);
+        let x = ternary(n, 300 + g as u64);
+        let d = ternary(n, 400 + g as u64);
+        let operand: Vec<f64> = x.iter().zip(&d).map(|(x, d)| x + 2.0 * d).collect();
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+        for (name, gpu) in both_gpus() {
+            let what = format!("poisson {nx}×{ny}×{nz} ({name})");
+            let want = poisson_ref(nx, ny, nz, &x);
+            let (y, sum, _, _) = fused(gpu, &op, &x, None);
+            assert_exact(&format!("{what} apply_dot y"), &y, &want);
+            assert_eq!(sum, dot(&x, &want), "{what}: Σ partials ≠ xᵀAx");
+
+            let want = poisson_ref(nx, ny, nz, &operand);
+            let (y, sum, x_after, d_after) = fused(gpu, &op, &x, Some((&d, 2.0)));
+            assert_exact(&format!("{what} direction y"), &y, &want);
+            assert_eq!(sum, dot(&operand, &want), "{what}: Σ partials ≠ pᵀAp");
+            assert_exact(&format!("{what} x untouched"), &x_after, &x);
+            assert_exact(&format!("{what} d untouched"), &d_after, &d);
+        }
+    }
+}
+
+#[test]
+fn poisson_with_rows_of_partial_vec4s_has_no_fused_forms() {
+    let gpu = common::gpu();
+    let op = Poisson::new_2d(3, 5).unwrap();
+    let v = gpu.zeros::<f32>(15).unwrap();
+    let partials = gpu.zeros::<f32>(8).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let direction = Direction {
+        x: v.view(),
+        d: v.view(),
+        scalars: v.view(),
+        beta_index: 0,
+    };
+    assert!(op
+        .record_apply_dot(&mut rec, v.view(), v.view(), &partials)
+        .unwrap()
+        .is_none());
+    assert!(op
+        .record_direction_apply_dot(&mut rec, &direction, v.view(), &partials)
+        .unwrap()
+        .is_none());
+    assert!(rec.is_empty());
 }
 
 #[test]

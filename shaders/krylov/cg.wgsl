@@ -41,7 +41,7 @@ struct System {
 @group(0) @binding(5) var<storage, read> v_b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> v_x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> v_r: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> v_p: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> v_p: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> v_q: array<vec4<f32>>;
 
 fn s(k: u32) -> u32 {
@@ -134,6 +134,10 @@ fn cg_direction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
 @group(0) @binding(7) var<storage, read_write> rr_partial: array<f32>;
 
+// With DIRECTION the operator applied A to r + β·p without storing it (operators.wgsl's
+// DIRECTION): the update forms and stores p = r + β·p first, from the r it is about to move.
+override DIRECTION: bool = false;
+
 // x += α·p; r −= α·q, and each workgroup's share of the new r·r into rr_partial, folded by
 // reduce.wgsl's reduce_finalize (binding 3 x, 4 r, 5 p, 6 q, 7 partials). The fused dot
 // saves a pass over r. No early return: every invocation must reach the workgroup fold.
@@ -142,11 +146,17 @@ fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
              @builtin(local_invocation_index) lid: u32) {
     let live = !done();
     let alpha = scal[s(ALPHA)];
+    let beta = scal[s(BETA)];
     var rr = 0.0;
     for (var i = linear_index(wid, nwg, lid); i < sys.n4; i += grid_stride(nwg)) {
         var r = v_r[i];
         if (live) {
-            v_x[i] = v_x[i] + alpha * v_p[i];
+            var p = v_p[i];
+            if (DIRECTION) {
+                p = r + beta * p;
+                v_p[i] = p;
+            }
+            v_x[i] = v_x[i] + alpha * p;
             r = r - alpha * v_q[i];
             v_r[i] = r;
         }

@@ -20,6 +20,10 @@ struct Grid {
     ny: u32,
     nz: u32,
     n: u32,
+    beta_index: u32,    // DIRECTION: where β lives in beta_src
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct Axpy {
@@ -135,70 +139,124 @@ fn poisson(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 // vec4 forms for nx % 4 == 0: a vec4 never straddles two grid rows, so the left and right
-// neighbours are lane shifts of the centre vec4 and its two neighbours in the row.
+// neighbours are lane shifts of the centre vec4 plus one scalar from each side (read through a
+// scalar view of the same buffer: a quarter of a vec4 gather on CPU adapters).
 @group(0) @binding(1) var<storage, read> vec4_x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> vec4_y: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> lane_x: array<f32>;
 
-// diag·centre − left − right along the row, for the four points of vec4 k starting at i0.
-// Branch-free: neighbours are loaded from clamped indices and masked, which vectorises across
-// invocations on CPU adapters where divergent branches serialise.
-fn row_terms(k: u32, i0: u32, c: vec4<f32>, diag: f32) -> vec4<f32> {
-    let last = grid.n / 4u - 1u;
-    let before = vec4_x[select(k - 1u, k, k == 0u)].w;
-    let after = vec4_x[min(k + 1u, last)].x;
-    let left = vec4<f32>(select(before, 0.0, i0 == 0u), c.x, c.y, c.z);
-    let right = vec4<f32>(c.y, c.z, c.w, select(after, 0.0, i0 + 4u >= grid.nx));
-    return diag * c - left - right;
+// CG's search direction fused into the stencil (DIRECTION): the operand is x + β·d with
+// β = beta_src[grid.beta_index], formed on the fly, so p = r + β·p costs no pass of its own;
+// neither x nor d is written (neighbouring walks still read them).
+override DIRECTION: bool = false;
+@group(0) @binding(5) var<storage, read> dir4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> dir1: array<f32>;
+@group(0) @binding(7) var<storage, read> beta_src: array<f32>;
+var<private> beta: f32;
+
+fn load_beta() {
+    if (DIRECTION) {
+        beta = beta_src[grid.beta_index];
+    }
 }
 
-// −x at vec4 index k + offset (or k − offset), or 0 past the boundary.
-fn neighbour(k: u32, offset: u32, up: bool, inside: bool) -> vec4<f32> {
-    let last = grid.n / 4u - 1u;
-    let index = select(select(k - offset, 0u, k < offset), min(k + offset, last), up);
-    return select(vec4<f32>(0.0), vec4_x[index], inside);
+fn operand4(k: u32) -> vec4<f32> {
+    if (DIRECTION) {
+        return vec4_x[k] + beta * dir4[k];
+    }
+    return vec4_x[k];
 }
 
-fn poisson2d_at(k: u32) -> vec4<f32> {
-    let row4 = grid.nx / 4u;
-    let j = k / row4;
-    let i0 = (k - j * row4) * 4u;
-    var y = row_terms(k, i0, vec4_x[k], 4.0);
-    y -= neighbour(k, row4, false, j > 0u);
-    y -= neighbour(k, row4, true, j + 1u < grid.ny);
-    return y;
+fn operand1(i: u32) -> f32 {
+    if (DIRECTION) {
+        return lane_x[i] + beta * dir1[i];
+    }
+    return lane_x[i];
 }
 
-fn poisson3d_at(k: u32) -> vec4<f32> {
-    let row4 = grid.nx / 4u;
-    let plane4 = row4 * grid.ny;
-    let rows = k / row4;
-    let i0 = (k - rows * row4) * 4u;
-    let l = k / plane4;
-    let j = rows - l * grid.ny;
-    var y = row_terms(k, i0, vec4_x[k], 6.0);
-    y -= neighbour(k, row4, false, j > 0u);
-    y -= neighbour(k, row4, true, j + 1u < grid.ny);
-    y -= neighbour(k, plane4, false, l > 0u);
-    y -= neighbour(k, plane4, true, l + 1u < grid.nz);
-    return y;
-}
+// Slabs (grid rows in 2-D, planes in 3-D) each invocation walks along the last axis, carrying
+// the previous, current and next slab's vec4 in registers: one new vec4 per point instead of
+// three. CPU adapters gain from long walks (gathers are their bottleneck); GPUs want
+// parallelism more than reuse, so the host picks it per device type.
+override MARCH: u32 = 1u;
 
 // Specialised per pipeline: branching on grid.nz inside the loop, although uniform, cost
 // lavapipe 25–60% on the 2-D stencil.
 override POISSON_3D: bool = false;
 
-fn poisson_at(k: u32) -> vec4<f32> {
-    if (POISSON_3D) {
-        return poisson3d_at(k);
+// diag·centre − left − right along the row, for the four points of vec4 k starting at i0.
+// Branch-free: neighbours are loaded from clamped indices and masked, which vectorises across
+// invocations on CPU adapters where divergent branches serialise.
+fn row_terms(k: u32, i0: u32, c: vec4<f32>) -> vec4<f32> {
+    let before = operand1(select(4u * k - 1u, 0u, k == 0u));
+    let after = operand1(min(4u * k + 4u, grid.n - 1u));
+    let left = vec4<f32>(select(before, 0.0, i0 == 0u), c.x, c.y, c.z);
+    let right = vec4<f32>(c.y, c.z, c.w, select(after, 0.0, i0 + 4u >= grid.nx));
+    return poisson_diag() * c - left - right;
+}
+
+// x at vec4 index k + offset (or k − offset), or 0 past the boundary.
+fn neighbour(k: u32, offset: u32, up: bool, inside: bool) -> vec4<f32> {
+    let last = grid.n / 4u - 1u;
+    let index = select(select(k - offset, 0u, k < offset), min(k + offset, last), up);
+    return select(vec4<f32>(0.0), operand4(index), inside);
+}
+
+// vec4s in one slab, and slabs along the walked axis.
+fn slab4() -> u32 {
+    return select(grid.nx / 4u, grid.nx / 4u * grid.ny, POISSON_3D);
+}
+
+fn slabs() -> u32 {
+    return select(grid.ny, grid.nz, POISSON_3D);
+}
+
+// The stencil terms inside slab position `col` (row terms, and the row neighbours in 3-D).
+fn in_slab(k: u32, col: u32, c: vec4<f32>) -> vec4<f32> {
+    let row4 = grid.nx / 4u;
+    if (!POISSON_3D) {
+        return row_terms(k, col * 4u, c);
     }
-    return poisson2d_at(k);
+    let j = col / row4;
+    var y = row_terms(k, (col - j * row4) * 4u, c);
+    y -= neighbour(k, row4, false, j > 0u);
+    y -= neighbour(k, row4, true, j + 1u < grid.ny);
+    return y;
+}
+
+// Work items: slab4() columns × ⌈slabs() / MARCH⌉ walks.
+fn walks() -> u32 {
+    return slab4() * ((slabs() + MARCH - 1u) / MARCH);
+}
+
+// Applies the stencil along walk `item`, storing y and returning Σ x·y over the walk.
+fn walk(item: u32) -> f32 {
+    let s4 = slab4();
+    let col = item % s4;
+    let first = (item / s4) * MARCH;
+    let end = min(first + MARCH, slabs());
+    var k = first * s4 + col;
+    var prev = neighbour(k, s4, false, first > 0u);
+    var cur = operand4(k);
+    var acc = 0.0;
+    for (var j = first; j < end; j++) {
+        let next = neighbour(k, s4, true, j + 1u < slabs());
+        let y = in_slab(k, col, cur) - prev - next;
+        vec4_y[k] = y;
+        acc += dot(cur, y);
+        prev = cur;
+        cur = next;
+        k += s4;
+    }
+    return acc;
 }
 
 @compute @workgroup_size(WG)
 fn poisson_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    for (var k = linear_index(wid, nwg, lid); k < grid.n / 4u; k += grid_stride(nwg)) {
-        vec4_y[k] = poisson_at(k);
+    load_beta();
+    for (var item = linear_index(wid, nwg, lid); item < walks(); item += grid_stride(nwg)) {
+        walk(item);
     }
 }
 
@@ -208,11 +266,10 @@ fn poisson_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(WG)
 fn poisson_vec4_dot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
+    load_beta();
     var acc = 0.0;
-    for (var k = linear_index(wid, nwg, lid); k < grid.n / 4u; k += grid_stride(nwg)) {
-        let y = poisson_at(k);
-        vec4_y[k] = y;
-        acc += dot(vec4_x[k], y);
+    for (var item = linear_index(wid, nwg, lid); item < walks(); item += grid_stride(nwg)) {
+        acc += walk(item);
     }
     let total = workgroup_sum(lid, acc);
     if (lid == 0u) {

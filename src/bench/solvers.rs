@@ -8,11 +8,12 @@ use crate::gpu::Gpu;
 use crate::krylov::{cg_batched, CgOptions, CgStats, Poisson};
 use crate::reference::krylov as reference;
 
-/// Bytes one unpreconditioned CG iteration on the Poisson operator moves per unknown:
-/// p = r + βp (read r, p; write p: 12), q = A·p fused with pᵀq (read p, write q: 8),
-/// x += αp and r −= αq fused with rᵀr (read x, r, p, q; write x, r: 24). Operators that
-/// cannot fuse pᵀq add a pass over p and q (8 more).
-pub const CG_BYTES_PER_UNKNOWN: f64 = 44.0;
+/// Bytes one unpreconditioned CG iteration on the Poisson operator moves per unknown, each
+/// vector counted once per pass: q = A·(r + β·p) fused with its dot (read r, p; write q: 12),
+/// then p = r + β·p, x += α·p and r −= α·q fused with rᵀr (read x, r, p, q; write x, r, p:
+/// 28). Operators without the fused direction add a pass for p (44 in all), and those that
+/// cannot fuse pᵀq another over p and q (52).
+pub const CG_BYTES_PER_UNKNOWN: f64 = 40.0;
 
 /// One solver run.
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::operator::{record_copy, square_dim, LinearOperator};
+use super::operator::{record_copy, square_dim, Direction, LinearOperator};
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -105,6 +105,7 @@ const SCALARS: usize = 8;
 const RZ: usize = 0;
 const PQ: usize = 2;
 const RR: usize = 4;
+const BETA: usize = 6;
 const BB: usize = 7;
 const CONTROL: usize = 4;
 const CONVERGED: u32 = 1;
@@ -347,16 +348,22 @@ pub fn cg_batched(
             &ctl,
             &v.hist,
         )?;
-        vector_kernel(
-            &mut iteration,
-            kernel!("krylov/cg.wgsl", "cg_direction"),
-            u,
-            &scal,
-            &ctl,
-            &[&v.p, z],
-            n4,
-        )?;
-        record_apply_pq(&mut iteration, op, v, &scal, &pq_partials[s], base + PQ)?;
+        // p = z + β·p inside the operator's pass when it can (the update then stores p),
+        // else in a pass of its own.
+        let fused = !preconditioned
+            && record_direction_apply_pq(&mut iteration, op, v, &scal, &pq_partials[s], base)?;
+        if !fused {
+            vector_kernel(
+                &mut iteration,
+                kernel!("krylov/cg.wgsl", "cg_direction"),
+                u,
+                &scal,
+                &ctl,
+                &[&v.p, z],
+                n4,
+            )?;
+            record_apply_pq(&mut iteration, op, v, &scal, &pq_partials[s], base + PQ)?;
+        }
         scalar_kernel(
             &mut iteration,
             kernel!("krylov/cg.wgsl", "cg_alpha"),
@@ -372,7 +379,7 @@ pub fn cg_batched(
             &ctl,
             v,
             &rr_partials[s],
-            base + RR,
+            (base + RR, fused),
         )?;
         scalar_kernel(
             &mut iteration,
@@ -512,8 +519,46 @@ fn record_apply_pq(
     }
 }
 
+/// q = A·(r + β·p) and its dot with r + β·p in the operator's one pass, p left unchanged (the
+/// update stores the new p); false when the operator has no such form.
+fn record_direction_apply_pq(
+    rec: &mut Recorder,
+    op: &dyn LinearOperator,
+    v: &Vectors,
+    scal: &GpuVec<f32>,
+    partials: &GpuVec<f32>,
+    base: usize,
+) -> Result<bool> {
+    let direction = Direction {
+        x: v.r.view(),
+        d: v.p.view(),
+        scalars: scal.view(),
+        beta_index: base + BETA,
+    };
+    let Some(groups) = op.record_direction_apply_dot(rec, &direction, v.q.view(), partials)? else {
+        return Ok(false);
+    };
+    // The operand r + β·p is not stored: the finalize has no n % 4 tail to add, and the
+    // unpadded views only bound its tail loop, so pass whole vec4s of p and q.
+    let n4 = v.p.len().div_ceil(4);
+    let p = BufView::new(v.p.buffer(), v.p.byte_offset(), 4 * n4);
+    let q = BufView::new(v.q.buffer(), v.q.byte_offset(), 4 * n4);
+    reduce::record_finalize(
+        rec,
+        Reduction::Dot,
+        p,
+        q,
+        partials,
+        groups,
+        scal.view(),
+        base + PQ,
+    )?;
+    Ok(true)
+}
+
 /// x += α·p, r −= α·q with the new r·r folded into scal[rr_slot]: the update pass leaves one
-/// partial sum per workgroup and `reduce_finalize` adds them up.
+/// partial sum per workgroup and `reduce_finalize` adds them up. With `direction` it first
+/// forms and stores p = r + β·p (the operator's pass applied A to it without storing it).
 fn record_update(
     rec: &mut Recorder,
     u: &[u8],
@@ -521,15 +566,16 @@ fn record_update(
     ctl: &GpuVec<u32>,
     v: &Vectors,
     partials: &GpuVec<f32>,
-    rr_slot: usize,
+    (rr_slot, direction): (usize, bool),
 ) -> Result<()> {
     let gpu = rec.gpu();
     let n4 = v.r.len().div_ceil(4) as u64;
     let groups = partials.len() as u64;
     let bytes = Some(16 * n4);
+    let [wg] = gpu.wg_constants();
     rec.dispatch(
         kernel!("krylov/cg.wgsl", "cg_update"),
-        &gpu.wg_constants(),
+        &[wg, ("DIRECTION", direction as u32 as f64)],
         &[
             Binding::Uniform(u),
             Binding::Storage(scal.view(), None),

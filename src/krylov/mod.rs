@@ -17,7 +17,7 @@ pub mod tridiag;
 pub use cg::{cg, cg_batched, CgOptions, CgResult, CgStats, Preconditioner, DEFAULT_CHECK_EVERY};
 pub use density::{Density, DensityOptions};
 pub use operator::{
-    BlockDiagonal, CsrMatrix, DenseMatrix, FnOperator, LinearOperator, Poisson, Shifted,
+    BlockDiagonal, CsrMatrix, DenseMatrix, Direction, FnOperator, LinearOperator, Poisson, Shifted,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use spectrum::{hutchinson_trace, lanczos, spectral_density, top_eigenvalues};

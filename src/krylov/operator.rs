@@ -41,6 +41,34 @@ pub trait LinearOperator {
     ) -> Result<Option<u64>> {
         Ok(None)
     }
+
+    /// Records y ← A·(x + β·d) fused with (x + β·d)ᵀy, β read on the GPU from
+    /// `direction.scalars[direction.beta_index]`; x and d are left as they are. Partial sums as
+    /// in [`LinearOperator::record_apply_dot`]. `Ok(None)` (the default) means the operator
+    /// cannot, and unpreconditioned CG forms p = r + β·p in a pass of its own first: the fused
+    /// form saves that pass every iteration.
+    fn record_direction_apply_dot(
+        &self,
+        _rec: &mut Recorder,
+        _direction: &Direction<'_>,
+        _y: BufView<'_>,
+        _partials: &GpuVec<f32>,
+    ) -> Result<Option<u64>> {
+        Ok(None)
+    }
+}
+
+/// The operand x + β·d of [`LinearOperator::record_direction_apply_dot`], with β on the GPU.
+#[derive(Clone, Copy, Debug)]
+pub struct Direction<'a> {
+    /// x (CG: the residual).
+    pub x: BufView<'a>,
+    /// d (CG: the previous search direction), as long as x.
+    pub d: BufView<'a>,
+    /// Where β lives.
+    pub scalars: BufView<'a>,
+    /// β's index in `scalars`.
+    pub beta_index: usize,
 }
 
 /// The dimension of a square operator, or [`Error::Shape`].
@@ -431,10 +459,25 @@ impl Poisson {
         self.nx * self.ny * self.nz
     }
 
-    /// Override constants: the workgroup size and the stencil (5- or 7-point).
-    fn constants(&self, gpu: &Gpu) -> [(&'static str, f64); 2] {
+    /// Override constants: the workgroup size, the stencil (5- or 7-point), the walk length
+    /// and whether the operand is x + β·d.
+    fn constants(&self, gpu: &Gpu, direction: bool) -> [(&'static str, f64); 4] {
         let [wg] = gpu.wg_constants();
-        [wg, ("POISSON_3D", (self.nz > 1) as u32 as f64)]
+        [
+            wg,
+            ("POISSON_3D", (self.nz > 1) as u32 as f64),
+            ("MARCH", gpu.tuning().stencil_march as f64),
+            ("DIRECTION", direction as u32 as f64),
+        ]
+    }
+
+    /// Walks of the vec4 stencil: one per slab column and run of `stencil_march` slabs.
+    fn walks(&self, gpu: &Gpu) -> u64 {
+        let (slab4, slabs) = match self.nz {
+            1 => (self.nx / 4, self.ny),
+            _ => (self.nx / 4 * self.ny, self.nz),
+        };
+        (slab4 * slabs.div_ceil(gpu.tuning().stencil_march as usize)) as u64
     }
 
     /// Rows of whole vec4s take the vec4 stencils (2.5× faster on lavapipe).
@@ -442,14 +485,85 @@ impl Poisson {
         self.nx.is_multiple_of(4)
     }
 
-    fn uniform(&self) -> Dims {
-        Dims {
-            a: self.nx as u32,
-            b: self.ny as u32,
-            c: self.nz as u32,
-            d: self.len() as u32,
-        }
+    /// The vec4 stencil y ← A·x (or A·(x + β·d)), with per-workgroup partials of the
+    /// operand's dot with y when `partials` is given; returns the partial count.
+    fn record_vec4(
+        &self,
+        rec: &mut Recorder,
+        x: BufView<'_>,
+        direction: Option<(BufView<'_>, BufView<'_>, usize)>,
+        y: BufView<'_>,
+        partials: Option<&GpuVec<f32>>,
+    ) -> Result<u64> {
+        check_xy(rec, self, &x, &y)?;
+        let gpu = rec.gpu();
+        let beta_index = match direction {
+            Some((d, scalars, index)) => {
+                d.check(gpu, "d", self.len())?;
+                if index >= scalars.len() {
+                    return Err(Error::Shape {
+                        argument: "beta_index",
+                        message: format!("{index} is past the {} scalars", scalars.len()),
+                    });
+                }
+                index as u32
+            }
+            None => 0,
+        };
+        let u = PoissonUniform {
+            nx: self.nx as u32,
+            ny: self.ny as u32,
+            nz: self.nz as u32,
+            n: self.len() as u32,
+            beta_index,
+            _pad: [0; 3],
+        };
+        let grid = gpu.elementwise_grid(self.walks(gpu))?;
+        let mut groups = grid[0] as u64 * grid[1] as u64;
+        let mut bindings = vec![
+            Binding::Uniform(bytemuck::bytes_of(&u)),
+            Binding::Storage(x, None),
+            Binding::Storage(y, None),
+        ];
+        let kernel = match partials {
+            Some(p) => {
+                groups = groups.min(p.len() as u64);
+                bindings.push(Binding::Storage(p.view(), None));
+                kernel!("krylov/operators.wgsl", "poisson_vec4_dot")
+            }
+            None => {
+                bindings.push(Binding::Skip);
+                kernel!("krylov/operators.wgsl", "poisson_vec4")
+            }
+        };
+        // The layout holds d and β even where DIRECTION is off (bindings are reachable
+        // before overrides apply): x stands in, unread.
+        let (d, scalars) = direction.map_or((x, x), |(d, scalars, _)| (d, scalars));
+        bindings.extend([
+            Binding::Storage(x, None),
+            Binding::Storage(d, None),
+            Binding::Storage(d, None),
+            Binding::Storage(scalars, None),
+        ]);
+        rec.dispatch(
+            kernel,
+            &self.constants(gpu, direction.is_some()),
+            &bindings,
+            gpu.grid_for_groups(groups)?,
+        )?;
+        Ok(groups)
     }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PoissonUniform {
+    nx: u32,
+    ny: u32,
+    nz: u32,
+    n: u32,
+    beta_index: u32,
+    _pad: [u32; 3],
 }
 
 impl LinearOperator for Poisson {
@@ -458,25 +572,28 @@ impl LinearOperator for Poisson {
     }
 
     fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
+        if self.vec4() {
+            return self.record_vec4(rec, x, None, y, None).map(|_| ());
+        }
         check_xy(rec, self, &x, &y)?;
         let gpu = rec.gpu();
-        let u = self.uniform();
-        let vec4 = self.vec4();
-        let k = if vec4 {
-            kernel!("krylov/operators.wgsl", "poisson_vec4")
-        } else {
-            kernel!("krylov/operators.wgsl", "poisson")
+        let u = PoissonUniform {
+            nx: self.nx as u32,
+            ny: self.ny as u32,
+            nz: self.nz as u32,
+            n: self.len() as u32,
+            beta_index: 0,
+            _pad: [0; 3],
         };
-        let items = if vec4 { self.len() / 4 } else { self.len() };
         rec.dispatch(
-            k,
-            &self.constants(gpu),
+            kernel!("krylov/operators.wgsl", "poisson"),
+            &self.constants(gpu, false),
             &[
                 Binding::Uniform(bytemuck::bytes_of(&u)),
                 Binding::Storage(x, None),
                 Binding::Storage(y, None),
             ],
-            gpu.elementwise_grid(items as u64)?,
+            gpu.elementwise_grid(self.len() as u64)?,
         )
     }
 
@@ -496,23 +613,27 @@ impl LinearOperator for Poisson {
         if !self.vec4() {
             return Ok(None);
         }
-        check_xy(rec, self, &x, &y)?;
-        let gpu = rec.gpu();
-        let groups =
-            crate::reduce::partial_groups(gpu, (self.len() / 4) as u64).min(partials.len() as u64);
-        let u = self.uniform();
-        rec.dispatch(
-            kernel!("krylov/operators.wgsl", "poisson_vec4_dot"),
-            &self.constants(gpu),
-            &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                Binding::Storage(x, None),
-                Binding::Storage(y, None),
-                Binding::Storage(partials.view(), None),
-            ],
-            gpu.grid_for_groups(groups)?,
-        )?;
-        Ok(Some(groups))
+        self.record_vec4(rec, x, None, y, Some(partials)).map(Some)
+    }
+
+    fn record_direction_apply_dot(
+        &self,
+        rec: &mut Recorder,
+        direction: &Direction<'_>,
+        y: BufView<'_>,
+        partials: &GpuVec<f32>,
+    ) -> Result<Option<u64>> {
+        if !self.vec4() {
+            return Ok(None);
+        }
+        let Direction {
+            x,
+            d,
+            scalars,
+            beta_index,
+        } = *direction;
+        self.record_vec4(rec, x, Some((d, scalars, beta_index)), y, Some(partials))
+            .map(Some)
     }
 }
 
