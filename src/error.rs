@@ -123,6 +123,19 @@ pub enum Error {
         /// What was observed.
         message: String,
     },
+    /// A matrix that must be symmetric positive definite is not: its Cholesky factorisation
+    /// met a pivot that is not positive and finite.
+    #[error("`{argument}` factor {factor} is not symmetric positive definite: Cholesky pivot {pivot} is {value}")]
+    NotPositiveDefinite {
+        /// The argument's name.
+        argument: &'static str,
+        /// Which matrix of the batch (0-based).
+        factor: usize,
+        /// The failing pivot's row (0-based).
+        pivot: usize,
+        /// The pivot's value after the updates before it (≤ 0, NaN or ±inf).
+        value: f32,
+    },
     /// A host-side iteration (e.g. the tridiagonal QL eigen-solver) did not converge.
     #[error("{what} did not converge within {iterations} iterations")]
     NoConvergence {

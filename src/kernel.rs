@@ -63,6 +63,8 @@ pub static SHADERS: &[ShaderFile] = &[
         "common/grid.wgsl",
         "common/workgroup_reduce.wgsl"
     ),
+    shader!("linalg/gemm.wgsl"),
+    shader!("linalg/cholesky.wgsl", "common/float.wgsl"),
     shader!(
         "krylov/vectors.wgsl",
         "common/grid.wgsl",

@@ -27,6 +27,7 @@ pub mod finite;
 pub mod gpu;
 pub mod kernel;
 pub mod krylov;
+pub mod linalg;
 pub mod record;
 pub mod reduce;
 pub mod reference;

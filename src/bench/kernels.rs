@@ -153,7 +153,8 @@ pub fn record_sophiag_unfused(
     Ok(())
 }
 
-type RecordFn = Box<dyn FnMut(&mut Recorder) -> Result<()>>;
+/// Records one run of a case.
+pub type RecordFn = Box<dyn FnMut(&mut Recorder) -> Result<()>>;
 
 /// Device data for one kernel at one size, and how to record one run of it.
 pub struct Case {
@@ -161,6 +162,11 @@ pub struct Case {
 }
 
 impl Case {
+    /// A case recording with `record`.
+    pub fn new(record: RecordFn) -> Self {
+        Case { record }
+    }
+
     /// Records one run.
     pub fn record(&mut self, rec: &mut Recorder) -> Result<()> {
         (self.record)(rec)

@@ -1,6 +1,7 @@
 //! Timing and the adapter's own roofline, shared by `curvgpu bench` and the criterion benches.
 
 pub mod kernels;
+pub mod problems;
 pub mod roofline;
 pub mod solvers;
 

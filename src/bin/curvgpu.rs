@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use curvgpu::bench::{self, kernels, roofline, solvers, TimingMethod};
+use curvgpu::bench::{self, kernels, problems, roofline, solvers, TimingMethod};
 use curvgpu::{Gpu, Recorder};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -35,7 +35,7 @@ enum Command {
         /// Timed runs per kernel and size (the median is reported).
         #[arg(long, default_value_t = 10)]
         reps: usize,
-        /// Only these kernels (comma-separated; default all).
+        /// Only these kernels or fixed problems, e.g. gemm_1024 (comma-separated; default all).
         #[arg(long, value_delimiter = ',')]
         kernels: Vec<String>,
         /// Time with the host clock even where GPU timestamps exist.
@@ -112,6 +112,16 @@ struct Row {
     fraction: f64,
 }
 
+/// A fixed problem measured against the FMA roofline (e.g. `gemm_1024`).
+struct ComputeRow {
+    name: &'static str,
+    n: usize,
+    flops: f64,
+    median_ms: f64,
+    gflops: f64,
+    fma_fraction: f64,
+}
+
 fn run_bench(
     json_path: Option<PathBuf>,
     log2_sizes: &[u32],
@@ -122,13 +132,16 @@ fn run_bench(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let gpu = Gpu::new()?;
     let info = gpu.adapter_info().clone();
-    let names: Vec<&str> = kernels::KERNELS
-        .iter()
-        .copied()
-        .filter(|k| only.is_empty() || only.iter().any(|o| o == k))
-        .collect();
-    if names.is_empty() {
-        return Err(format!("no known kernel in {only:?}; known: {:?}", kernels::KERNELS).into());
+    let chosen = |k: &&str| only.is_empty() || only.iter().any(|o| o == k);
+    let names: Vec<&str> = kernels::KERNELS.iter().copied().filter(chosen).collect();
+    let fixed: Vec<&str> = problems::PROBLEMS.iter().copied().filter(chosen).collect();
+    if names.is_empty() && fixed.is_empty() {
+        return Err(format!(
+            "no known kernel in {only:?}; known: {:?} and {:?}",
+            kernels::KERNELS,
+            problems::PROBLEMS
+        )
+        .into());
     }
     if let Some(bad) = log2_sizes.iter().find(|&&s| s > 28) {
         return Err(format!("--log2-sizes {bad}: at most 28").into());
@@ -141,8 +154,9 @@ fn run_bench(
         info.device_type,
         gpu.tuning()
     );
-    let bar =
-        ProgressBar::new((names.len() * log2_sizes.len() + 1 + 2 * with_solvers as usize) as u64);
+    let bar = ProgressBar::new(
+        (names.len() * log2_sizes.len() + fixed.len() + 1 + 2 * with_solvers as usize) as u64,
+    );
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -183,6 +197,43 @@ fn run_bench(
             });
             bar.inc(1);
         }
+    }
+    let mut compute_rows = Vec::new();
+    for &name in &fixed {
+        bar.set_message(name);
+        let Some((mut case, work)) = problems::problem(&gpu, name)? else {
+            continue;
+        };
+        let (ms, _) = bench::time_runs(
+            &gpu,
+            reps,
+            timing == TimingMethod::GpuTimestamps,
+            |rec: &mut Recorder| case.record(rec),
+        )?;
+        let median_ms = bench::median(&ms);
+        if let Some(flops) = work.flops {
+            let gflops = flops / (median_ms * 1e-3) / 1e9;
+            compute_rows.push(ComputeRow {
+                name,
+                n: work.n,
+                flops,
+                median_ms,
+                gflops,
+                fma_fraction: gflops / roof.fma_gflops,
+            });
+        }
+        if let Some(bytes) = work.bytes {
+            let gbps = bytes / (median_ms * 1e-3) / 1e9;
+            rows.push(Row {
+                name: name.into(),
+                n: work.n,
+                bytes,
+                median_ms,
+                gbps,
+                fraction: gbps / roof.copy_gbps,
+            });
+        }
+        bar.inc(1);
     }
     let mut solver_runs = Vec::new();
     let mut cg_iteration_stats = None;
@@ -231,6 +282,18 @@ fn run_bench(
             "{:<26} {:>10} {:>12.0} {:>11.3} {:>9.2} {:>9.2}",
             r.name, r.n, r.bytes, r.median_ms, r.gbps, r.fraction
         );
+    }
+    if !compute_rows.is_empty() {
+        println!(
+            "{:<26} {:>10} {:>12} {:>11} {:>9} {:>9}",
+            "problem", "n", "flops", "median ms", "GFLOP/s", "FMA roof"
+        );
+        for r in &compute_rows {
+            println!(
+                "{:<26} {:>10} {:>12.3e} {:>11.3} {:>9.2} {:>9.2}",
+                r.name, r.n, r.flops, r.median_ms, r.gflops, r.fma_fraction
+            );
+        }
     }
     let at = |name: &str| rows.iter().filter(|r| r.name == name).max_by_key(|r| r.n);
     let speedup = match (at("sophiag_step"), at("sophiag_step_unfused")) {
@@ -293,6 +356,8 @@ fn run_bench(
             "tuning": {
                 "workgroup_size": gpu.tuning().workgroup_size,
                 "max_workgroups": gpu.tuning().max_workgroups,
+                "stencil_march": gpu.tuning().stencil_march,
+                "reduction_vec4s": gpu.tuning().reduction_vec4s,
             },
             "roofline": {
                 "copy_gbps": roof.copy_gbps,
@@ -309,7 +374,15 @@ fn run_bench(
                 "gbps": r.gbps,
                 "roofline_fraction": r.fraction,
                 "reps": reps,
-            })).collect::<Vec<_>>(),
+            })).chain(compute_rows.iter().map(|r| json!({
+                "name": r.name,
+                "n": r.n,
+                "flops": r.flops,
+                "median_ms": r.median_ms,
+                "gflops": r.gflops,
+                "fma_fraction": r.fma_fraction,
+                "reps": reps,
+            }))).collect::<Vec<_>>(),
             "fused_speedup": speedup.map(|(n, x)| json!({"n": n, "sophiag_step_vs_unfused": x})),
             "solvers": solver_runs.iter().map(|s| json!({
                 "name": s.name,

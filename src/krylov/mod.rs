@@ -6,7 +6,7 @@
 mod cg;
 pub mod density;
 pub mod lr;
-mod operator;
+pub(crate) mod operator;
 // The solvers and spectrum tools read scalars back between steps with blocking reads; their
 // async forms for the browser come with the web demo.
 #[cfg(not(target_arch = "wasm32"))]

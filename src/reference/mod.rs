@@ -2,5 +2,7 @@
 //! tests and benches compare against them and users may too.
 
 pub mod diag;
+pub mod kfac;
 pub mod krylov;
+pub mod linalg;
 pub mod philox;

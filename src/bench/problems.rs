@@ -1,0 +1,84 @@
+//! Fixed-size problems `curvgpu bench` times alongside the per-element kernels: each names the
+//! work it does (flops against the FMA roofline, or bytes against the copy roofline).
+
+use crate::bench::kernels::Case;
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::linalg::{record_gemm, record_spd_inverse, Batch, CholeskyWorkspace, Gemm};
+
+/// Fixed problems the bench knows, in table order.
+pub const PROBLEMS: &[&str] = &["gemm_1024", "kfac_inverse_64x256", "kfac_inverse_8x1024"];
+
+/// What one run of a fixed problem does.
+#[derive(Clone, Copy, Debug)]
+pub struct Work {
+    /// Size figure for the table (e.g. the matrix side).
+    pub n: usize,
+    /// Floating-point operations (an FMA counts 2), when compute is the measure.
+    pub flops: Option<f64>,
+    /// Bytes that must move, when bandwidth is the measure.
+    pub bytes: Option<f64>,
+}
+
+/// Allocates problem `name` and says how to record one run; `None` for an unknown name.
+pub fn problem(gpu: &Gpu, name: &str) -> Result<Option<(Case, Work)>> {
+    Ok(Some(match name {
+        "gemm_1024" => {
+            let side = 1024;
+            let shape = Gemm::new(side, side, side);
+            let a = crate::rng::gaussian(gpu, side * side, 1, 0)?;
+            let b = crate::rng::gaussian(gpu, side * side, 2, 0)?;
+            let c = gpu.zeros::<f32>(side * side)?;
+            let case = Case::new(Box::new(move |rec| {
+                record_gemm(rec, &shape, a.view(), b.view(), c.view())
+            }));
+            let work = Work {
+                n: side,
+                flops: Some(shape.flops()),
+                bytes: None,
+            };
+            (case, work)
+        }
+        "kfac_inverse_64x256" => spd_inverses(gpu, 64, 256)?,
+        "kfac_inverse_8x1024" => spd_inverses(gpu, 8, 1024)?,
+        _ => return Ok(None),
+    }))
+}
+
+/// `count` SPD factors of side `n` (XᵀX/n + I, X Gaussian) inverted in one submission; each
+/// run first restores the factors (the factorisation works in place), a copy of n² floats per
+/// factor against n³ flops. Flops: n³ per inverse, the usual count (Cholesky n³/3, L⁻¹ n³/3,
+/// L⁻ᵀL⁻¹ n³/3).
+fn spd_inverses(gpu: &Gpu, count: usize, n: usize) -> Result<(Case, Work)> {
+    let batch = Batch::new(&vec![n; count])?;
+    let x = crate::rng::gaussian(gpu, count * n * n, 3, 0)?;
+    let identity: Vec<f32> = (0..count * n * n)
+        .map(|e| (e % (n * n)).is_multiple_of(n + 1) as u32 as f32)
+        .collect();
+    let original = gpu.upload(&identity)?;
+    let mut rec = crate::record::Recorder::new(gpu);
+    let gram = Gemm {
+        trans_a: true,
+        alpha: 1.0 / n as f32,
+        beta: 1.0,
+        batch: count,
+        symmetric: true,
+        ..Gemm::new(n, n, n)
+    };
+    record_gemm(&mut rec, &gram, x.view(), x.view(), original.view())?;
+    rec.submit()?;
+    let factors = gpu.zeros::<f32>(batch.len())?;
+    let inverses = gpu.zeros::<f32>(batch.len())?;
+    let workspace = CholeskyWorkspace::new(gpu, &batch)?;
+    let total = batch.len();
+    let case = Case::new(Box::new(move |rec| {
+        crate::krylov::operator::record_copy(rec, original.view(), 0, factors.view(), 0, total)?;
+        record_spd_inverse(rec, &batch, factors.view(), inverses.view(), &workspace)
+    }));
+    let work = Work {
+        n,
+        flops: Some(count as f64 * (n as f64).powi(3)),
+        bytes: None,
+    };
+    Ok((case, work))
+}

@@ -1,0 +1,234 @@
+//! Batched Cholesky and SPD inversion against `curvgpu::reference::linalg` (f64).
+//!
+//! Tolerances. Matrices are rounded to f32 first; the references factor exactly those.
+//! - Cholesky is backward stable whatever the summation order (Higham, Accuracy and
+//!   Stability, Thm 10.3): the computed L̂ satisfies |L̂·L̂ᵀ − A| ≤ γ_{n+1}·|L̂|·|L̂ᵀ| entrywise,
+//!   u = 2⁻²⁴, γ_m = m·u/(1 − m·u), independent of the condition number. That is asserted
+//!   entry by entry (products formed in f64).
+//! - The inverse is forward-accurate only to the condition number: ‖X̂ − A⁻¹‖_F/‖A⁻¹‖_F ≤
+//!   c_n·κ₂(A)·u (Higham §14.3) with c_n a low-degree polynomial in n in the worst case. We
+//!   assert c_n = √n, the statistical growth of n independent roundings (Higham §2.8): the
+//!   worst case (~2n) would let whole wrong blocks pass at n = 1000, while the measured
+//!   errors (printed) are 0.04–0.16·κ·u.
+
+mod common;
+
+use common::{as_f32, as_f64, both_gpus, gpu, EPS32};
+use curvgpu::linalg::{cholesky, record_cholesky, spd_inverse, Batch, CholeskyWorkspace};
+use curvgpu::reference::krylov::random_spd;
+use curvgpu::reference::linalg as reference;
+use curvgpu::{Error, Recorder};
+
+fn gamma(m: usize) -> f64 {
+    let u = EPS32 / 2.0;
+    m as f64 * u / (1.0 - m as f64 * u)
+}
+
+/// An SPD matrix with eigenvalues spread geometrically over [1, κ], rounded to f32.
+fn spd(n: usize, kappa: f64, seed: u64) -> Vec<f64> {
+    let eig: Vec<f64> = (0..n)
+        .map(|i| {
+            kappa.powf(if n == 1 {
+                0.0
+            } else {
+                i as f64 / (n - 1) as f64
+            })
+        })
+        .collect();
+    as_f64(&as_f32(&random_spd(n, &eig, seed)))
+}
+
+fn packed(matrices: &[Vec<f64>]) -> Vec<f32> {
+    matrices.iter().flat_map(|m| as_f32(m)).collect()
+}
+
+#[test]
+fn factors_of_mixed_sizes_reconstruct_a_within_the_backward_error_bound() {
+    // Sides 1 and 2, one short of, at and past the 32-column block, two blocks and a prime.
+    let sizes = [1, 2, 31, 32, 33, 64, 65, 127];
+    let mats: Vec<Vec<f64>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| spd(n, 1e3, 50 + i as u64))
+        .collect();
+    let batch = Batch::new(&sizes).unwrap();
+    for (name, gpu) in both_gpus() {
+        let factors = gpu.upload(&packed(&mats)).unwrap();
+        cholesky(gpu, &batch, &factors).unwrap();
+        let all = as_f64(&gpu.read(&factors).unwrap());
+        for (f, (&n, a)) in sizes.iter().zip(&mats).enumerate() {
+            let l = &all[batch.offset(f)..batch.offset(f) + n * n];
+            for r in 0..n {
+                for c in r + 1..n {
+                    assert_eq!(l[r * n + c], 0.0, "{name}: L[{r}][{c}] above the diagonal");
+                }
+            }
+            let llt = reference::gemm(n, n, n, l, l, false, true);
+            let abs: Vec<f64> = l.iter().map(|v| v.abs()).collect();
+            let bound = reference::gemm(n, n, n, &abs, &abs, false, true);
+            for e in 0..n * n {
+                let err = (llt[e] - a[e]).abs();
+                let b = gamma(n + 1) * bound[e];
+                assert!(
+                    err <= b,
+                    "{name}: {n}×{n} entry {e}: |LLᵀ − A| = {err:e} > {b:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn inverses_with_condition_numbers_1_to_1e4_are_within_sqrt_n_kappa_u() {
+    let cases = [
+        (1, 1.0),
+        (33, 1.0),
+        (64, 10.0),
+        (100, 1e2),
+        (129, 1e3),
+        (256, 1e4),
+    ];
+    let sizes: Vec<usize> = cases.iter().map(|c| c.0).collect();
+    let mats: Vec<Vec<f64>> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, &(n, k))| spd(n, k, 70 + i as u64))
+        .collect();
+    let batch = Batch::new(&sizes).unwrap();
+    for (name, gpu) in both_gpus() {
+        let factors = gpu.upload(&packed(&mats)).unwrap();
+        let inverses = as_f64(
+            &gpu.read(&spd_inverse(gpu, &batch, &factors).unwrap())
+                .unwrap(),
+        );
+        for (f, (&(n, kappa), a)) in cases.iter().zip(&mats).enumerate() {
+            let x = &inverses[batch.offset(f)..batch.offset(f) + n * n];
+            let want = reference::spd_inverse(n, a).unwrap();
+            let err =
+                reference::frobenius(&x.iter().zip(&want).map(|(x, w)| x - w).collect::<Vec<_>>())
+                    / reference::frobenius(&want);
+            let bound = (n as f64).sqrt() * kappa * EPS32 / 2.0;
+            println!(
+                "{name}: {n}×{n}, κ = {kappa:e}: relative error {err:.2e} (bound {bound:.2e})"
+            );
+            assert!(
+                err <= bound,
+                "{name}: {n}×{n}, κ = {kappa:e}: {err:e} > {bound:e}"
+            );
+            for r in 0..n {
+                for c in 0..r {
+                    assert_eq!(x[r * n + c], x[c * n + r], "{name}: inverse not symmetric");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_non_spd_factor_is_reported_with_its_index_and_failing_pivot() {
+    // Batch of three; the middle one has −5 on its diagonal at row 37 (and is SPD before it),
+    // the last one NaN at row 0: the first failure is reported.
+    let good = spd(20, 10.0, 1);
+    let mut bad = spd(40, 10.0, 2);
+    bad[37 * 40 + 37] = -5.0;
+    assert_eq!(reference::cholesky(40, &bad), Err(37));
+    let mut nan = spd(3, 2.0, 3);
+    nan[0] = f64::NAN;
+    let batch = Batch::new(&[20, 40, 3]).unwrap();
+    for (name, gpu) in both_gpus() {
+        let factors = gpu
+            .upload(&packed(&[good.clone(), bad.clone(), nan.clone()]))
+            .unwrap();
+        match cholesky(gpu, &batch, &factors) {
+            Err(Error::NotPositiveDefinite {
+                argument: "factors",
+                factor: 1,
+                pivot: 37,
+                value,
+            }) => {
+                assert!(value <= 0.0, "{name}: reported pivot value {value}")
+            }
+            other => panic!(
+                "{name}: expected NotPositiveDefinite {{ factor 1, pivot 37 }}, got {other:?}"
+            ),
+        }
+        let alone = Batch::new(&[3]).unwrap();
+        let factors = gpu.upload(&as_f32(&nan)).unwrap();
+        match spd_inverse(gpu, &alone, &factors) {
+            Err(Error::NotPositiveDefinite {
+                factor: 0,
+                pivot: 0,
+                value,
+                ..
+            }) => {
+                assert!(value.is_nan(), "{name}: reported pivot value {value}")
+            }
+            other => panic!(
+                "{name}: expected NotPositiveDefinite {{ factor 0, pivot 0 }}, got {other:?}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn bad_batches_are_typed_errors() {
+    let gpu = gpu();
+    assert!(matches!(
+        Batch::new(&[]),
+        Err(Error::Empty { argument: "sizes" })
+    ));
+    assert!(matches!(
+        Batch::new(&[3, 0]),
+        Err(Error::Shape {
+            argument: "sizes",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Batch::new(&[70_000, 70_000]),
+        Err(Error::TooLarge {
+            argument: "sizes",
+            ..
+        })
+    ));
+    let batch = Batch::new(&[2, 3]).unwrap();
+    let short = gpu.zeros::<f32>(12).unwrap();
+    let workspace = CholeskyWorkspace::new(gpu, &batch).unwrap();
+    let mut rec = Recorder::new(gpu);
+    common::assert_length(
+        record_cholesky(&mut rec, &batch, short.view(), &workspace),
+        "factors",
+        13,
+        12,
+    );
+    let small = CholeskyWorkspace::new(gpu, &Batch::new(&[2]).unwrap()).unwrap();
+    let factors = gpu.zeros::<f32>(13).unwrap();
+    assert!(matches!(
+        record_cholesky(&mut rec, &batch, factors.view(), &small),
+        Err(Error::Shape {
+            argument: "workspace",
+            ..
+        })
+    ));
+    assert!(rec.is_empty());
+}
+
+#[test]
+fn a_1000_squared_inverse_with_kappa_1e3_is_within_sqrt_n_kappa_u() {
+    // 1000 = 31 blocks of 32 and one of 8.
+    let n = 1000;
+    let a = spd(n, 1e3, 9);
+    let gpu = gpu();
+    let batch = Batch::new(&[n]).unwrap();
+    let factors = gpu.upload(&as_f32(&a)).unwrap();
+    let x = as_f64(
+        &gpu.read(&spd_inverse(gpu, &batch, &factors).unwrap())
+            .unwrap(),
+    );
+    let want = reference::spd_inverse(n, &a).unwrap();
+    let diff: Vec<f64> = x.iter().zip(&want).map(|(x, w)| x - w).collect();
+    let err = reference::frobenius(&diff) / reference::frobenius(&want);
+    let bound = (n as f64).sqrt() * 1e3 * EPS32 / 2.0;
+    println!("1000×1000, κ = 1e3: relative error {err:.2e} (bound {bound:.2e})");
+    assert!(err <= bound, "{err:e} > {bound:e}");
+}
