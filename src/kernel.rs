@@ -64,6 +64,11 @@ pub static SHADERS: &[ShaderFile] = &[
         "common/workgroup_reduce.wgsl"
     ),
     shader!("linalg/gemm.wgsl"),
+    shader!(
+        "kfac/factors.wgsl",
+        "common/grid.wgsl",
+        "common/workgroup_reduce.wgsl"
+    ),
     shader!("linalg/cholesky.wgsl", "common/float.wgsl"),
     shader!(
         "krylov/vectors.wgsl",

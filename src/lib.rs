@@ -26,6 +26,7 @@ pub mod error;
 pub mod finite;
 pub mod gpu;
 pub mod kernel;
+pub mod kfac;
 pub mod krylov;
 pub mod linalg;
 pub mod record;

@@ -1,0 +1,70 @@
+// K-FAC factor helpers: the activations with a ones column appended (bias layers), each
+// factor's mean diagonal (tr F / dim), and the damped copy that is then inverted.
+
+struct Factor {
+    n: u32,            // side (with_ones: input width)
+    offset: u32,       // first element of the factor (with_ones: rows of the batch)
+    slot: u32,         // trace_mean: where tr/dim goes; damp: this factor's mean diagonal
+    other: u32,        // damp: the partner factor's mean diagonal
+    pi: u32,           // damp: 1 = kfac-jax's π-corrected scale, 0 = none (Tikhonov)
+    mu: f32,           // damp: the diagonal added (√λ or γ)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> f: Factor;
+
+// with_ones: 1 x (rows × n), 2 [x | 1] (rows × (n + 1)).
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> x1: array<f32>;
+
+@compute @workgroup_size(WG)
+fn with_ones(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let cols = f.n + 1u;
+    for (var e = linear_index(wid, nwg, lid); e < f.offset * cols; e += grid_stride(nwg)) {
+        let row = e / cols;
+        let col = e - row * cols;
+        x1[e] = select(1.0, x[row * f.n + min(col, f.n - 1u)], col < f.n);
+    }
+}
+
+// trace_mean (one workgroup): 1 the packed factors, 2 the scalars.
+@group(0) @binding(1) var<storage, read> factors: array<f32>;
+@group(0) @binding(2) var<storage, read_write> scalars: array<f32>;
+
+@compute @workgroup_size(WG)
+fn trace_mean(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    for (var i = lid; i < f.n; i += WG) {
+        acc += factors[f.offset + i * (f.n + 1u)];
+    }
+    let total = workgroup_sum(lid, acc);
+    if (lid == 0u) {
+        scalars[f.slot] = total / f32(f.n);
+    }
+}
+
+// damp: 1 the packed factors, 2 the scalars, 3 the damped copy (same layout):
+// F′ = s·F + μ·I with s = √(c_other / c_self) under π-correction (kfac-jax: c/c_self with
+// c = √(c_self·c_other)), s = 0 when either mean diagonal is ≤ 0 (a zero factor: F′ = μ·I, as
+// kfac-jax), and s = 1 without it.
+@group(0) @binding(1) var<storage, read> source: array<f32>;
+@group(0) @binding(2) var<storage, read> means: array<f32>;
+@group(0) @binding(3) var<storage, read_write> damped: array<f32>;
+
+@compute @workgroup_size(WG)
+fn damp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    var s = 1.0;
+    if (f.pi != 0u) {
+        let mine = means[f.slot];
+        let theirs = means[f.other];
+        // Written so that NaN statistics stay NaN (and fail the factorisation).
+        s = select(sqrt(theirs / mine), 0.0, mine <= 0.0 || theirs <= 0.0);
+    }
+    for (var e = linear_index(wid, nwg, lid); e < f.n * f.n; e += grid_stride(nwg)) {
+        let diagonal = e % (f.n + 1u) == 0u;
+        damped[f.offset + e] = s * source[f.offset + e] + select(0.0, f.mu, diagonal);
+    }
+}

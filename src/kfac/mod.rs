@@ -1,0 +1,438 @@
+//! K-FAC: Kronecker-factored curvature for linear layers (Martens & Grosse), with both
+//! running-average conventions (KAISA's and kfac-jax's), kfac-jax's π-corrected damping or
+//! KAISA's Tikhonov damping, batched inversion and the inverse-path preconditioned gradient
+//! G′⁻¹·∇W·A′⁻¹. [`Kfac::record_update_factors`] → `linalg::record_gemm`;
+//! [`Kfac::record_refresh_inverses`] → `kernel!("kfac/factors.wgsl", "damp")` and
+//! `linalg::record_spd_inverse`.
+//!
+//! Layout (kfac-pytorch's): a layer y = W·x (+ b) has ∇W row-major `out`×`cols`, `cols` =
+//! in + 1 with a bias (its gradient the last column); A is `cols`², G is `out`².
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::buffer::{BufView, GpuVec};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernel;
+use crate::linalg::{record_gemm, record_spd_inverse, Batch, CholeskyWorkspace, Gemm};
+use crate::record::{Binding, Recorder};
+
+/// One linear layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// Input width (without the bias column).
+    pub in_dim: usize,
+    /// Output width.
+    pub out_dim: usize,
+    /// Whether ∇W carries the bias gradient as its last column.
+    pub bias: bool,
+}
+
+impl Layer {
+    /// Columns of ∇W and the side of A.
+    pub fn cols(&self) -> usize {
+        self.in_dim + usize::from(self.bias)
+    }
+}
+
+/// How new factor statistics enter the running factors.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Averaging {
+    /// KAISA (kfac-pytorch): factors start at I, F ← decay·F + (1 − decay)·F_new, no bias
+    /// correction.
+    Kaisa {
+        /// 0.95 in kfac-pytorch.
+        decay: f32,
+    },
+    /// kfac-jax: a bias-corrected weighted average, w ← decay·w + 1,
+    /// F ← (1 − 1/w)·F + (1/w)·F_new (the first update gives F_new).
+    KfacJax {
+        /// 0.95 in kfac-jax.
+        decay: f32,
+    },
+}
+
+/// How the factors are damped before inversion.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Damping {
+    /// kfac-jax's π-correction: c_X = tr(X)/dim, c = √(c_A·c_G),
+    /// A′ = (c/c_A)·A + √λ·I, G′ = (c/c_G)·G + √λ·I.
+    Pi {
+        /// λ (> 0).
+        lambda: f32,
+    },
+    /// KAISA's inverse path: A + γ·I and G + γ·I.
+    Tikhonov {
+        /// γ (> 0; 1e-3 in kfac-pytorch).
+        gamma: f32,
+    },
+}
+
+/// K-FAC's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KfacConfig {
+    /// Running-average convention.
+    pub averaging: Averaging,
+    /// Damping before inversion.
+    pub damping: Damping,
+    /// Steps between inverse refreshes in [`Kfac::step`] (kfac-jax: 5); ≥ 1.
+    pub inverse_update_period: usize,
+}
+
+impl Default for KfacConfig {
+    /// KAISA's averaging and Tikhonov damping (γ = 1e-3), inverses refreshed every 5 steps.
+    fn default() -> Self {
+        KfacConfig {
+            averaging: Averaging::Kaisa { decay: 0.95 },
+            damping: Damping::Tikhonov { gamma: 1e-3 },
+            inverse_update_period: 5,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct FactorUniform {
+    n: u32,
+    offset: u32,
+    slot: u32,
+    other: u32,
+    pi: u32,
+    mu: f32,
+    _pad: [u32; 2],
+}
+
+/// One side's factors (every layer's A, or every layer's G) packed in one batch.
+struct Side {
+    batch: Batch,
+    running: GpuVec<f32>,
+    damped: GpuVec<f32>,
+    inverse: GpuVec<f32>,
+    workspace: CholeskyWorkspace,
+}
+
+impl Side {
+    fn new(gpu: &Gpu, sizes: &[usize], start_at_identity: bool) -> Result<Self> {
+        let batch = Batch::new(sizes)?;
+        let mut init = vec![0.0f32; batch.len()];
+        if start_at_identity {
+            for (i, &n) in sizes.iter().enumerate() {
+                for d in 0..n {
+                    init[batch.offset(i) + d * (n + 1)] = 1.0;
+                }
+            }
+        }
+        Ok(Side {
+            running: gpu.upload(&init)?,
+            damped: gpu.zeros(batch.len())?,
+            inverse: gpu.zeros(batch.len())?,
+            workspace: CholeskyWorkspace::new(gpu, &batch)?,
+            batch,
+        })
+    }
+}
+
+/// K-FAC state for a list of layers: running factors, their damped inverses, and the
+/// preconditioning of each layer's gradient.
+pub struct Kfac {
+    layers: Vec<Layer>,
+    config: KfacConfig,
+    a: Side,
+    g: Side,
+    means: GpuVec<f32>,
+    with_ones: Option<GpuVec<f32>>,
+    scratch: GpuVec<f32>,
+    weight: f64,
+    steps: usize,
+}
+
+impl std::fmt::Debug for Kfac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kfac")
+            .field("layers", &self.layers)
+            .field("config", &self.config)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+impl Kfac {
+    /// State for `layers` (each with non-zero widths).
+    ///
+    /// Errors: no layers, a zero width, decay outside [0, 1), λ or γ not finite and > 0, a
+    /// zero inverse-update period, factors past the device limits.
+    pub fn new(gpu: &Gpu, layers: &[Layer], config: KfacConfig) -> Result<Self> {
+        if layers.is_empty() {
+            return Err(Error::Empty { argument: "layers" });
+        }
+        for l in layers {
+            if l.in_dim == 0 {
+                return Err(Error::Empty { argument: "in_dim" });
+            }
+            if l.out_dim == 0 {
+                return Err(Error::Empty {
+                    argument: "out_dim",
+                });
+            }
+        }
+        let (Averaging::Kaisa { decay } | Averaging::KfacJax { decay }) = config.averaging;
+        crate::check::beta("decay", decay)?;
+        match config.damping {
+            Damping::Pi { lambda } => crate::check::positive("lambda", lambda)?,
+            Damping::Tikhonov { gamma } => crate::check::positive("gamma", gamma)?,
+        }
+        if config.inverse_update_period == 0 {
+            return Err(Error::param("inverse_update_period", 0.0, "at least 1"));
+        }
+        let kaisa = matches!(config.averaging, Averaging::Kaisa { .. });
+        let a_sizes: Vec<usize> = layers.iter().map(Layer::cols).collect();
+        let g_sizes: Vec<usize> = layers.iter().map(|l| l.out_dim).collect();
+        let largest = layers
+            .iter()
+            .map(|l| l.out_dim * l.cols())
+            .max()
+            .unwrap_or(1);
+        Ok(Kfac {
+            a: Side::new(gpu, &a_sizes, kaisa)?,
+            g: Side::new(gpu, &g_sizes, kaisa)?,
+            means: gpu.zeros(2 * layers.len())?,
+            with_ones: None,
+            scratch: gpu.zeros(largest)?,
+            layers: layers.to_vec(),
+            config,
+            weight: 0.0,
+            steps: 0,
+        })
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The running factors A (packed, layer by layer) and their layout.
+    pub fn factors_a(&self) -> (&GpuVec<f32>, &Batch) {
+        (&self.a.running, &self.a.batch)
+    }
+
+    /// The running factors G (packed, layer by layer) and their layout.
+    pub fn factors_g(&self) -> (&GpuVec<f32>, &Batch) {
+        (&self.g.running, &self.g.batch)
+    }
+
+    /// Records one update of every layer's factors from a batch of `batch` samples: layer
+    /// i's input activations `xs[i]` (`batch`×in) and the per-sample gradients of the loss
+    /// with respect to its output `dys[i]` (`batch`×out). A_new = [x | 1]ᵀ[x | 1]/B and
+    /// G_new = dyᵀdy/B enter by the configured average, fused into the product (α, β).
+    pub fn record_update_factors(
+        &mut self,
+        rec: &mut Recorder,
+        batch: usize,
+        xs: &[BufView<'_>],
+        dys: &[BufView<'_>],
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        if batch == 0 {
+            return Err(Error::Empty { argument: "batch" });
+        }
+        crate::check::same_count("xs", self.layers.len(), xs.len())?;
+        crate::check::same_count("dys", self.layers.len(), dys.len())?;
+        for (l, (x, dy)) in self.layers.iter().zip(xs.iter().zip(dys)) {
+            x.check(gpu, "xs", batch * l.in_dim)?;
+            dy.check(gpu, "dys", batch * l.out_dim)?;
+        }
+        let (alpha, beta, weight) = match self.config.averaging {
+            Averaging::Kaisa { decay } => ((1.0 - decay as f64) / batch as f64, decay as f64, 0.0),
+            Averaging::KfacJax { decay } => {
+                let w = decay as f64 * self.weight + 1.0;
+                (1.0 / (w * batch as f64), 1.0 - 1.0 / w, w)
+            }
+        };
+        let ones_len = self
+            .layers
+            .iter()
+            .filter(|l| l.bias)
+            .map(|l| batch * l.cols())
+            .max();
+        if let Some(len) = ones_len {
+            if self.with_ones.as_ref().is_none_or(|v| v.len() < len) {
+                self.with_ones = Some(gpu.zeros(len)?);
+            }
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let cols = l.cols();
+            let x = match (&self.with_ones, l.bias) {
+                (Some(ones), true) => {
+                    let u = FactorUniform {
+                        n: l.in_dim as u32,
+                        offset: batch as u32,
+                        ..Default::default()
+                    };
+                    rec.dispatch(
+                        kernel!("kfac/factors.wgsl", "with_ones"),
+                        &gpu.wg_constants(),
+                        &[
+                            Binding::Uniform(bytemuck::bytes_of(&u)),
+                            Binding::Storage(xs[i], None),
+                            Binding::Storage(ones.view(), None),
+                        ],
+                        gpu.elementwise_grid((batch * cols) as u64)?,
+                    )?;
+                    ones.view()
+                }
+                _ => xs[i],
+            };
+            let x_len = batch * cols;
+            let x = BufView::new(x.buffer(), x.byte_offset(), x_len);
+            for (side, operand, n) in [(&self.a, x, cols), (&self.g, dys[i], l.out_dim)] {
+                let shape = Gemm {
+                    trans_a: true,
+                    alpha: alpha as f32,
+                    beta: beta as f32,
+                    symmetric: true,
+                    offsets: [0, 0, side.batch.offset(i)],
+                    ld: [None, None, Some(n)],
+                    ..Gemm::new(n, n, batch)
+                };
+                record_gemm(rec, &shape, operand, operand, side.running.view())?;
+            }
+        }
+        self.weight = weight;
+        Ok(())
+    }
+
+    /// Records the damped inverses of every layer's running factors (see [`Damping`]).
+    /// A factor that is not SPD after damping (NaN statistics) is reported by
+    /// [`Kfac::check_inverses`] after the submission.
+    pub fn record_refresh_inverses(&self, rec: &mut Recorder) -> Result<()> {
+        let gpu = rec.gpu();
+        let (pi, mu) = match self.config.damping {
+            Damping::Pi { lambda } => (1, lambda.sqrt()),
+            Damping::Tikhonov { gamma } => (0, gamma),
+        };
+        let [wg] = gpu.wg_constants();
+        let uniform = |side: &Side, i: usize, n: usize, slot: usize| FactorUniform {
+            n: n as u32,
+            offset: side.batch.offset(i) as u32,
+            slot: slot as u32,
+            other: (slot ^ 1) as u32,
+            pi,
+            mu,
+            _pad: [0; 2],
+        };
+        // Every mean diagonal first: each factor's scale needs its partner's.
+        let factors =
+            |i: usize, l: &Layer| [(&self.a, l.cols(), 2 * i), (&self.g, l.out_dim, 2 * i + 1)];
+        if pi == 1 {
+            for (i, l) in self.layers.iter().enumerate() {
+                for (side, n, slot) in factors(i, l) {
+                    let u = uniform(side, i, n, slot);
+                    rec.dispatch(
+                        kernel!("kfac/factors.wgsl", "trace_mean"),
+                        &[wg],
+                        &[
+                            Binding::Uniform(bytemuck::bytes_of(&u)),
+                            Binding::Storage(side.running.view(), None),
+                            Binding::Storage(self.means.view(), None),
+                        ],
+                        [1, 1, 1],
+                    )?;
+                }
+            }
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            for (side, n, slot) in factors(i, l) {
+                let u = uniform(side, i, n, slot);
+                rec.dispatch(
+                    kernel!("kfac/factors.wgsl", "damp"),
+                    &[wg],
+                    &[
+                        Binding::Uniform(bytemuck::bytes_of(&u)),
+                        Binding::Storage(side.running.view(), None),
+                        Binding::Storage(self.means.view(), None),
+                        Binding::Storage(side.damped.view(), None),
+                    ],
+                    gpu.elementwise_grid((n * n) as u64)?,
+                )?;
+            }
+        }
+        for side in [&self.a, &self.g] {
+            record_spd_inverse(
+                rec,
+                &side.batch,
+                side.damped.view(),
+                side.inverse.view(),
+                &side.workspace,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Reads the factorisations' status after a refresh: [`Error::NotPositiveDefinite`]
+    /// (argument `kfac_a` or `kfac_g`, `factor` = the layer) when a damped factor was not SPD.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn check_inverses(&self, gpu: &Gpu) -> Result<()> {
+        self.a.workspace.check(gpu, "kfac_a")?;
+        self.g.workspace.check(gpu, "kfac_g")
+    }
+
+    /// Records out_i = G′_i⁻¹·∇W_i·A′_i⁻¹ for every layer from the last refreshed inverses;
+    /// `out` may not alias `grads`.
+    pub fn record_precondition(
+        &self,
+        rec: &mut Recorder,
+        grads: &[BufView<'_>],
+        outs: &[BufView<'_>],
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        crate::check::same_count("grads", self.layers.len(), grads.len())?;
+        crate::check::same_count("outs", self.layers.len(), outs.len())?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let (o, c) = (l.out_dim, l.cols());
+            grads[i].check(gpu, "grads", o * c)?;
+            outs[i].check(gpu, "outs", o * c)?;
+            let tmp = BufView::new(self.scratch.buffer(), 0, o * c);
+            let left = Gemm {
+                offsets: [self.g.batch.offset(i), 0, 0],
+                ld: [Some(o), None, None],
+                ..Gemm::new(o, c, o)
+            };
+            record_gemm(rec, &left, self.g.inverse.view(), grads[i], tmp)?;
+            let right = Gemm {
+                offsets: [0, self.a.batch.offset(i), 0],
+                ld: [None, Some(c), None],
+                ..Gemm::new(o, c, c)
+            };
+            record_gemm(rec, &right, tmp, self.a.inverse.view(), outs[i])?;
+        }
+        Ok(())
+    }
+
+    /// One K-FAC step in one submission: update the factors, refresh the inverses on the
+    /// first step and every `inverse_update_period` steps after, precondition every layer's
+    /// gradient into `outs`. Blocking only when it refreshed (to check the factorisations).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn step(
+        &mut self,
+        gpu: &Gpu,
+        batch: usize,
+        xs: &[BufView<'_>],
+        dys: &[BufView<'_>],
+        grads: &[BufView<'_>],
+        outs: &[BufView<'_>],
+    ) -> Result<()> {
+        let refresh = self.steps.is_multiple_of(self.config.inverse_update_period);
+        let mut rec = Recorder::new(gpu);
+        self.record_update_factors(&mut rec, batch, xs, dys)?;
+        if refresh {
+            self.record_refresh_inverses(&mut rec)?;
+        }
+        self.record_precondition(&mut rec, grads, outs)?;
+        rec.submit()?;
+        self.steps += 1;
+        if refresh {
+            self.check_inverses(gpu)?;
+        }
+        Ok(())
+    }
+}

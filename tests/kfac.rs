@@ -1,0 +1,349 @@
+//! K-FAC against `curvgpu::reference::kfac` (f64) on the 3-layer MLP fixture (13→17 and
+//! 17→9 with bias, 9→5 without; batch 32).
+//!
+//! Tolerances. Inputs are rounded to f32 first and the references use the rounded values.
+//! - Factor statistics: each update is one product F ← α·XᵀX + β·F over B = 32 samples, so an
+//!   entry's new error is at most γ_{B+3}·(α·(|X|ᵀ|X|) + β·|F|) (B products and additions,
+//!   α rounded to f32, the β term) plus β times the error it carried; the test propagates that
+//!   bound through every update and asserts it entry by entry.
+//! - Preconditioned gradients P = G′⁻¹·∇W·A′⁻¹: each inverse carries √n·κ·u relative error
+//!   (as in the Cholesky tests), the two products γ_{n}; we assert ‖P̂ − P‖_F/‖P‖_F ≤
+//!   2·(√cols·κ(A′) + √out·κ(G′))·u + γ_{out + cols}, with κ from the reference eigenvalues.
+
+mod common;
+
+use common::{as_f32, as_f64, gpu, EPS32};
+use curvgpu::kfac::{Averaging, Damping, Kfac, KfacConfig, Layer};
+use curvgpu::reference::kfac::{
+    factor_a, factor_g, identity, kaisa_average, mlp_fixture, pi_damped, precondition_inverse,
+    tikhonov, KfacJaxAverage, MlpFixture,
+};
+use curvgpu::reference::linalg::{frobenius, spd_inverse, symmetric_eigen};
+use curvgpu::{Error, Gpu, GpuVec};
+
+fn gamma(m: usize) -> f64 {
+    let u = EPS32 / 2.0;
+    m as f64 * u / (1.0 - m as f64 * u)
+}
+
+fn rounded(v: &[f64]) -> Vec<f64> {
+    as_f64(&as_f32(v))
+}
+
+fn layers(f: &MlpFixture) -> Vec<Layer> {
+    f.layers
+        .iter()
+        .map(|l| Layer {
+            in_dim: l.in_dim,
+            out_dim: l.out_dim,
+            bias: l.bias,
+        })
+        .collect()
+}
+
+struct Uploaded {
+    xs: Vec<GpuVec<f32>>,
+    dys: Vec<GpuVec<f32>>,
+    grads: Vec<GpuVec<f32>>,
+}
+
+fn upload(gpu: &Gpu, f: &MlpFixture) -> Uploaded {
+    let up = |v: &[f64]| gpu.upload(&as_f32(v)).unwrap();
+    Uploaded {
+        xs: f.layers.iter().map(|l| up(&l.x)).collect(),
+        dys: f.layers.iter().map(|l| up(&l.dy)).collect(),
+        grads: f.layers.iter().map(|l| up(&l.grad)).collect(),
+    }
+}
+
+fn update(gpu: &Gpu, kfac: &mut Kfac, f: &MlpFixture, data: &Uploaded) {
+    let xs: Vec<_> = data.xs.iter().map(|v| v.view()).collect();
+    let dys: Vec<_> = data.dys.iter().map(|v| v.view()).collect();
+    let mut rec = curvgpu::Recorder::new(gpu);
+    kfac.record_update_factors(&mut rec, f.batch, &xs, &dys)
+        .unwrap();
+    rec.submit().unwrap();
+}
+
+/// Reference running factors with their error bounds, updated like the GPU's.
+struct RefSide {
+    f: Vec<f64>,
+    bound: Vec<f64>,
+}
+
+fn abs_gram(batch: usize, cols: usize, x: &[f64]) -> Vec<f64> {
+    let abs: Vec<f64> = x.iter().map(|v| v.abs()).collect();
+    curvgpu::reference::linalg::gemm(cols, batch, cols, &abs, &abs, true, false)
+}
+
+#[test]
+fn factor_statistics_follow_both_averaging_conventions_over_three_updates() {
+    let gpu = gpu();
+    let fixtures: Vec<MlpFixture> = (0..3).map(|s| mlp_fixture(40 + s)).collect();
+    for (averaging, name) in [
+        (Averaging::Kaisa { decay: 0.95 }, "KAISA"),
+        (Averaging::KfacJax { decay: 0.95 }, "kfac-jax"),
+    ] {
+        let config = KfacConfig {
+            averaging,
+            ..Default::default()
+        };
+        let mut kfac = Kfac::new(gpu, &layers(&fixtures[0]), config).unwrap();
+        let kaisa = matches!(averaging, Averaging::Kaisa { .. });
+        let mut refs: Vec<[RefSide; 2]> = fixtures[0]
+            .layers
+            .iter()
+            .map(|l| {
+                let start = |n: usize| RefSide {
+                    f: if kaisa { identity(n) } else { vec![0.0; n * n] },
+                    bound: vec![0.0; n * n],
+                };
+                [start(l.cols()), start(l.out_dim)]
+            })
+            .collect();
+        let mut jax: Vec<[KfacJaxAverage; 2]> = (0..3)
+            .map(|_| [KfacJaxAverage::new(0.95), KfacJaxAverage::new(0.95)])
+            .collect();
+        let mut weight = 0.0f64;
+        for f in &fixtures {
+            update(gpu, &mut kfac, f, &upload(gpu, f));
+            let b = f.batch;
+            let (alpha, beta) = if kaisa {
+                (0.05 / b as f64, 0.95)
+            } else {
+                weight = 0.95 * weight + 1.0;
+                (1.0 / (weight * b as f64), 1.0 - 1.0 / weight)
+            };
+            for (i, l) in f.layers.iter().enumerate() {
+                let (x, dy) = (rounded(&l.x), rounded(&l.dy));
+                let news = [
+                    factor_a(b, l.in_dim, &x, l.bias),
+                    factor_g(b, l.out_dim, &dy),
+                ];
+                let mut ones = Vec::new();
+                for row in x.chunks(l.in_dim) {
+                    ones.extend_from_slice(row);
+                    if l.bias {
+                        ones.push(1.0);
+                    }
+                }
+                let grams = [abs_gram(b, l.cols(), &ones), abs_gram(b, l.out_dim, &dy)];
+                for s in 0..2 {
+                    let side = &mut refs[i][s];
+                    for ((bound, f), gram) in side.bound.iter_mut().zip(&side.f).zip(&grams[s]) {
+                        *bound = gamma(b + 3) * (alpha * gram + beta * f.abs()) + beta * *bound;
+                    }
+                    if kaisa {
+                        kaisa_average(&mut side.f, &news[s], 0.95);
+                    } else {
+                        jax[i][s].update(&mut side.f, &news[s]);
+                    }
+                }
+            }
+        }
+        let got = [
+            as_f64(&gpu.read(kfac.factors_a().0).unwrap()),
+            as_f64(&gpu.read(kfac.factors_g().0).unwrap()),
+        ];
+        let batches = [kfac.factors_a().1.clone(), kfac.factors_g().1.clone()];
+        for (i, sides) in refs.iter().enumerate() {
+            for s in 0..2 {
+                let off = batches[s].offset(i);
+                for (e, (&w, &bound)) in sides[s].f.iter().zip(&sides[s].bound).enumerate() {
+                    let g = got[s][off + e];
+                    assert!(
+                        (g - w).abs() <= bound,
+                        "{name}: layer {i} factor {} entry {e}: {g} vs {w} (bound {bound:e})",
+                        ["A", "G"][s]
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn view(v: &[GpuVec<f32>]) -> Vec<curvgpu::BufView<'_>> {
+    v.iter().map(|v| v.view()).collect()
+}
+
+fn kappa(n: usize, m: &[f64]) -> f64 {
+    let (d, _) = symmetric_eigen(n, m);
+    d[n - 1] / d[0]
+}
+
+#[test]
+fn preconditioned_gradients_of_a_3_layer_mlp_match_f64_for_both_dampings() {
+    let gpu = gpu();
+    let f = mlp_fixture(7);
+    let data = upload(gpu, &f);
+    for (damping, name) in [
+        (Damping::Pi { lambda: 0.1 }, "π-corrected, λ = 0.1"),
+        (Damping::Tikhonov { gamma: 1e-3 }, "Tikhonov, γ = 1e-3"),
+    ] {
+        // kfac-jax averaging: after one update the factors are the batch's own statistics,
+        // whose spread exercises the damping (KAISA's I start would dominate).
+        let config = KfacConfig {
+            averaging: Averaging::KfacJax { decay: 0.95 },
+            damping,
+            inverse_update_period: 1,
+        };
+        let mut kfac = Kfac::new(gpu, &layers(&f), config).unwrap();
+        let outs: Vec<GpuVec<f32>> = f
+            .layers
+            .iter()
+            .map(|l| gpu.zeros(l.out_dim * l.cols()).unwrap())
+            .collect();
+        kfac.step(
+            gpu,
+            f.batch,
+            &view(&data.xs),
+            &view(&data.dys),
+            &view(&data.grads),
+            &view(&outs),
+        )
+        .unwrap();
+        for (i, l) in f.layers.iter().enumerate() {
+            let (o, c) = (l.out_dim, l.cols());
+            let a = factor_a(f.batch, l.in_dim, &rounded(&l.x), l.bias);
+            let g = factor_g(f.batch, o, &rounded(&l.dy));
+            let (a2, g2) = match damping {
+                Damping::Pi { lambda } => pi_damped(c, &a, o, &g, lambda as f64),
+                Damping::Tikhonov { gamma } => {
+                    (tikhonov(c, &a, gamma as f64), tikhonov(o, &g, gamma as f64))
+                }
+            };
+            let want = precondition_inverse(
+                o,
+                c,
+                &spd_inverse(o, &g2).unwrap(),
+                &rounded(&l.grad),
+                &spd_inverse(c, &a2).unwrap(),
+            );
+            let got = as_f64(&gpu.read(&outs[i]).unwrap());
+            let diff: Vec<f64> = got.iter().zip(&want).map(|(g, w)| g - w).collect();
+            let err = frobenius(&diff) / frobenius(&want);
+            let (ka, kg) = (kappa(c, &a2), kappa(o, &g2));
+            let bound = 2.0 * ((c as f64).sqrt() * ka + (o as f64).sqrt() * kg) * EPS32 / 2.0
+                + gamma(o + c);
+            println!("{name}: layer {i}: κ(A′) = {ka:.1e}, κ(G′) = {kg:.1e}, error {err:.2e} (bound {bound:.2e})");
+            assert!(err <= bound, "{name}: layer {i}: {err:e} > {bound:e}");
+        }
+    }
+}
+
+#[test]
+fn bad_configurations_and_inputs_are_typed_errors() {
+    use common::{assert_empty, assert_length, assert_param};
+    let gpu = gpu();
+    let layer = Layer {
+        in_dim: 3,
+        out_dim: 2,
+        bias: true,
+    };
+    let new = |layers: &[Layer], config| Kfac::new(gpu, layers, config);
+    let ok = KfacConfig::default();
+    assert_empty(new(&[], ok), "layers");
+    assert_empty(new(&[Layer { in_dim: 0, ..layer }], ok), "in_dim");
+    assert_empty(
+        new(
+            &[Layer {
+                out_dim: 0,
+                ..layer
+            }],
+            ok,
+        ),
+        "out_dim",
+    );
+    for lambda in [0.0, -1.0, f32::NAN] {
+        assert_param(
+            new(
+                &[layer],
+                KfacConfig {
+                    damping: Damping::Pi { lambda },
+                    ..ok
+                },
+            ),
+            "lambda",
+            lambda,
+        );
+    }
+    assert_param(
+        new(
+            &[layer],
+            KfacConfig {
+                damping: Damping::Tikhonov { gamma: 0.0 },
+                ..ok
+            },
+        ),
+        "gamma",
+        0.0,
+    );
+    assert_param(
+        new(
+            &[layer],
+            KfacConfig {
+                averaging: Averaging::KfacJax { decay: 1.0 },
+                ..ok
+            },
+        ),
+        "decay",
+        1.0,
+    );
+    assert_param(
+        new(
+            &[layer],
+            KfacConfig {
+                inverse_update_period: 0,
+                ..ok
+            },
+        ),
+        "inverse_update_period",
+        0.0,
+    );
+
+    let mut kfac = new(&[layer], ok).unwrap();
+    let v = |n: usize| gpu.zeros::<f32>(n).unwrap();
+    let (x, dy, grad, out) = (v(12), v(8), v(8), v(8));
+    let mut rec = curvgpu::Recorder::new(gpu);
+    assert_empty(
+        kfac.record_update_factors(&mut rec, 0, &[x.view()], &[dy.view()]),
+        "batch",
+    );
+    assert_length(
+        kfac.record_update_factors(&mut rec, 4, &[x.view(), x.view()], &[dy.view()]),
+        "xs",
+        1,
+        2,
+    );
+    assert_length(
+        kfac.record_update_factors(&mut rec, 4, &[v(11).view()], &[dy.view()]),
+        "xs",
+        12,
+        11,
+    );
+    assert_length(
+        kfac.record_precondition(&mut rec, &[v(6).view()], &[out.view()]),
+        "grads",
+        8,
+        6,
+    );
+    assert!(rec.is_empty());
+
+    // NaN activations poison A: the refresh reports layer 0's A as not SPD.
+    let nan = gpu.upload(&[f32::NAN; 12]).unwrap();
+    match kfac.step(
+        gpu,
+        4,
+        &[nan.view()],
+        &[dy.view()],
+        &[grad.view()],
+        &[out.view()],
+    ) {
+        Err(Error::NotPositiveDefinite {
+            argument: "kfac_a",
+            factor: 0,
+            ..
+        }) => {}
+        other => panic!("expected NotPositiveDefinite {{ kfac_a, layer 0 }}, got {other:?}"),
+    }
+}
