@@ -65,6 +65,12 @@ pub static SHADERS: &[ShaderFile] = &[
     ),
     shader!("linalg/gemm.wgsl"),
     shader!(
+        "mkor/mkor.wgsl",
+        "common/grid.wgsl",
+        "common/workgroup_reduce.wgsl",
+        "common/float.wgsl"
+    ),
+    shader!(
         "kfac/factors.wgsl",
         "common/grid.wgsl",
         "common/workgroup_reduce.wgsl"

@@ -7,7 +7,13 @@ use crate::gpu::Gpu;
 use crate::linalg::{record_gemm, record_spd_inverse, Batch, CholeskyWorkspace, Gemm};
 
 /// Fixed problems the bench knows, in table order.
-pub const PROBLEMS: &[&str] = &["gemm_1024", "kfac_inverse_64x256", "kfac_inverse_8x1024"];
+pub const PROBLEMS: &[&str] = &[
+    "gemm_1024",
+    "kfac_inverse_64x256",
+    "kfac_inverse_8x1024",
+    "mkor_refresh_64x256",
+    "mkor_refresh_8x1024",
+];
 
 /// What one run of a fixed problem does.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +47,8 @@ pub fn problem(gpu: &Gpu, name: &str) -> Result<Option<(Case, Work)>> {
         }
         "kfac_inverse_64x256" => spd_inverses(gpu, 64, 256)?,
         "kfac_inverse_8x1024" => spd_inverses(gpu, 8, 1024)?,
+        "mkor_refresh_64x256" => mkor_refreshes(gpu, 64, 256)?,
+        "mkor_refresh_8x1024" => mkor_refreshes(gpu, 8, 1024)?,
         _ => return Ok(None),
     }))
 }
@@ -79,6 +87,33 @@ fn spd_inverses(gpu: &Gpu, count: usize, n: usize) -> Result<(Case, Work)> {
         n,
         flops: Some(count as f64 * (n as f64).powi(3)),
         bytes: None,
+    };
+    Ok((case, work))
+}
+
+/// MKOR refreshes of `count` inverse factors of side `n` (count/2 square layers without bias,
+/// their J_A and J_G) from a batch of 32: the O(n²) counterpart of [`spd_inverses`]. Bytes: each
+/// factor is read twice (J·v and vᵀ·J, then the update) and written once, 12·n² per factor.
+fn mkor_refreshes(gpu: &Gpu, count: usize, n: usize) -> Result<(Case, Work)> {
+    let batch = 32;
+    let layer = crate::kfac::Layer {
+        in_dim: n,
+        out_dim: n,
+        bias: false,
+    };
+    let layers = vec![layer; count / 2];
+    let mut mkor = crate::mkor::Mkor::new(gpu, &layers, Default::default())?;
+    let xs = crate::rng::gaussian(gpu, batch * n, 4, 0)?;
+    let dys = crate::rng::gaussian(gpu, batch * n, 5, 0)?;
+    let case = Case::new(Box::new(move |rec| {
+        let x = vec![xs.view(); count / 2];
+        let dy = vec![dys.view(); count / 2];
+        mkor.record_refresh(rec, batch, &x, &dy)
+    }));
+    let work = Work {
+        n,
+        flops: None,
+        bytes: Some(12.0 * (n * n * count) as f64),
     };
     Ok((case, work))
 }
