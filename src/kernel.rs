@@ -65,6 +65,11 @@ pub static SHADERS: &[ShaderFile] = &[
     ),
     shader!("linalg/gemm.wgsl"),
     shader!(
+        "mfac/mfac.wgsl",
+        "common/grid.wgsl",
+        "common/workgroup_reduce.wgsl"
+    ),
+    shader!(
         "mkor/mkor.wgsl",
         "common/grid.wgsl",
         "common/workgroup_reduce.wgsl",

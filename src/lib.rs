@@ -29,6 +29,7 @@ pub mod kernel;
 pub mod kfac;
 pub mod krylov;
 pub mod linalg;
+pub mod mfac;
 pub mod mkor;
 pub mod record;
 pub mod reduce;

@@ -13,6 +13,7 @@ pub const PROBLEMS: &[&str] = &[
     "kfac_inverse_8x1024",
     "mkor_refresh_64x256",
     "mkor_refresh_8x1024",
+    "mfac_ihvp_4m_64",
 ];
 
 /// What one run of a fixed problem does.
@@ -49,6 +50,7 @@ pub fn problem(gpu: &Gpu, name: &str) -> Result<Option<(Case, Work)>> {
         "kfac_inverse_8x1024" => spd_inverses(gpu, 8, 1024)?,
         "mkor_refresh_64x256" => mkor_refreshes(gpu, 64, 256)?,
         "mkor_refresh_8x1024" => mkor_refreshes(gpu, 8, 1024)?,
+        "mfac_ihvp_4m_64" => mfac_ihvp(gpu, 1 << 22, 64)?,
         _ => return Ok(None),
     }))
 }
@@ -114,6 +116,31 @@ fn mkor_refreshes(gpu: &Gpu, count: usize, n: usize) -> Result<(Case, Work)> {
         n,
         flops: None,
         bytes: Some(12.0 * (n * n * count) as f64),
+    };
+    Ok((case, work))
+}
+
+/// One M-FAC inverse-Fisher–vector product with a full window of `m` Gaussian gradients of
+/// length `d` (pushed through [`crate::mfac::Mfac::push`] first). Bytes: the window read twice
+/// (G·x, then Gᵀ·w), x twice and y once: 4·(2md + 3d); the O(m²) substitution is negligible.
+fn mfac_ihvp(gpu: &Gpu, d: usize, m: usize) -> Result<(Case, Work)> {
+    let config = crate::mfac::MfacConfig {
+        m,
+        ..Default::default()
+    };
+    let mut mfac = crate::mfac::Mfac::new(gpu, d, config)?;
+    for i in 0..m {
+        mfac.push(gpu, &crate::rng::gaussian(gpu, d, 10 + i as u64, 0)?)?;
+    }
+    let x = crate::rng::gaussian(gpu, d, 6, 0)?;
+    let y = gpu.zeros::<f32>(d)?;
+    let case = Case::new(Box::new(move |rec| {
+        mfac.record_ihvp(rec, x.view(), y.view())
+    }));
+    let work = Work {
+        n: d,
+        flops: None,
+        bytes: Some(4.0 * (2.0 * (m * d) as f64 + 3.0 * d as f64)),
     };
     Ok((case, work))
 }

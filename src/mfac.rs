@@ -1,0 +1,349 @@
+//! M-FAC (Frantar, Kurtic & Alistarh, "M-FAC: Efficient Matrix-Free Approximations of
+//! Second-Order Information"): products with the inverse of the empirical Fisher
+//! F̂ = damp·I + (1/m)·Σ gᵢgᵢᵀ over a sliding window of the last m gradients, as the official
+//! `HInvFastUpMulti` computes them. The window G (m×d) lives on the GPU in column chunks, so d
+//! is bounded by device memory, not by one storage binding; its m×m Gram matrix is updated by
+//! one row and column per gradient (O(dm) on the GPU) and the O(m³) setup runs on the host in
+//! f64. [`Mfac::record_ihvp`] → `kernel!("mfac/mfac.wgsl", "row_dots")`, `substitute`,
+//! `combine`.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::buffer::{BufView, GpuVec};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernel;
+use crate::record::{Binding, Recorder};
+
+/// M-FAC's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MfacConfig {
+    /// Gradients in the window (official default 1024); any m ≥ 1.
+    pub m: usize,
+    /// Damping of F̂ (official default 1e-5); finite and > 0.
+    pub damp: f32,
+    /// Gradient elements per storage chunk of the window; `None` takes as many as one storage
+    /// binding holds (a multiple of 64, so every chunk's views stay aligned).
+    pub chunk: Option<usize>,
+}
+
+impl Default for MfacConfig {
+    fn default() -> Self {
+        MfacConfig {
+            m: 1024,
+            damp: 1e-5,
+            chunk: None,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct ChunkUniform {
+    m: u32,
+    len: u32,
+    stride: u32,
+    out_offset: u32,
+    chunks: u32,
+    lambda: f32,
+    _pad: [u32; 2],
+}
+
+/// One column chunk of the window: gradient elements [start, start + len).
+struct Chunk {
+    start: usize,
+    len: usize,
+    stride: usize,
+    rows: GpuVec<f32>,
+}
+
+/// The window, its Gram matrix and the setup's D, denom and B.
+pub struct Mfac {
+    d: usize,
+    config: MfacConfig,
+    chunks: Vec<Chunk>,
+    gram: Vec<f64>,
+    next: usize,
+    count: usize,
+    dmat: GpuVec<f32>,
+    denom: GpuVec<f32>,
+    coef: GpuVec<f32>,
+    dots: GpuVec<f32>,
+    c: GpuVec<f32>,
+    w: GpuVec<f32>,
+}
+
+impl std::fmt::Debug for Mfac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mfac")
+            .field("d", &self.d)
+            .field("config", &self.config)
+            .field("chunks", &self.chunks.len())
+            .field("gradients", &self.count)
+            .finish()
+    }
+}
+
+impl Mfac {
+    /// An empty window for gradients of length `d`.
+    ///
+    /// Errors: d or m zero, damp not finite and > 0, a chunk not a positive multiple of 64,
+    /// m past what one chunk's rows can hold in a storage binding.
+    pub fn new(gpu: &Gpu, d: usize, config: MfacConfig) -> Result<Self> {
+        if d == 0 {
+            return Err(Error::Empty { argument: "d" });
+        }
+        if config.m == 0 {
+            return Err(Error::param("m", 0.0, "at least 1"));
+        }
+        crate::check::positive("damp", config.damp)?;
+        let m = config.m;
+        // Elements one binding holds, rounded down to a multiple of 64, shared by m rows.
+        let binding = (gpu.limits().max_storage_buffer_binding_size / 4).min(u32::MAX as u64);
+        let widest = (binding as usize / m) / 64 * 64;
+        let chunk = match config.chunk {
+            Some(c) if c == 0 || !c.is_multiple_of(64) => {
+                return Err(Error::param("chunk", c as f64, "a positive multiple of 64"))
+            }
+            Some(c) => c.min(widest),
+            None => widest,
+        };
+        if chunk == 0 {
+            return Err(Error::TooLarge {
+                argument: "m",
+                requested: 4 * 64 * m as u64,
+                limit: "max_storage_buffer_binding_size (64 elements of every row per chunk)",
+                max: 4 * binding,
+            });
+        }
+        let mut chunks = Vec::new();
+        for start in (0..d).step_by(chunk) {
+            let len = chunk.min(d - start);
+            let stride = len.div_ceil(4) * 4;
+            chunks.push(Chunk {
+                start,
+                len,
+                stride,
+                rows: gpu.zeros(m * stride)?,
+            });
+        }
+        let mut mfac = Mfac {
+            d,
+            config,
+            gram: vec![0.0; m * m],
+            next: 0,
+            count: 0,
+            dmat: gpu.zeros(m * m)?,
+            denom: gpu.zeros(m)?,
+            coef: gpu.zeros(m * m)?,
+            dots: gpu.zeros(chunks.len() * m)?,
+            c: gpu.zeros(m)?,
+            w: gpu.zeros(m)?,
+            chunks,
+        };
+        mfac.setup(gpu)?;
+        Ok(mfac)
+    }
+
+    /// Gradients in the window (at most m).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True before the first [`Mfac::push`].
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Records y_chunk-dots: this chunk's share of G·x into `dots[k·m ..]`.
+    fn record_dots(&self, rec: &mut Recorder, x: BufView<'_>) -> Result<()> {
+        let gpu = rec.gpu();
+        let m = self.config.m;
+        for (k, ch) in self.chunks.iter().enumerate() {
+            let xs = sub_view(x, ch.start, ch.len);
+            // A chunk shorter than one vec4 has no vec4 body: any 16 bytes stand in, unread.
+            let body = match ch.len / 4 {
+                0 => (ch.rows.view(), None),
+                whole => (xs, Some(16 * whole as u64)),
+            };
+            let u = self.uniform(ch, k * m);
+            rec.dispatch(
+                kernel!("mfac/mfac.wgsl", "row_dots"),
+                &gpu.wg_constants(),
+                &[
+                    Binding::Uniform(bytemuck::bytes_of(&u)),
+                    Binding::Storage(ch.rows.view(), None),
+                    Binding::Storage(body.0, body.1),
+                    Binding::Storage(ch.rows.view(), None),
+                    Binding::Storage(xs, None),
+                    Binding::Storage(self.dots.view(), None),
+                ],
+                gpu.grid_for_groups(m as u64)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn uniform(&self, ch: &Chunk, out_offset: usize) -> ChunkUniform {
+        ChunkUniform {
+            m: self.config.m as u32,
+            len: ch.len as u32,
+            stride: ch.stride as u32,
+            out_offset: out_offset as u32,
+            chunks: self.chunks.len() as u32,
+            lambda: 1.0 / self.config.damp,
+            _pad: [0; 2],
+        }
+    }
+
+    /// Replaces the oldest gradient of the window with `g` (length d), updates that row and
+    /// column of the Gram matrix (O(dm) on the GPU, one readback of m values) and redoes the
+    /// O(m³) setup on the host in f64. Blocking.
+    ///
+    /// Errors: a wrong length, non-finite entries in `g` (checked first: they would poison
+    /// every later product).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn push<'a>(&mut self, gpu: &Gpu, g: impl Into<BufView<'a>>) -> Result<()> {
+        let g = g.into();
+        g.check(gpu, "g", self.d)?;
+        crate::finite::ensure_finite(gpu, "g", &[g])?;
+        let m = self.config.m;
+        let at = self.next;
+        let mut rec = Recorder::new(gpu);
+        for ch in &self.chunks {
+            crate::krylov::operator::record_copy(
+                &mut rec,
+                g,
+                ch.start,
+                ch.rows.view(),
+                at * ch.stride,
+                ch.len,
+            )?;
+        }
+        self.record_dots(&mut rec, g)?;
+        rec.submit()?;
+        let dots = gpu.read(&self.dots)?;
+        for i in 0..m {
+            let dot: f64 = (0..self.chunks.len()).map(|k| dots[k * m + i] as f64).sum();
+            self.gram[at * m + i] = dot;
+            self.gram[i * m + at] = dot;
+        }
+        self.next = (at + 1) % m;
+        self.count = (self.count + 1).min(m);
+        self.setup(gpu)
+    }
+
+    /// The official setup in f64 from the Gram matrix: D = triu(LU_nopivot(λ·GGᵀ + m·I) −
+    /// m·I), denom = m + diag(D), B = λ·I with B[i, :i] = (−Dᵀ ⊘ denom)[i, :i]·B[:i, :i].
+    fn setup(&mut self, gpu: &Gpu) -> Result<()> {
+        let m = self.config.m;
+        let mf = m as f64;
+        let lambda = 1.0 / self.config.damp as f64;
+        let mut lu: Vec<f64> = self.gram.iter().map(|v| lambda * v).collect();
+        for i in 0..m {
+            lu[i * m + i] += mf;
+        }
+        // Without pivoting: λ·GGᵀ + m·I is SPD, so every pivot is ≥ m > 0.
+        for k in 0..m {
+            let pivot = lu[k * m + k];
+            for i in k + 1..m {
+                let f = lu[i * m + k] / pivot;
+                lu[i * m + k] = f;
+                for j in k + 1..m {
+                    lu[i * m + j] -= f * lu[k * m + j];
+                }
+            }
+        }
+        let mut dmat = vec![0.0f64; m * m];
+        for i in 0..m {
+            for j in i..m {
+                dmat[i * m + j] = lu[i * m + j] - if i == j { mf } else { 0.0 };
+            }
+        }
+        let denom: Vec<f64> = (0..m).map(|i| mf + dmat[i * m + i]).collect();
+        let mut coef = vec![0.0f64; m * m];
+        for i in 0..m {
+            coef[i * m + i] = lambda;
+            for j in 0..i {
+                coef[i * m + j] = (j..i)
+                    .map(|k| -dmat[k * m + i] / denom[k] * coef[k * m + j])
+                    .sum();
+            }
+        }
+        let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+        gpu.write(&self.dmat, &f32s(&dmat))?;
+        gpu.write(&self.denom, &f32s(&denom))?;
+        gpu.write(&self.coef, &f32s(&coef))
+    }
+
+    /// Records y = F̂⁻¹·x (both length d, distinct): O(dm + m²), two passes over the window.
+    pub fn record_ihvp(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
+        let gpu = rec.gpu();
+        x.check(gpu, "x", self.d)?;
+        y.check(gpu, "y", self.d)?;
+        self.record_dots(rec, x)?;
+        let first = self.uniform(&self.chunks[0], 0);
+        rec.dispatch(
+            kernel!("mfac/mfac.wgsl", "substitute"),
+            &gpu.wg_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&first)),
+                Binding::Storage(self.dots.view(), None),
+                Binding::Storage(self.dmat.view(), None),
+                Binding::Storage(self.denom.view(), None),
+                Binding::Storage(self.coef.view(), None),
+                Binding::Storage(self.c.view(), None),
+                Binding::Storage(self.w.view(), None),
+            ],
+            [1, 1, 1],
+        )?;
+        for ch in &self.chunks {
+            let u = self.uniform(ch, 0);
+            let (xs, ys) = (sub_view(x, ch.start, ch.len), sub_view(y, ch.start, ch.len));
+            let whole = 16 * (ch.len / 4) as u64;
+            if whole > 0 {
+                rec.dispatch(
+                    kernel!("mfac/mfac.wgsl", "combine"),
+                    &gpu.wg_constants(),
+                    &[
+                        Binding::Uniform(bytemuck::bytes_of(&u)),
+                        Binding::Storage(ch.rows.view(), None),
+                        Binding::Storage(xs, Some(whole)),
+                        Binding::Storage(self.w.view(), None),
+                        Binding::Storage(ys, Some(whole)),
+                    ],
+                    gpu.elementwise_grid((ch.len / 4) as u64)?,
+                )?;
+            }
+            if !ch.len.is_multiple_of(4) {
+                rec.dispatch(
+                    kernel!("mfac/mfac.wgsl", "combine_tail"),
+                    &[],
+                    &[
+                        Binding::Uniform(bytemuck::bytes_of(&u)),
+                        Binding::Storage(ch.rows.view(), None),
+                        Binding::Storage(xs, None),
+                        Binding::Storage(self.w.view(), None),
+                        Binding::Storage(ys, None),
+                    ],
+                    [1, 1, 1],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// F̂⁻¹·x into a new vector. Blocking only in that it submits.
+    pub fn ihvp<'a>(&self, gpu: &Gpu, x: impl Into<BufView<'a>>) -> Result<GpuVec<f32>> {
+        let y = gpu.zeros::<f32>(self.d)?;
+        let mut rec = Recorder::new(gpu);
+        self.record_ihvp(&mut rec, x.into(), y.view())?;
+        rec.submit()?;
+        Ok(y)
+    }
+}
+
+/// Elements [start, start + len) of `v` (start a multiple of 64: the offset stays aligned).
+fn sub_view(v: BufView<'_>, start: usize, len: usize) -> BufView<'_> {
+    BufView::new(v.buffer(), v.byte_offset() + 4 * start as u64, len)
+}
