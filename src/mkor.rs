@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernel;
 use crate::kfac::Layer;
-use crate::linalg::{record_gemm, Batch, Gemm};
+use crate::linalg::Batch;
 use crate::record::{Binding, Recorder};
 
 /// MKOR's settings.
@@ -95,19 +95,7 @@ impl Mkor {
     ///
     /// Errors: no layers, a zero width, a zero refresh period, factors past the device limits.
     pub fn new(gpu: &Gpu, layers: &[Layer], config: MkorConfig) -> Result<Self> {
-        if layers.is_empty() {
-            return Err(Error::Empty { argument: "layers" });
-        }
-        for l in layers {
-            if l.in_dim == 0 {
-                return Err(Error::Empty { argument: "in_dim" });
-            }
-            if l.out_dim == 0 {
-                return Err(Error::Empty {
-                    argument: "out_dim",
-                });
-            }
-        }
+        crate::kfac::check_layers(layers)?;
         if config.inverse_update_period == 0 {
             return Err(Error::param("inverse_update_period", 0.0, "at least 1"));
         }
@@ -118,12 +106,6 @@ impl Mkor {
             .chain(layers.iter().map(|l| l.out_dim))
             .collect();
         let batch = Batch::new(&sizes)?;
-        let mut j = vec![0.0f32; batch.len()];
-        for (i, &n) in sizes.iter().enumerate() {
-            for d in 0..n {
-                j[batch.offset(i) + d * (n + 1)] = 1.0;
-            }
-        }
         let vec_offsets: Vec<usize> = sizes
             .iter()
             .scan(0, |acc, &n| {
@@ -141,7 +123,7 @@ impl Mkor {
         let count = sizes.len();
         Ok(Mkor {
             factors: Factors {
-                j: gpu.upload(&j)?,
+                j: gpu.upload(&batch.identities())?,
                 v: gpu.zeros(vec_len)?,
                 jv: gpu.zeros(vec_len)?,
                 vj: gpu.zeros(vec_len)?,
@@ -196,16 +178,8 @@ impl Mkor {
         dys: &[BufView<'_>],
     ) -> Result<()> {
         let gpu = rec.gpu();
-        if batch == 0 {
-            return Err(Error::Empty { argument: "batch" });
-        }
+        crate::kfac::check_batch(gpu, &self.layers, batch, xs, dys)?;
         let count = self.layers.len();
-        crate::check::same_count("xs", count, xs.len())?;
-        crate::check::same_count("dys", count, dys.len())?;
-        for (l, (x, dy)) in self.layers.iter().zip(xs.iter().zip(dys)) {
-            x.check(gpu, "xs", batch * l.in_dim)?;
-            dy.check(gpu, "dys", batch * l.out_dim)?;
-        }
         let f = &self.factors;
         let [wg] = gpu.wg_constants();
         for (index, &n) in f.batch.sizes().iter().enumerate() {
@@ -302,21 +276,15 @@ impl Mkor {
         let f = &self.factors;
         for (i, l) in self.layers.iter().enumerate() {
             let (o, c) = (l.out_dim, l.cols());
-            grads[i].check(gpu, "grads", o * c)?;
-            outs[i].check(gpu, "outs", o * c)?;
-            let tmp = BufView::new(self.scratch.buffer(), 0, o * c);
-            let left = Gemm {
-                offsets: [f.batch.offset(count + i), 0, 0],
-                ld: [Some(o), None, None],
-                ..Gemm::new(o, c, o)
-            };
-            record_gemm(rec, &left, f.j.view(), grads[i], tmp)?;
-            let right = Gemm {
-                offsets: [0, f.batch.offset(i), 0],
-                ld: [None, Some(c), None],
-                ..Gemm::new(o, c, c)
-            };
-            record_gemm(rec, &right, tmp, f.j.view(), outs[i])?;
+            crate::kfac::record_two_sided(
+                rec,
+                l,
+                (f.j.view(), f.batch.offset(count + i)),
+                grads[i],
+                (f.j.view(), f.batch.offset(i)),
+                &self.scratch,
+                outs[i],
+            )?;
             let u = StepUniform {
                 rows: o as u32,
                 cols: c as u32,

@@ -35,6 +35,75 @@ impl Layer {
     }
 }
 
+/// A non-empty list of layers with non-zero widths (shared by K-FAC and MKOR).
+pub(crate) fn check_layers(layers: &[Layer]) -> Result<()> {
+    if layers.is_empty() {
+        return Err(Error::Empty { argument: "layers" });
+    }
+    for l in layers {
+        if l.in_dim == 0 {
+            return Err(Error::Empty { argument: "in_dim" });
+        }
+        if l.out_dim == 0 {
+            return Err(Error::Empty {
+                argument: "out_dim",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a batch's per-layer activations (`batch`×in) and output gradients (`batch`×out).
+pub(crate) fn check_batch(
+    gpu: &Gpu,
+    layers: &[Layer],
+    batch: usize,
+    xs: &[BufView<'_>],
+    dys: &[BufView<'_>],
+) -> Result<()> {
+    if batch == 0 {
+        return Err(Error::Empty { argument: "batch" });
+    }
+    crate::check::same_count("xs", layers.len(), xs.len())?;
+    crate::check::same_count("dys", layers.len(), dys.len())?;
+    for (l, (x, dy)) in layers.iter().zip(xs.iter().zip(dys)) {
+        x.check(gpu, "xs", batch * l.in_dim)?;
+        dy.check(gpu, "dys", batch * l.out_dim)?;
+    }
+    Ok(())
+}
+
+/// Records out = L·∇W·R for every layer: L (out×out) the matrix at `left.1` in `left.0`, R
+/// (cols×cols) at `right.1` in `right.0`, through `scratch` (≥ out·cols). Shared by K-FAC's
+/// G′⁻¹·∇W·A′⁻¹ and MKOR's J_G·∇W·J_A.
+pub(crate) fn record_two_sided(
+    rec: &mut Recorder,
+    layer: &Layer,
+    left: (BufView<'_>, usize),
+    grad: BufView<'_>,
+    right: (BufView<'_>, usize),
+    scratch: &GpuVec<f32>,
+    out: BufView<'_>,
+) -> Result<()> {
+    let gpu = rec.gpu();
+    let (o, c) = (layer.out_dim, layer.cols());
+    grad.check(gpu, "grads", o * c)?;
+    out.check(gpu, "outs", o * c)?;
+    let tmp = BufView::new(scratch.buffer(), 0, o * c);
+    let first = Gemm {
+        offsets: [left.1, 0, 0],
+        ld: [Some(o), None, None],
+        ..Gemm::new(o, c, o)
+    };
+    record_gemm(rec, &first, left.0, grad, tmp)?;
+    let second = Gemm {
+        offsets: [0, right.1, 0],
+        ld: [None, Some(c), None],
+        ..Gemm::new(o, c, c)
+    };
+    record_gemm(rec, &second, tmp, right.0, out)
+}
+
 /// How new factor statistics enter the running factors.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Averaging {
@@ -114,16 +183,11 @@ struct Side {
 impl Side {
     fn new(gpu: &Gpu, sizes: &[usize], start_at_identity: bool) -> Result<Self> {
         let batch = Batch::new(sizes)?;
-        let mut init = vec![0.0f32; batch.len()];
-        if start_at_identity {
-            for (i, &n) in sizes.iter().enumerate() {
-                for d in 0..n {
-                    init[batch.offset(i) + d * (n + 1)] = 1.0;
-                }
-            }
-        }
         Ok(Side {
-            running: gpu.upload(&init)?,
+            running: match start_at_identity {
+                true => gpu.upload(&batch.identities())?,
+                false => gpu.zeros(batch.len())?,
+            },
             damped: gpu.zeros(batch.len())?,
             inverse: gpu.zeros(batch.len())?,
             workspace: CholeskyWorkspace::new(gpu, &batch)?,
@@ -162,19 +226,7 @@ impl Kfac {
     /// Errors: no layers, a zero width, decay outside [0, 1), λ or γ not finite and > 0, a
     /// zero inverse-update period, factors past the device limits.
     pub fn new(gpu: &Gpu, layers: &[Layer], config: KfacConfig) -> Result<Self> {
-        if layers.is_empty() {
-            return Err(Error::Empty { argument: "layers" });
-        }
-        for l in layers {
-            if l.in_dim == 0 {
-                return Err(Error::Empty { argument: "in_dim" });
-            }
-            if l.out_dim == 0 {
-                return Err(Error::Empty {
-                    argument: "out_dim",
-                });
-            }
-        }
+        check_layers(layers)?;
         let (Averaging::Kaisa { decay } | Averaging::KfacJax { decay }) = config.averaging;
         crate::check::beta("decay", decay)?;
         match config.damping {
@@ -232,15 +284,7 @@ impl Kfac {
         dys: &[BufView<'_>],
     ) -> Result<()> {
         let gpu = rec.gpu();
-        if batch == 0 {
-            return Err(Error::Empty { argument: "batch" });
-        }
-        crate::check::same_count("xs", self.layers.len(), xs.len())?;
-        crate::check::same_count("dys", self.layers.len(), dys.len())?;
-        for (l, (x, dy)) in self.layers.iter().zip(xs.iter().zip(dys)) {
-            x.check(gpu, "xs", batch * l.in_dim)?;
-            dy.check(gpu, "dys", batch * l.out_dim)?;
-        }
+        check_batch(gpu, &self.layers, batch, xs, dys)?;
         let (alpha, beta, weight) = match self.config.averaging {
             Averaging::Kaisa { decay } => ((1.0 - decay as f64) / batch as f64, decay as f64, 0.0),
             Averaging::KfacJax { decay } => {
@@ -384,26 +428,18 @@ impl Kfac {
         grads: &[BufView<'_>],
         outs: &[BufView<'_>],
     ) -> Result<()> {
-        let gpu = rec.gpu();
         crate::check::same_count("grads", self.layers.len(), grads.len())?;
         crate::check::same_count("outs", self.layers.len(), outs.len())?;
         for (i, l) in self.layers.iter().enumerate() {
-            let (o, c) = (l.out_dim, l.cols());
-            grads[i].check(gpu, "grads", o * c)?;
-            outs[i].check(gpu, "outs", o * c)?;
-            let tmp = BufView::new(self.scratch.buffer(), 0, o * c);
-            let left = Gemm {
-                offsets: [self.g.batch.offset(i), 0, 0],
-                ld: [Some(o), None, None],
-                ..Gemm::new(o, c, o)
-            };
-            record_gemm(rec, &left, self.g.inverse.view(), grads[i], tmp)?;
-            let right = Gemm {
-                offsets: [0, self.a.batch.offset(i), 0],
-                ld: [None, Some(c), None],
-                ..Gemm::new(o, c, c)
-            };
-            record_gemm(rec, &right, tmp, self.a.inverse.view(), outs[i])?;
+            record_two_sided(
+                rec,
+                l,
+                (self.g.inverse.view(), self.g.batch.offset(i)),
+                grads[i],
+                (self.a.inverse.view(), self.a.batch.offset(i)),
+                &self.scratch,
+                outs[i],
+            )?;
         }
         Ok(())
     }

@@ -72,6 +72,17 @@ impl Batch {
         self.total
     }
 
+    /// Every matrix of the batch set to I, packed (e.g. to start running factors).
+    pub fn identities(&self) -> Vec<f32> {
+        let mut data = vec![0.0f32; self.total];
+        for (&n, &at) in self.sizes.iter().zip(&self.offsets) {
+            for d in 0..n {
+                data[at + d * (n + 1)] = 1.0;
+            }
+        }
+        data
+    }
+
     /// Always false: a batch holds at least one matrix.
     pub fn is_empty(&self) -> bool {
         false
