@@ -327,6 +327,16 @@ fn bad_configurations_and_inputs_are_typed_errors() {
         8,
         6,
     );
+    assert_param(
+        kfac.record_kl_clip(&mut rec, 0.0, 1e-3, &[grad.view()], &[out.view()]),
+        "lr",
+        0.0,
+    );
+    assert_param(
+        kfac.record_kl_clip(&mut rec, 0.1, f32::NAN, &[grad.view()], &[out.view()]),
+        "kl_clip",
+        f32::NAN,
+    );
     assert!(rec.is_empty());
 
     // NaN activations poison A: the refresh reports layer 0's A as not SPD.
@@ -345,5 +355,77 @@ fn bad_configurations_and_inputs_are_typed_errors() {
             ..
         }) => {}
         other => panic!("expected NotPositiveDefinite {{ kfac_a, layer 0 }}, got {other:?}"),
+    }
+}
+
+#[test]
+fn kl_clip_scales_every_layer_by_kaisas_nu() {
+    // The clip alone, on the preconditioned gradients the GPU produced: ν from them in f64.
+    // Its error: Σ lr²·⟨v, g⟩ over N products carries γ_N·lr²·Σ|v·g| (N = all entries, a
+    // bound for any summation order), ν = √(bound/|S|) half that relatively plus two roundings,
+    // and the scaling one more: |ν̂·v − ν·v| ≤ (½·γ_N·Σ|v·g|/|S| + γ_3)·ν·|v|.
+    use curvgpu::reference::kfac::kl_clip_scale;
+    let gpu = gpu();
+    let f = mlp_fixture(21);
+    let data = upload(gpu, &f);
+    let config = KfacConfig {
+        inverse_update_period: 1,
+        ..Default::default()
+    };
+    for (lr, bound) in [(0.5f32, 1e-6f32), (0.5, 1e6)] {
+        let mut kfac = Kfac::new(gpu, &layers(&f), config).unwrap();
+        let outs: Vec<GpuVec<f32>> = f
+            .layers
+            .iter()
+            .map(|l| gpu.zeros(l.out_dim * l.cols()).unwrap())
+            .collect();
+        kfac.step(
+            gpu,
+            f.batch,
+            &view(&data.xs),
+            &view(&data.dys),
+            &view(&data.grads),
+            &view(&outs),
+        )
+        .unwrap();
+        let before: Vec<Vec<f64>> = outs.iter().map(|o| as_f64(&gpu.read(o).unwrap())).collect();
+        let grads: Vec<Vec<f64>> = f.layers.iter().map(|l| rounded(&l.grad)).collect();
+        let pairs: Vec<(&[f64], &[f64])> = before
+            .iter()
+            .zip(&grads)
+            .map(|(v, g)| (v.as_slice(), g.as_slice()))
+            .collect();
+        let nu = kl_clip_scale(lr as f64, &pairs, bound as f64);
+        let n: usize = before.iter().map(Vec::len).sum();
+        let (s, s_abs) = pairs.iter().fold((0.0, 0.0), |acc, (v, g)| {
+            v.iter()
+                .zip(*g)
+                .fold(acc, |(s, a), (v, g)| (s + v * g, a + (v * g).abs()))
+        });
+        let rel = if nu < 1.0 {
+            0.5 * gamma(n) * s_abs / s.abs() + gamma(3)
+        } else {
+            gamma(1)
+        };
+        let mut rec = curvgpu::Recorder::new(gpu);
+        kfac.record_kl_clip(&mut rec, lr, bound, &view(&data.grads), &view(&outs))
+            .unwrap();
+        rec.submit().unwrap();
+        println!("lr {lr}, bound {bound:e}: ν = {nu:.6}");
+        for (i, (o, v)) in outs.iter().zip(&before).enumerate() {
+            let got = as_f64(&gpu.read(o).unwrap());
+            for (e, (g, v)) in got.iter().zip(v).enumerate() {
+                let want = nu * v;
+                assert!(
+                    (g - want).abs() <= rel * want.abs(),
+                    "layer {i} entry {e}: {g} vs ν·v = {want} (ν = {nu})"
+                );
+            }
+        }
+        if bound > 1.0 {
+            assert_eq!(nu, 1.0, "a loose bound leaves the step alone");
+        } else {
+            assert!(nu < 0.5, "a tight bound shrinks the step (ν = {nu})");
+        }
     }
 }

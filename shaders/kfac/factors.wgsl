@@ -68,3 +68,31 @@ fn damp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         damped[f.offset + e] = s * source[f.offset + e] + select(0.0, f.mu, diagonal);
     }
 }
+
+// kl_clip (one invocation): 1 the per-layer ⟨v, g⟩ (slots 0 .. n), 2 ν into slot n:
+// ν = min(1, √(bound / |lr²·Σ⟨v, g⟩|)), 1 for a zero sum (kfac-pytorch). `mu` carries lr²,
+// `other` the bound's bits.
+@group(0) @binding(1) var<storage, read_write> clip: array<f32>;
+
+@compute @workgroup_size(1)
+fn kl_clip() {
+    var sum = 0.0;
+    for (var i = 0u; i < f.n; i++) {
+        sum += clip[i];
+    }
+    let vg = abs(f.mu * sum);
+    clip[f.n] = select(min(1.0, sqrt(bitcast<f32>(f.other) / vg)), 1.0, vg == 0.0);
+}
+
+// scale: 1 ν (slot `slot`), 2 the vector scaled in place (n elements).
+@group(0) @binding(1) var<storage, read> factor_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> scaled: array<f32>;
+
+@compute @workgroup_size(WG)
+fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let nu = factor_in[f.slot];
+    for (var e = linear_index(wid, nwg, lid); e < f.n; e += grid_stride(nwg)) {
+        scaled[e] *= nu;
+    }
+}

@@ -1,7 +1,7 @@
 //! K-FAC: Kronecker-factored curvature for linear layers (Martens & Grosse), with both
 //! running-average conventions (KAISA's and kfac-jax's), kfac-jax's π-corrected damping or
 //! KAISA's Tikhonov damping, batched inversion and the inverse-path preconditioned gradient
-//! G′⁻¹·∇W·A′⁻¹. [`Kfac::record_update_factors`] → `linalg::record_gemm`;
+//! G′⁻¹·∇W·A′⁻¹ with KAISA's KL clip. [`Kfac::record_update_factors`] → `linalg::record_gemm`;
 //! [`Kfac::record_refresh_inverses`] → `kernel!("kfac/factors.wgsl", "damp")` and
 //! `linalg::record_spd_inverse`.
 //!
@@ -204,6 +204,8 @@ pub struct Kfac {
     a: Side,
     g: Side,
     means: GpuVec<f32>,
+    /// Per-layer ⟨v, g⟩ and the KL-clip scale ν after them.
+    clip: GpuVec<f32>,
     with_ones: Option<GpuVec<f32>>,
     scratch: GpuVec<f32>,
     weight: f64,
@@ -248,6 +250,7 @@ impl Kfac {
             a: Side::new(gpu, &a_sizes, kaisa)?,
             g: Side::new(gpu, &g_sizes, kaisa)?,
             means: gpu.zeros(2 * layers.len())?,
+            clip: gpu.zeros(layers.len() + 1)?,
             with_ones: None,
             scratch: gpu.zeros(largest)?,
             layers: layers.to_vec(),
@@ -439,6 +442,72 @@ impl Kfac {
                 (self.a.inverse.view(), self.a.batch.offset(i)),
                 &self.scratch,
                 outs[i],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Records KAISA's KL clip over every layer: ν = min(1, √(`kl_clip` / |Σ lr²·⟨out_i,
+    /// grad_i⟩|)) (1 when the sum is 0, as kfac-pytorch), then out_i ← ν·out_i. Call it after
+    /// [`Kfac::record_precondition`] with the same views; kfac-pytorch's bound is 1e-3.
+    pub fn record_kl_clip(
+        &self,
+        rec: &mut Recorder,
+        lr: f32,
+        kl_clip: f32,
+        grads: &[BufView<'_>],
+        outs: &[BufView<'_>],
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        crate::check::positive("lr", lr)?;
+        crate::check::positive("kl_clip", kl_clip)?;
+        let count = self.layers.len();
+        crate::check::same_count("grads", count, grads.len())?;
+        crate::check::same_count("outs", count, outs.len())?;
+        for (l, (g, o)) in self.layers.iter().zip(grads.iter().zip(outs)) {
+            g.check(gpu, "grads", l.out_dim * l.cols())?;
+            o.check(gpu, "outs", l.out_dim * l.cols())?;
+        }
+        for (i, (g, o)) in grads.iter().zip(outs).enumerate() {
+            crate::reduce::record(
+                rec,
+                crate::reduce::Reduction::Dot,
+                *o,
+                Some(*g),
+                self.clip.view(),
+                i,
+            )?;
+        }
+        let u = FactorUniform {
+            n: count as u32,
+            slot: count as u32,
+            other: kl_clip.to_bits(),
+            mu: lr * lr,
+            ..Default::default()
+        };
+        rec.dispatch(
+            kernel!("kfac/factors.wgsl", "kl_clip"),
+            &[],
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&u)),
+                Binding::Storage(self.clip.view(), None),
+            ],
+            [1, 1, 1],
+        )?;
+        for o in outs {
+            let u = FactorUniform {
+                n: o.len() as u32,
+                ..u
+            };
+            rec.dispatch(
+                kernel!("kfac/factors.wgsl", "scale"),
+                &gpu.wg_constants(),
+                &[
+                    Binding::Uniform(bytemuck::bytes_of(&u)),
+                    Binding::Storage(self.clip.view(), None),
+                    Binding::Storage(*o, None),
+                ],
+                gpu.elementwise_grid(o.len() as u64)?,
             )?;
         }
         Ok(())
