@@ -64,6 +64,7 @@ pub static SHADERS: &[ShaderFile] = &[
         "common/workgroup_reduce.wgsl"
     ),
     shader!("linalg/gemm.wgsl"),
+    shader!("linalg/jacobi.wgsl"),
     shader!(
         "mfac/mfac.wgsl",
         "common/grid.wgsl",

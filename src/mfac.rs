@@ -160,7 +160,7 @@ impl Mfac {
         let gpu = rec.gpu();
         let m = self.config.m;
         for (k, ch) in self.chunks.iter().enumerate() {
-            let xs = sub_view(x, ch.start, ch.len);
+            let xs = x.sub(ch.start, ch.len);
             // A chunk shorter than one vec4 has no vec4 body: any 16 bytes stand in, unread.
             let body = match ch.len / 4 {
                 0 => (ch.rows.view(), None),
@@ -197,16 +197,27 @@ impl Mfac {
     }
 
     /// Replaces the oldest gradient of the window with `g` (length d), updates that row and
-    /// column of the Gram matrix (O(dm) on the GPU, one readback of m values) and redoes the
-    /// O(m³) setup on the host in f64. Blocking.
+    /// column of the Gram matrix (O(dm) on the GPU, one readback of m values per chunk) and
+    /// redoes the O(m³) setup on the host in f64. Blocking.
     ///
     /// Errors: a wrong length, non-finite entries in `g` (checked first: they would poison
-    /// every later product).
+    /// every later product; the window is left as it was).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn push<'a>(&mut self, gpu: &Gpu, g: impl Into<BufView<'a>>) -> Result<()> {
+        pollster::block_on(self.push_async(gpu, g))
+    }
+
+    /// Async form of [`Mfac::push`].
+    pub async fn push_async<'a>(&mut self, gpu: &Gpu, g: impl Into<BufView<'a>>) -> Result<()> {
         let g = g.into();
         g.check(gpu, "g", self.d)?;
-        crate::finite::ensure_finite(gpu, "g", &[g])?;
+        if let Some(index) = crate::finite::first_nonfinite_async(gpu, g).await? {
+            return Err(Error::NonFinite {
+                argument: "g",
+                tensor: 0,
+                index,
+            });
+        }
         let m = self.config.m;
         let at = self.next;
         let mut rec = Recorder::new(gpu);
@@ -222,7 +233,7 @@ impl Mfac {
         }
         self.record_dots(&mut rec, g)?;
         rec.submit()?;
-        let dots = gpu.read(&self.dots)?;
+        let dots = gpu.read_async(&self.dots).await?;
         for i in 0..m {
             let dot: f64 = (0..self.chunks.len()).map(|k| dots[k * m + i] as f64).sum();
             self.gram[at * m + i] = dot;
@@ -299,7 +310,7 @@ impl Mfac {
         )?;
         for ch in &self.chunks {
             let u = self.uniform(ch, 0);
-            let (xs, ys) = (sub_view(x, ch.start, ch.len), sub_view(y, ch.start, ch.len));
+            let (xs, ys) = (x.sub(ch.start, ch.len), y.sub(ch.start, ch.len));
             let whole = 16 * (ch.len / 4) as u64;
             if whole > 0 {
                 rec.dispatch(
@@ -341,9 +352,4 @@ impl Mfac {
         rec.submit()?;
         Ok(y)
     }
-}
-
-/// Elements [start, start + len) of `v` (start a multiple of 64: the offset stays aligned).
-fn sub_view(v: BufView<'_>, start: usize, len: usize) -> BufView<'_> {
-    BufView::new(v.buffer(), v.byte_offset() + 4 * start as u64, len)
 }

@@ -96,3 +96,34 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         scaled[e] *= nu;
     }
 }
+
+// eigen_divide: 1 d_G (all layers' G eigenvalues), 2 d_A, 3 M (out × cols, in place):
+// M[i][j] /= (sg·d_G[i] + μ)(sa·d_A[j] + μ) + γ — KAISA's d_G·d_Aᵀ + γ (sg = sa = 1, μ = 0),
+// or the π-damped factors' exact eigenvalues (γ = 0). Eigenvalues are clamped at 0 first.
+struct Divide {
+    rows: u32,
+    cols: u32,
+    g_offset: u32,
+    a_offset: u32,
+    sg: f32,
+    sa: f32,
+    mu: f32,
+    gamma: f32,
+}
+
+@group(0) @binding(0) var<uniform> dv: Divide;
+@group(0) @binding(1) var<storage, read> d_g: array<f32>;
+@group(0) @binding(2) var<storage, read> d_a: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rotated: array<f32>;
+
+@compute @workgroup_size(WG)
+fn eigen_divide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    for (var e = linear_index(wid, nwg, lid); e < dv.rows * dv.cols; e += grid_stride(nwg)) {
+        let i = e / dv.cols;
+        let j = e - i * dv.cols;
+        let g = dv.sg * max(d_g[dv.g_offset + i], 0.0) + dv.mu;
+        let a = dv.sa * max(d_a[dv.a_offset + j], 0.0) + dv.mu;
+        rotated[e] /= g * a + dv.gamma;
+    }
+}

@@ -14,7 +14,7 @@ use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernel;
-use crate::linalg::{record_gemm, record_spd_inverse, Batch, CholeskyWorkspace, Gemm};
+use crate::linalg::{record_gemm, record_spd_inverse, Batch, CholeskyWorkspace, Eigenpairs, Gemm};
 use crate::record::{Binding, Recorder};
 
 /// One linear layer.
@@ -146,6 +146,21 @@ pub struct KfacConfig {
     pub damping: Damping,
     /// Steps between inverse refreshes in [`Kfac::step`] (kfac-jax: 5); ≥ 1.
     pub inverse_update_period: usize,
+    /// How the preconditioned gradient is formed.
+    pub path: Path,
+}
+
+/// K-FAC's two ways to apply the damped inverse factors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Path {
+    /// G′⁻¹·∇W·A′⁻¹ from batched Cholesky inverses of the damped factors.
+    #[default]
+    Inverse,
+    /// KAISA's eigen path: Q_G·[(Q_Gᵀ·∇W·Q_A) ⊘ (d_G·d_Aᵀ + γ)]·Q_Aᵀ with the factors'
+    /// eigendecompositions (eigenvalues clamped at 0). With π-damping the divisor is the π-damped
+    /// factors' exact eigenvalues, (c/c_G·d_G + √λ)(c/c_A·d_A + √λ), so both paths agree.
+    /// Refreshing it reads back once per Jacobi sweep ([`Kfac::refresh_eigen`]).
+    Eigen,
 }
 
 impl Default for KfacConfig {
@@ -155,8 +170,22 @@ impl Default for KfacConfig {
             averaging: Averaging::Kaisa { decay: 0.95 },
             damping: Damping::Tikhonov { gamma: 1e-3 },
             inverse_update_period: 5,
+            path: Path::Inverse,
         }
     }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct DivideUniform {
+    rows: u32,
+    cols: u32,
+    g_offset: u32,
+    a_offset: u32,
+    sg: f32,
+    sa: f32,
+    mu: f32,
+    gamma: f32,
 }
 
 #[repr(C)]
@@ -178,6 +207,7 @@ struct Side {
     damped: GpuVec<f32>,
     inverse: GpuVec<f32>,
     workspace: CholeskyWorkspace,
+    eigen: Option<Eigenpairs>,
 }
 
 impl Side {
@@ -191,6 +221,7 @@ impl Side {
             damped: gpu.zeros(batch.len())?,
             inverse: gpu.zeros(batch.len())?,
             workspace: CholeskyWorkspace::new(gpu, &batch)?,
+            eigen: None,
             batch,
         })
     }
@@ -208,6 +239,9 @@ pub struct Kfac {
     clip: GpuVec<f32>,
     with_ones: Option<GpuVec<f32>>,
     scratch: GpuVec<f32>,
+    scratch2: GpuVec<f32>,
+    /// The eigen path's π scales (s_G, s_A) per layer, from the last refresh.
+    eigen_scales: Vec<(f32, f32)>,
     weight: f64,
     steps: usize,
 }
@@ -253,6 +287,8 @@ impl Kfac {
             clip: gpu.zeros(layers.len() + 1)?,
             with_ones: None,
             scratch: gpu.zeros(largest)?,
+            scratch2: gpu.zeros(largest)?,
+            eigen_scales: Vec::new(),
             layers: layers.to_vec(),
             config,
             weight: 0.0,
@@ -433,6 +469,9 @@ impl Kfac {
     ) -> Result<()> {
         crate::check::same_count("grads", self.layers.len(), grads.len())?;
         crate::check::same_count("outs", self.layers.len(), outs.len())?;
+        if self.config.path == Path::Eigen {
+            return self.record_eigen_precondition(rec, grads, outs);
+        }
         for (i, l) in self.layers.iter().enumerate() {
             record_two_sided(
                 rec,
@@ -443,6 +482,150 @@ impl Kfac {
                 &self.scratch,
                 outs[i],
             )?;
+        }
+        Ok(())
+    }
+
+    /// Eigendecomposes every layer's running A and G (the eigen path's refresh; blocking, one
+    /// readback per Jacobi sweep) and, under π-damping, fixes each layer's scales c/c_G and
+    /// c/c_A from the eigenvalues' means.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn refresh_eigen(&mut self, gpu: &Gpu) -> Result<()> {
+        let options = crate::linalg::JacobiOptions {
+            clamp_negative: true,
+            ..Default::default()
+        };
+        for side in [&mut self.a, &mut self.g] {
+            side.eigen = Some(crate::linalg::symmetric_eigen(
+                gpu,
+                &side.batch,
+                &side.running,
+                &options,
+            )?);
+        }
+        let (Some(ea), Some(eg)) = (&self.a.eigen, &self.g.eigen) else {
+            return Ok(());
+        };
+        self.eigen_scales = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mean = |e: &Eigenpairs, n: usize| {
+                    let v = &e.values[e.value_offsets[i]..e.value_offsets[i] + n];
+                    v.iter().map(|&x| x as f64).sum::<f64>() / n as f64
+                };
+                let (ca, cg) = (mean(ea, l.cols()), mean(eg, l.out_dim));
+                match self.config.damping {
+                    // kfac-jax: a zero factor leaves only the damping (scale 0).
+                    Damping::Pi { .. } if ca <= 0.0 || cg <= 0.0 => (0.0, 0.0),
+                    Damping::Pi { .. } => ((ca / cg).sqrt() as f32, (cg / ca).sqrt() as f32),
+                    Damping::Tikhonov { .. } => (1.0, 1.0),
+                }
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn record_eigen_precondition(
+        &self,
+        rec: &mut Recorder,
+        grads: &[BufView<'_>],
+        outs: &[BufView<'_>],
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        let (Some(ea), Some(eg)) = (&self.a.eigen, &self.g.eigen) else {
+            return Err(Error::State(
+                "the eigen path needs Kfac::refresh_eigen before preconditioning".into(),
+            ));
+        };
+        let (mu, gamma) = match self.config.damping {
+            Damping::Pi { lambda } => (lambda.sqrt(), 0.0),
+            Damping::Tikhonov { gamma } => (0.0, gamma),
+        };
+        for (i, l) in self.layers.iter().enumerate() {
+            let (o, c) = (l.out_dim, l.cols());
+            grads[i].check(gpu, "grads", o * c)?;
+            outs[i].check(gpu, "outs", o * c)?;
+            let t1 = BufView::new(self.scratch.buffer(), 0, o * c);
+            let t2 = BufView::new(self.scratch2.buffer(), 0, o * c);
+            let (qg, qa) = (eg.vectors.view(), ea.vectors.view());
+            let (g_at, a_at) = (self.g.batch.offset(i), self.a.batch.offset(i));
+            // t1 = Q_Gᵀ·∇W, t2 = t1·Q_A, t2 ⊘= divisor, t1 = Q_G·t2, out = t1·Q_Aᵀ.
+            let products = [
+                (
+                    Gemm {
+                        trans_a: true,
+                        offsets: [g_at, 0, 0],
+                        ld: [Some(o), None, None],
+                        ..Gemm::new(o, c, o)
+                    },
+                    qg,
+                    grads[i],
+                    t1,
+                ),
+                (
+                    Gemm {
+                        offsets: [0, a_at, 0],
+                        ld: [None, Some(c), None],
+                        ..Gemm::new(o, c, c)
+                    },
+                    t1,
+                    qa,
+                    t2,
+                ),
+            ];
+            for (shape, a, b, out) in products {
+                record_gemm(rec, &shape, a, b, out)?;
+            }
+            let (sg, sa) = self.eigen_scales.get(i).copied().unwrap_or((1.0, 1.0));
+            let u = DivideUniform {
+                rows: o as u32,
+                cols: c as u32,
+                g_offset: eg.value_offsets[i] as u32,
+                a_offset: ea.value_offsets[i] as u32,
+                sg,
+                sa,
+                mu,
+                gamma,
+            };
+            rec.dispatch(
+                kernel!("kfac/factors.wgsl", "eigen_divide"),
+                &gpu.wg_constants(),
+                &[
+                    Binding::Uniform(bytemuck::bytes_of(&u)),
+                    Binding::Storage(eg.values_gpu.view(), None),
+                    Binding::Storage(ea.values_gpu.view(), None),
+                    Binding::Storage(t2, None),
+                ],
+                gpu.elementwise_grid((o * c) as u64)?,
+            )?;
+            let back = [
+                (
+                    Gemm {
+                        offsets: [g_at, 0, 0],
+                        ld: [Some(o), None, None],
+                        ..Gemm::new(o, c, o)
+                    },
+                    qg,
+                    t2,
+                    t1,
+                ),
+                (
+                    Gemm {
+                        trans_b: true,
+                        offsets: [0, a_at, 0],
+                        ld: [None, Some(c), None],
+                        ..Gemm::new(o, c, c)
+                    },
+                    t1,
+                    qa,
+                    outs[i],
+                ),
+            ];
+            for (shape, a, b, out) in back {
+                record_gemm(rec, &shape, a, b, out)?;
+            }
         }
         Ok(())
     }
@@ -527,15 +710,20 @@ impl Kfac {
         outs: &[BufView<'_>],
     ) -> Result<()> {
         let refresh = self.steps.is_multiple_of(self.config.inverse_update_period);
+        let eigen = self.config.path == Path::Eigen;
         let mut rec = Recorder::new(gpu);
         self.record_update_factors(&mut rec, batch, xs, dys)?;
-        if refresh {
+        if refresh && eigen {
+            rec.submit()?;
+            self.refresh_eigen(gpu)?;
+            rec = Recorder::new(gpu);
+        } else if refresh {
             self.record_refresh_inverses(&mut rec)?;
         }
         self.record_precondition(&mut rec, grads, outs)?;
         rec.submit()?;
         self.steps += 1;
-        if refresh {
+        if refresh && !eigen {
             self.check_inverses(gpu)?;
         }
         Ok(())

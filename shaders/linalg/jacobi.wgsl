@@ -1,0 +1,114 @@
+// Batched symmetric eigendecomposition by the parallel cyclic Jacobi method (round-robin
+// ordering: every round rotates n/2 disjoint index pairs at once, n − 1 rounds a sweep). For
+// each matrix (grid z over a batch of equally sized ones, n×n row-major at offset + z·n²) A is
+// rotated in place towards diag(λ) and V accumulates the rotations (A₀ = V·diag(λ)·Vᵀ).
+// Rotation of a pair (p, q) as Golub & Van Loan's sym.schur2: τ = (a_qq − a_pp)/(2a_pq),
+// t = sign(τ)/(|τ| + √(1 + τ²)), c = 1/√(1 + t²), s = t·c; then A ← JᵀAJ with J_pp = J_qq = c,
+// J_pq = s, J_qp = −s, which zeroes a_pq.
+
+struct Round {
+    n: u32,            // side
+    m: u32,            // n rounded up to even (index n is a dummy partner when n is odd)
+    round: u32,        // 0 .. m − 1
+    offset: u32,       // first matrix's first element
+    rot_offset: u32,   // first matrix's rotations (4 floats per pair, m/2 pairs per matrix)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> rd: Round;
+
+// The pair k of this round (circle method: index 0 stays, the others rotate).
+fn pair(k: u32) -> vec2<u32> {
+    let ring = rd.m - 1u;
+    let a = select((k - 1u + rd.round) % ring + 1u, 0u, k == 0u);
+    let b = (rd.m - 2u - k + rd.round) % ring + 1u;
+    return vec2<u32>(min(a, b), max(a, b));
+}
+
+// angles: 1 A (read), 2 the rotations (p, q as bits, c, s) of every pair of every matrix.
+@group(0) @binding(1) var<storage, read> a_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rot: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn angles(@builtin(global_invocation_id) id: vec3<u32>) {
+    let k = id.x;
+    let half = rd.m / 2u;
+    if (k >= half) {
+        return;
+    }
+    let pq = pair(k);
+    let base = rd.offset + id.z * rd.n * rd.n;
+    var c = 1.0;
+    var s = 0.0;
+    if (pq.y < rd.n) {
+        let app = a_in[base + pq.x * rd.n + pq.x];
+        let aqq = a_in[base + pq.y * rd.n + pq.y];
+        let apq = a_in[base + pq.x * rd.n + pq.y];
+        // Below the rounding of the diagonal, a rotation would only add noise.
+        if (abs(apq) > 1e-30 && abs(apq) > 1e-9 * sqrt(abs(app * aqq))) {
+            let tau = (aqq - app) / (2.0 * apq);
+            let t = select(-1.0, 1.0, tau >= 0.0) / (abs(tau) + sqrt(1.0 + tau * tau));
+            c = 1.0 / sqrt(1.0 + t * t);
+            s = t * c;
+        }
+    }
+    rot[rd.rot_offset + id.z * half + k] =
+        vec4<f32>(bitcast<f32>(pq.x), bitcast<f32>(pq.y), c, s);
+}
+
+// rotate_rows: 1 the rotations, 2 A: rows p and q of every pair ← Jᵀ·A (one invocation per
+// pair and column).
+@group(0) @binding(1) var<storage, read> rot_in: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> a: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+
+@compute @workgroup_size(64)
+fn rotate_rows(@builtin(global_invocation_id) id: vec3<u32>) {
+    let half = rd.m / 2u;
+    let k = id.y;
+    let j = id.x;
+    if (k >= half || j >= rd.n) {
+        return;
+    }
+    let r = rot_in[rd.rot_offset + id.z * half + k];
+    let p = bitcast<u32>(r.x);
+    let q = bitcast<u32>(r.y);
+    if (q >= rd.n) {
+        return;
+    }
+    let base = rd.offset + id.z * rd.n * rd.n;
+    let x = a[base + p * rd.n + j];
+    let y = a[base + q * rd.n + j];
+    a[base + p * rd.n + j] = r.z * x - r.w * y;
+    a[base + q * rd.n + j] = r.w * x + r.z * y;
+}
+
+// rotate_columns: 1 the rotations, 2 A, 3 V: columns p and q ← ·J (one invocation per pair
+// and row).
+@compute @workgroup_size(64)
+fn rotate_columns(@builtin(global_invocation_id) id: vec3<u32>) {
+    let half = rd.m / 2u;
+    let k = id.y;
+    let i = id.x;
+    if (k >= half || i >= rd.n) {
+        return;
+    }
+    let r = rot_in[rd.rot_offset + id.z * half + k];
+    let p = bitcast<u32>(r.x);
+    let q = bitcast<u32>(r.y);
+    if (q >= rd.n) {
+        return;
+    }
+    let base = rd.offset + id.z * rd.n * rd.n;
+    let row = base + i * rd.n;
+    let x = a[row + p];
+    let y = a[row + q];
+    a[row + p] = r.z * x - r.w * y;
+    a[row + q] = r.w * x + r.z * y;
+    let vx = v[row + p];
+    let vy = v[row + q];
+    v[row + p] = r.z * vx - r.w * vy;
+    v[row + q] = r.w * vx + r.z * vy;
+}
