@@ -11,7 +11,7 @@ struct Chunk {
     len: u32,          // elements of each gradient in this chunk
     stride: u32,       // elements between the chunk's rows (≥ len, a multiple of 4)
     out_offset: u32,   // row_dots: where this chunk's m partial dots go
-    chunks: u32,       // substitute: partial dots to add per row
+    chunks: u32,       // substitute: partial dots to add per row (chunks × slices)
     lambda: f32,
     _pad0: u32,
     _pad1: u32,
@@ -19,8 +19,12 @@ struct Chunk {
 
 @group(0) @binding(0) var<uniform> ch: Chunk;
 
-// row_dots (one workgroup per row j): 1 G (vec4), 2 x (vec4), 3 G, 4 x (scalars, for the
-// len % 4 tail), 5 the partial dots.
+// row_dots (one workgroup per ROWS rows and per slice of the chunk's columns, so each x vec4
+// loaded serves ROWS rows and there are enough workgroups to go round): 1 G (vec4), 2 x
+// (vec4), 3 G, 4 x (scalars, for the len % 4 tail), 5 the partial dots, slice s of the chunk at
+// out_offset + s·m.
+const ROWS: u32 = 8u;
+
 @group(0) @binding(1) var<storage, read> g4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> g1: array<f32>;
@@ -30,22 +34,40 @@ struct Chunk {
 @compute @workgroup_size(WG)
 fn row_dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let j = wid.y * nwg.x + wid.x;
+    let j0 = wid.x * ROWS;
+    let slices = nwg.y;
     let len4 = ch.len / 4u;
-    var acc = 0.0;
-    if (j < ch.m) {
-        let row4 = j * (ch.stride / 4u);
-        for (var i = lid; i < len4; i += WG) {
-            acc += dot(g4[row4 + i], x4[i]);
-        }
-        let t = len4 * 4u + lid;
-        if (t < ch.len) {
-            acc += g1[j * ch.stride + t] * x1[t];
+    let begin = wid.y * len4 / slices;
+    let end = (wid.y + 1u) * len4 / slices;
+    let stride4 = ch.stride / 4u;
+    // Rows past m read row m − 1 again and are not stored: no branch around the loads.
+    let last = ch.m - 1u;
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    var row: array<u32, 8>;
+    for (var r = 0u; r < ROWS; r++) {
+        row[r] = min(j0 + r, last) * stride4;
+    }
+    for (var i = begin + lid; i < end; i += WG) {
+        let x = x4[i];
+        lo += vec4<f32>(dot(g4[row[0] + i], x), dot(g4[row[1] + i], x),
+                        dot(g4[row[2] + i], x), dot(g4[row[3] + i], x));
+        hi += vec4<f32>(dot(g4[row[4] + i], x), dot(g4[row[5] + i], x),
+                        dot(g4[row[6] + i], x), dot(g4[row[7] + i], x));
+    }
+    var acc: array<f32, 8> = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+    let t = len4 * 4u + lid;
+    if (wid.y + 1u == slices && t < ch.len) {
+        let x = x1[t];
+        for (var r = 0u; r < ROWS; r++) {
+            acc[r] += g1[min(j0 + r, last) * ch.stride + t] * x;
         }
     }
-    let total = workgroup_sum(lid, acc);
-    if (lid == 0u && j < ch.m) {
-        dots[ch.out_offset + j] = total;
+    for (var r = 0u; r < ROWS; r++) {
+        let total = workgroup_sum(lid, acc[r]);
+        if (lid == 0u && j0 + r < ch.m) {
+            dots[ch.out_offset + wid.y * ch.m + j0 + r] = total;
+        }
     }
 }
 
