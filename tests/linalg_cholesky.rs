@@ -45,7 +45,8 @@ fn packed(matrices: &[Vec<f64>]) -> Vec<f32> {
 #[test]
 fn factors_of_mixed_sizes_reconstruct_a_within_the_backward_error_bound() {
     // Sides 1 and 2, one short of, at and past the 32-column block, two blocks and a prime.
-    let sizes = [1, 2, 31, 32, 33, 64, 65, 127];
+    // Runs of equal sides (factored together along the grid's z) of two and three.
+    let sizes = [1, 2, 31, 32, 32, 33, 64, 65, 65, 65, 127];
     let mats: Vec<Vec<f64>> = sizes
         .iter()
         .enumerate()
@@ -80,12 +81,15 @@ fn factors_of_mixed_sizes_reconstruct_a_within_the_backward_error_bound() {
 
 #[test]
 fn inverses_with_condition_numbers_1_to_1e4_are_within_sqrt_n_kappa_u() {
+    // Two runs of equal sides (inverted together along the grid's z): 100 and 129.
     let cases = [
         (1, 1.0),
         (33, 1.0),
         (64, 10.0),
         (100, 1e2),
+        (100, 1e3),
         (129, 1e3),
+        (129, 10.0),
         (256, 1e4),
     ];
     let sizes: Vec<usize> = cases.iter().map(|c| c.0).collect();
@@ -126,30 +130,37 @@ fn inverses_with_condition_numbers_1_to_1e4_are_within_sqrt_n_kappa_u() {
 
 #[test]
 fn a_non_spd_factor_is_reported_with_its_index_and_failing_pivot() {
-    // Batch of three; the middle one has −5 on its diagonal at row 37 (and is SPD before it),
-    // the last one NaN at row 0: the first failure is reported.
+    // Batch of four; the third (the second of a run of two 40s, factored together) has −5 on
+    // its diagonal at row 37 (and is SPD before it), the last one NaN at row 0: the first
+    // failure is reported.
     let good = spd(20, 10.0, 1);
     let mut bad = spd(40, 10.0, 2);
     bad[37 * 40 + 37] = -5.0;
     assert_eq!(reference::cholesky(40, &bad), Err(37));
     let mut nan = spd(3, 2.0, 3);
     nan[0] = f64::NAN;
-    let batch = Batch::new(&[20, 40, 3]).unwrap();
+    let batch = Batch::new(&[20, 40, 40, 3]).unwrap();
+    let good40 = spd(40, 10.0, 4);
     for (name, gpu) in both_gpus() {
         let factors = gpu
-            .upload(&packed(&[good.clone(), bad.clone(), nan.clone()]))
+            .upload(&packed(&[
+                good.clone(),
+                good40.clone(),
+                bad.clone(),
+                nan.clone(),
+            ]))
             .unwrap();
         match cholesky(gpu, &batch, &factors) {
             Err(Error::NotPositiveDefinite {
                 argument: "factors",
-                factor: 1,
+                factor: 2,
                 pivot: 37,
                 value,
             }) => {
                 assert!(value <= 0.0, "{name}: reported pivot value {value}")
             }
             other => panic!(
-                "{name}: expected NotPositiveDefinite {{ factor 1, pivot 37 }}, got {other:?}"
+                "{name}: expected NotPositiveDefinite {{ factor 2, pivot 37 }}, got {other:?}"
             ),
         }
         let alone = Batch::new(&[3]).unwrap();

@@ -2,7 +2,9 @@
 // triangle), and lower-triangular solves, for a batch of factors of any sizes packed in one
 // buffer. The host walks each factor in blocks of NB columns: `cholesky_block` factors the
 // diagonal block in one workgroup, `forward_substitution` solves the panel below it against
-// that block, and gemm.wgsl subtracts L21·L21ᵀ from the trailing matrix.
+// that block, and gemm.wgsl subtracts L21·L21ᵀ from the trailing matrix. A run of equally
+// sized factors stored back to back goes through each step together: grid z is the factor
+// within the run (its matrix n² elements on, its scratch the *_zstride fields on).
 
 const NB: u32 = 32u;
 
@@ -20,9 +22,9 @@ struct Block {
     elem_step: u32,    //   elements between entries of one right-hand side
     copy_step: u32,    //   forward_substitution's copy: elements between right-hand sides
     copy_elem: u32,    //   and between entries
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    l_zstride: u32,    //   per z: elements between the triangles,
+    rhs_zstride: u32,  //   between the right-hand sides' starts,
+    copy_zstride: u32, //   and between the copies' starts
 }
 
 @group(0) @binding(0) var<uniform> blk: Block;
@@ -36,9 +38,11 @@ struct Block {
 var<workgroup> tile: array<f32, 1024>;   // NB × NB, row-major
 
 @compute @workgroup_size(256)
-fn cholesky_block(@builtin(local_invocation_index) lid: u32) {
+fn cholesky_block(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
     let nb = blk.nb;
-    let base = blk.offset + blk.j0 * blk.n + blk.j0;
+    let factor = blk.factor + wid.z;
+    let base = blk.offset + wid.z * blk.n * blk.n + blk.j0 * blk.n + blk.j0;
     for (var e = lid; e < NB * NB; e += 256u) {
         let r = e / NB;
         let c = e % NB;
@@ -49,9 +53,9 @@ fn cholesky_block(@builtin(local_invocation_index) lid: u32) {
         // Every invocation reads the pivot: the barrier that follows keeps the flow uniform.
         let pivot = tile[c * NB + c];
         let ok = pivot > 0.0 && !nonfinite_bits(bitcast<u32>(pivot));
-        if (lid == 0u && !ok && status[2u * blk.factor] == 0u) {
-            status[2u * blk.factor] = blk.j0 + c + 1u;
-            status[2u * blk.factor + 1u] = bitcast<u32>(pivot);
+        if (lid == 0u && !ok && status[2u * factor] == 0u) {
+            status[2u * factor] = blk.j0 + c + 1u;
+            status[2u * factor + 1u] = bitcast<u32>(pivot);
         }
         let d = sqrt(pivot);
         workgroupBarrier();
@@ -77,7 +81,7 @@ fn cholesky_block(@builtin(local_invocation_index) lid: u32) {
         let c = e % NB;
         // The strict upper triangle is zeroed: the factor is L exactly.
         let v = select(0.0, tile[e], c <= r);
-        block_out[e] = v;
+        block_out[wid.z * NB * NB + e] = v;
         if (r < nb && c < nb) {
             factors[base + r * blk.n + c] = v;
         }
@@ -107,14 +111,16 @@ fn forward_substitution(@builtin(workgroup_id) wid: vec3<u32>,
     for (var e = lid; e < NB * NB; e += 256u) {
         let r = e / NB;
         let c = e % NB;
-        l_tile[e] = select(0.0, lower[blk.l_offset + r * blk.l_ld + c], r < nb && c <= r);
+        let at = blk.l_offset + wid.z * blk.l_zstride + r * blk.l_ld + c;
+        l_tile[e] = select(0.0, lower[at], r < nb && c <= r);
     }
     workgroupBarrier();
     let i = (wid.y * nwg.x + wid.x) * 256u + lid;
     if (i >= blk.rhs) {
         return;
     }
-    let base = blk.rhs_offset + i * blk.rhs_step;
+    let base = blk.rhs_offset + wid.z * blk.rhs_zstride + i * blk.rhs_step;
+    let copy = wid.z * blk.copy_zstride + i * blk.copy_step;
     var x: array<f32, 32>;
     for (var r = 0u; r < nb; r++) {
         var t = rhs[base + r * blk.elem_step];
@@ -123,11 +129,12 @@ fn forward_substitution(@builtin(workgroup_id) wid: vec3<u32>,
         }
         x[r] = t / l_tile[r * NB + r];
         rhs[base + r * blk.elem_step] = x[r];
-        solution[i * blk.copy_step + r * blk.copy_elem] = x[r];
+        solution[copy + r * blk.copy_elem] = x[r];
     }
 }
 
-// identity: 1 the n × n identity at `offset` (the right-hand sides whose solve gives L⁻¹).
+// identity: 1 the n × n identity at `offset` + z·n² (the right-hand sides whose solve gives
+// L⁻¹).
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(256)
@@ -137,5 +144,5 @@ fn identity(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (e >= blk.n * blk.n) {
         return;
     }
-    out[blk.offset + e] = select(0.0, 1.0, e / blk.n == e % blk.n);
+    out[blk.offset + wid.z * blk.n * blk.n + e] = select(0.0, 1.0, e / blk.n == e % blk.n);
 }

@@ -88,8 +88,17 @@ impl Batch {
         false
     }
 
-    fn largest(&self) -> usize {
-        self.sizes.iter().copied().max().unwrap_or(1)
+    /// Runs of consecutive equally sized matrices, as (first matrix, count, side): each run
+    /// goes through a batched kernel's steps together (grid z).
+    pub(crate) fn runs(&self) -> Vec<(usize, usize, usize)> {
+        let mut out: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, &n) in self.sizes.iter().enumerate() {
+            match out.last_mut() {
+                Some((_, count, side)) if *side == n => *count += 1,
+                _ => out.push((i, 1, n)),
+            }
+        }
+        out
     }
 }
 
@@ -100,32 +109,41 @@ pub struct CholeskyWorkspace {
     block: GpuVec<f32>,
     panel: GpuVec<f32>,
     lower_inverse: GpuVec<f32>,
-    largest: usize,
 }
 
 impl CholeskyWorkspace {
-    /// Workspace for `batch` (the inverse needs a largest-matrix-sized scratch as well).
+    /// Workspace for `batch` (the inverse needs a run-of-matrices-sized scratch as well).
     pub fn new(gpu: &Gpu, batch: &Batch) -> Result<Self> {
-        let largest = batch.largest();
+        let runs = batch.runs();
+        let most = |f: &dyn Fn(usize, usize) -> usize| {
+            runs.iter()
+                .map(|&(_, c, n)| f(c, n))
+                .max()
+                .unwrap_or(1)
+                .max(1)
+        };
         Ok(CholeskyWorkspace {
             status: gpu.zeros(2 * batch.sizes.len())?,
-            block: gpu.zeros(NB * NB)?,
-            panel: gpu.zeros(largest * NB)?,
-            lower_inverse: gpu.zeros(largest * largest)?,
-            largest,
+            block: gpu.zeros(most(&|c, _| c * NB * NB))?,
+            panel: gpu.zeros(most(&|c, n| c * n * NB))?,
+            lower_inverse: gpu.zeros(most(&|c, n| c * n * n))?,
         })
     }
 
     fn fits(&self, batch: &Batch) -> Result<()> {
-        if batch.largest() > self.largest || 2 * batch.sizes.len() > self.status.len() {
+        let fits = 2 * batch.sizes.len() <= self.status.len()
+            && batch.runs().iter().all(|&(_, c, n)| {
+                c * NB * NB <= self.block.len()
+                    && c * n * NB <= self.panel.len()
+                    && c * n * n <= self.lower_inverse.len()
+            });
+        if !fits {
             return Err(Error::Shape {
                 argument: "workspace",
                 message: format!(
-                    "sized for {} matrices up to {}², given {} up to {}²",
-                    self.status.len() / 2,
-                    self.largest,
+                    "made for a smaller batch than {} matrices of sides {:?}",
                     batch.sizes.len(),
-                    batch.largest()
+                    batch.sizes
                 ),
             });
         }
@@ -170,7 +188,9 @@ struct Block {
     elem_step: u32,
     copy_step: u32,
     copy_elem: u32,
-    _pad: [u32; 3],
+    l_zstride: u32,
+    rhs_zstride: u32,
+    copy_zstride: u32,
 }
 
 fn check_batch(gpu: &Gpu, name: &'static str, view: &BufView, batch: &Batch) -> Result<()> {
@@ -187,17 +207,19 @@ fn check_batch(gpu: &Gpu, name: &'static str, view: &BufView, batch: &Batch) -> 
 }
 
 /// L·x = b for the right-hand sides described by `b` (in `rhs`), L the lower triangle of an
-/// nb×nb block; each solution also goes to `copy`.
+/// nb×nb block; each solution also goes to `copy`; `count` runs of them (grid z).
 struct Solve<'a> {
     lower: BufView<'a>,
     rhs: BufView<'a>,
     copy: BufView<'a>,
     block: Block,
+    count: usize,
 }
 
 fn record_solve(rec: &mut Recorder, s: Solve<'_>) -> Result<()> {
     let gpu = rec.gpu();
     let groups = (s.block.rhs as u64).div_ceil(256);
+    let [x, y, _] = gpu.grid_for_groups(groups)?;
     rec.dispatch(
         kernel!("linalg/cholesky.wgsl", "forward_substitution"),
         &[],
@@ -207,13 +229,15 @@ fn record_solve(rec: &mut Recorder, s: Solve<'_>) -> Result<()> {
             Binding::Storage(s.rhs, None),
             Binding::Storage(s.copy, None),
         ],
-        gpu.grid_for_groups(groups)?,
+        [x, y, s.count as u32],
     )
 }
 
 /// Records the in-place factorisation A = L·Lᵀ of every matrix of `batch` in `factors` (L
-/// overwrites the lower triangle, zeros the upper). Pivots that are not positive and finite
-/// are recorded in the workspace's status: call [`CholeskyWorkspace::check`] after submitting.
+/// overwrites the lower triangle, zeros the upper). Runs of equally sized matrices are factored
+/// together, one set of dispatches per 32-column block. Pivots that are not positive and
+/// finite are recorded in the workspace's status: call [`CholeskyWorkspace::check`] after
+/// submitting.
 ///
 /// Errors: `factors` not holding the batch, a workspace too small, a batch past one storage
 /// binding.
@@ -228,8 +252,8 @@ pub fn record_cholesky(
     workspace.fits(batch)?;
     // 0.0f32 is the all-zero word: the status words start clear.
     crate::krylov::operator::record_fill(rec, workspace.status.view(), 0.0)?;
-    for (f, &n) in batch.sizes.iter().enumerate() {
-        let offset = batch.offsets[f];
+    for (first, count, n) in batch.runs() {
+        let offset = batch.offsets[first];
         for j0 in (0..n).step_by(NB) {
             let nb = NB.min(n - j0);
             let block = Block {
@@ -237,7 +261,7 @@ pub fn record_cholesky(
                 offset: offset as u32,
                 j0: j0 as u32,
                 nb: nb as u32,
-                factor: f as u32,
+                factor: first as u32,
                 ..Default::default()
             };
             rec.dispatch(
@@ -249,7 +273,7 @@ pub fn record_cholesky(
                     Binding::Storage(workspace.status.view(), None),
                     Binding::Storage(workspace.block.view(), None),
                 ],
-                [1, 1, 1],
+                [1, 1, count as u32],
             )?;
             let below = n - j0 - nb;
             if below == 0 {
@@ -272,8 +296,12 @@ pub fn record_cholesky(
                         elem_step: 1,
                         copy_step: NB as u32,
                         copy_elem: 1,
+                        l_zstride: (NB * NB) as u32,
+                        rhs_zstride: (n * n) as u32,
+                        copy_zstride: (n * NB) as u32,
                         ..Default::default()
                     },
+                    count,
                 },
             )?;
             // A22 −= L21·L21ᵀ, lower triangle only.
@@ -282,8 +310,10 @@ pub fn record_cholesky(
                 alpha: -1.0,
                 beta: 1.0,
                 symmetric: true,
+                batch: count,
                 ld: [Some(NB), Some(NB), Some(n)],
                 offsets: [0, 0, offset + (j0 + nb) * (n + 1)],
+                batch_strides: [Some(n * NB), Some(n * NB), Some(n * n)],
                 ..Gemm::new(below, below, nb)
             };
             let panel = workspace.panel.view();
@@ -307,12 +337,13 @@ pub fn record_spd_inverse(
     check_batch(gpu, "inverses", &inverses, batch)?;
     record_cholesky(rec, batch, factors, workspace)?;
     let x = workspace.lower_inverse.view();
-    for (f, &n) in batch.sizes.iter().enumerate() {
-        let offset = batch.offsets[f];
+    for (first, count, n) in batch.runs() {
+        let offset = batch.offsets[first];
         let ident = Block {
             n: n as u32,
             ..Default::default()
         };
+        let [gx, gy, _] = gpu.grid_for_groups((n as u64 * n as u64).div_ceil(256))?;
         rec.dispatch(
             kernel!("linalg/cholesky.wgsl", "identity"),
             &[],
@@ -320,7 +351,7 @@ pub fn record_spd_inverse(
                 Binding::Uniform(bytemuck::bytes_of(&ident)),
                 Binding::Storage(x, None),
             ],
-            gpu.grid_for_groups((n as u64 * n as u64).div_ceil(256))?,
+            [gx, gy, count as u32],
         )?;
         // Right-looking: solve block row i (columns 0 .. i0 + nb are the non-zero ones), then
         // subtract L[below, block]·X[block, :] from the rows below.
@@ -343,8 +374,12 @@ pub fn record_spd_inverse(
                         elem_step: n as u32,
                         copy_step: 1,
                         copy_elem: cols as u32,
+                        l_zstride: (n * n) as u32,
+                        rhs_zstride: (n * n) as u32,
+                        copy_zstride: (n * NB) as u32,
                         ..Default::default()
                     },
+                    count,
                 },
             )?;
             let below = n - cols;
@@ -354,8 +389,10 @@ pub fn record_spd_inverse(
             let update = Gemm {
                 alpha: -1.0,
                 beta: 1.0,
+                batch: count,
                 ld: [Some(n), Some(cols), Some(n)],
                 offsets: [offset + cols * n + i0, 0, cols * n],
+                batch_strides: [Some(n * n), Some(n * NB), Some(n * n)],
                 ..Gemm::new(below, cols, nb)
             };
             record_gemm_with(rec, &update, factors, workspace.panel.view(), x, false)?;
@@ -363,8 +400,10 @@ pub fn record_spd_inverse(
         let product = Gemm {
             trans_a: true,
             symmetric: true,
+            batch: count,
             offsets: [0, 0, offset],
             ld: [Some(n), Some(n), Some(n)],
+            batch_strides: [Some(n * n), Some(n * n), Some(n * n)],
             ..Gemm::new(n, n, n)
         };
         record_gemm_with(rec, &product, x, x, inverses, true)?;

@@ -66,19 +66,6 @@ struct RoundUniform {
     _pad: [u32; 3],
 }
 
-/// Runs of consecutive equally sized matrices: (first matrix, count, side).
-#[cfg(not(target_arch = "wasm32"))]
-fn groups(batch: &Batch) -> Vec<(usize, usize, usize)> {
-    let mut out: Vec<(usize, usize, usize)> = Vec::new();
-    for (i, &n) in batch.sizes().iter().enumerate() {
-        match out.last_mut() {
-            Some((_, count, side)) if *side == n => *count += 1,
-            _ => out.push((i, 1, n)),
-        }
-    }
-    out
-}
-
 /// The eigendecomposition A = V·diag(λ)·Vᵀ of every symmetric matrix of `batch` in `matrices`
 /// (left unchanged; only the lower triangle's symmetry is assumed, not checked). Blocking: one
 /// readback per sweep.
@@ -103,7 +90,7 @@ pub fn symmetric_eigen(
     let mut rec = Recorder::new(gpu);
     crate::krylov::operator::record_copy(&mut rec, matrices.view(), 0, a.view(), 0, batch.len())?;
     rec.submit()?;
-    let runs = groups(batch);
+    let runs = batch.runs();
     let rot_len: usize = batch
         .sizes()
         .iter()

@@ -41,6 +41,9 @@ pub struct Gemm {
     pub ld: [Option<usize>; 3],
     /// Element offsets of A, B and C in their views.
     pub offsets: [usize; 3],
+    /// Elements between batch items of A, B and C (`None`: stored rows × leading dimension).
+    /// C's items may not overlap.
+    pub batch_strides: [Option<usize>; 3],
 }
 
 impl Gemm {
@@ -58,6 +61,7 @@ impl Gemm {
             symmetric: false,
             ld: [None; 3],
             offsets: [0; 3],
+            batch_strides: [None; 3],
         }
     }
 
@@ -77,8 +81,9 @@ impl Gemm {
         ]
     }
 
-    /// Checks the shape and the views; returns (leading dimension, batch stride) per operand.
-    fn check(&self, gpu: &Gpu, views: [&BufView; 3]) -> Result<[(u32, u32); 3]> {
+    /// Checks the shape and the views; returns (leading dimension, batch stride, elements
+    /// reached) per operand.
+    fn check(&self, gpu: &Gpu, views: [&BufView; 3]) -> Result<[(u32, u32, u64); 3]> {
         for (name, v) in [
             ("m", self.m),
             ("n", self.n),
@@ -103,7 +108,7 @@ impl Gemm {
         }
         // Indices are u32 in the shader and each operand is one binding.
         let limit = (gpu.limits().max_storage_buffer_binding_size / 4).min(u32::MAX as u64);
-        let mut out = [(0, 0); 3];
+        let mut out = [(0, 0, 0); 3];
         for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
             let (rows, cols) = self.stored()[i];
             let ld = self.ld[i].unwrap_or(cols);
@@ -113,7 +118,14 @@ impl Gemm {
                     message: format!("leading dimension {ld} is below the {cols} stored columns"),
                 });
             }
-            let stride = rows as u64 * ld as u64;
+            let item = (rows as u64 - 1) * ld as u64 + cols as u64;
+            let stride = self.batch_strides[i].map_or(rows as u64 * ld as u64, |s| s as u64);
+            if i == 2 && self.batch > 1 && stride < item {
+                return Err(Error::Shape {
+                    argument: "c",
+                    message: format!("batch stride {stride} overlaps items of {item} elements"),
+                });
+            }
             let required = self.offsets[i] as u64
                 + (self.batch as u64 - 1) * stride
                 + (rows as u64 - 1) * ld as u64
@@ -127,8 +139,9 @@ impl Gemm {
                 });
             }
             let len = views[i].len();
-            let packed = self.ld[i].is_none() && self.offsets[i] == 0;
-            if (packed && len as u64 != required) || len as u64 > limit || (len as u64) < required {
+            let packed =
+                self.ld[i].is_none() && self.offsets[i] == 0 && self.batch_strides[i].is_none();
+            if (packed && len as u64 != required) || (len as u64) < required {
                 return Err(Error::LengthMismatch {
                     argument: name,
                     expected: required as usize,
@@ -136,7 +149,15 @@ impl Gemm {
                 });
             }
             views[i].check(gpu, name, len)?;
-            out[i] = (ld as u32, stride as u32);
+            if stride > u32::MAX as u64 {
+                return Err(Error::TooLarge {
+                    argument: name,
+                    requested: stride,
+                    limit: "2^32 elements between batch items",
+                    max: u32::MAX as u64,
+                });
+            }
+            out[i] = (ld as u32, stride as u32, required);
         }
         Ok(out)
     }
@@ -207,9 +228,9 @@ pub(crate) fn record_gemm_with(
         m: shape.m as u32,
         n: shape.n as u32,
         k: shape.k as u32,
-        ld: layout.map(|(ld, _)| ld),
+        ld: layout.map(|(ld, _, _)| ld),
         offsets: shape.offsets.map(|o| o as u32),
-        strides: layout.map(|(_, s)| s),
+        strides: layout.map(|(_, s, _)| s),
         alpha: shape.alpha,
         beta: shape.beta,
         _pad: [0; 2],
@@ -225,9 +246,11 @@ pub(crate) fn record_gemm_with(
         &constants,
         &[
             Binding::Uniform(bytes),
-            Binding::Storage(a, None),
-            Binding::Storage(b, None),
-            Binding::Storage(c, None),
+            // Only the elements the product reaches: a sub-matrix of a large buffer binds
+            // within the storage-binding limit.
+            Binding::Storage(a, Some(4 * layout[0].2)),
+            Binding::Storage(b, Some(4 * layout[1].2)),
+            Binding::Storage(c, Some(4 * layout[2].2)),
         ],
         grid,
     )?;
@@ -240,7 +263,7 @@ pub(crate) fn record_gemm_with(
                 Binding::Uniform(bytes),
                 Binding::Skip,
                 Binding::Skip,
-                Binding::Storage(c, None),
+                Binding::Storage(c, Some(4 * layout[2].2)),
             ],
             [side, side, grid[2]],
         )?;
