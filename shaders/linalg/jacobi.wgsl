@@ -64,51 +64,52 @@ fn angles(@builtin(global_invocation_id) id: vec3<u32>) {
 @group(0) @binding(2) var<storage, read_write> a: array<f32>;
 @group(0) @binding(3) var<storage, read_write> v: array<f32>;
 
+// The rotation (p, q, c, s) of pair k of matrix z, and (c·x − s·y, s·x + c·y).
+fn rotation(z: u32, k: u32) -> vec4<f32> {
+    return rot_in[rd.rot_offset + z * (rd.m / 2u) + k];
+}
+
+fn turn(r: vec4<f32>, x: f32, y: f32) -> vec2<f32> {
+    return vec2<f32>(r.z * x - r.w * y, r.w * x + r.z * y);
+}
+
 @compute @workgroup_size(64)
 fn rotate_rows(@builtin(global_invocation_id) id: vec3<u32>) {
-    let half = rd.m / 2u;
-    let k = id.y;
     let j = id.x;
-    if (k >= half || j >= rd.n) {
+    if (id.y >= rd.m / 2u || j >= rd.n) {
         return;
     }
-    let r = rot_in[rd.rot_offset + id.z * half + k];
+    let r = rotation(id.z, id.y);
     let p = bitcast<u32>(r.x);
     let q = bitcast<u32>(r.y);
     if (q >= rd.n) {
         return;
     }
     let base = rd.offset + id.z * rd.n * rd.n;
-    let x = a[base + p * rd.n + j];
-    let y = a[base + q * rd.n + j];
-    a[base + p * rd.n + j] = r.z * x - r.w * y;
-    a[base + q * rd.n + j] = r.w * x + r.z * y;
+    let t = turn(r, a[base + p * rd.n + j], a[base + q * rd.n + j]);
+    a[base + p * rd.n + j] = t.x;
+    a[base + q * rd.n + j] = t.y;
 }
 
 // rotate_columns: 1 the rotations, 2 A, 3 V: columns p and q ← ·J (one invocation per pair
 // and row).
 @compute @workgroup_size(64)
 fn rotate_columns(@builtin(global_invocation_id) id: vec3<u32>) {
-    let half = rd.m / 2u;
-    let k = id.y;
     let i = id.x;
-    if (k >= half || i >= rd.n) {
+    if (id.y >= rd.m / 2u || i >= rd.n) {
         return;
     }
-    let r = rot_in[rd.rot_offset + id.z * half + k];
+    let r = rotation(id.z, id.y);
     let p = bitcast<u32>(r.x);
     let q = bitcast<u32>(r.y);
     if (q >= rd.n) {
         return;
     }
-    let base = rd.offset + id.z * rd.n * rd.n;
-    let row = base + i * rd.n;
-    let x = a[row + p];
-    let y = a[row + q];
-    a[row + p] = r.z * x - r.w * y;
-    a[row + q] = r.w * x + r.z * y;
-    let vx = v[row + p];
-    let vy = v[row + q];
-    v[row + p] = r.z * vx - r.w * vy;
-    v[row + q] = r.w * vx + r.z * vy;
+    let row = rd.offset + id.z * rd.n * rd.n + i * rd.n;
+    let t = turn(r, a[row + p], a[row + q]);
+    a[row + p] = t.x;
+    a[row + q] = t.y;
+    let w = turn(r, v[row + p], v[row + q]);
+    v[row + p] = w.x;
+    v[row + q] = w.y;
 }
