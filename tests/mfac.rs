@@ -8,7 +8,8 @@
 //! promise an error relative to the terms, not to y. The bound follows the computation, first
 //! order, with |·| entrywise and every f64 quantity from the reference (inputs rounded to f32):
 //! - c = λ·G·x: each dot is ≤ 4·⌈d/1024⌉ products and additions per lane, an 8-level tree, a
-//!   sum over chunks and the λ scale: |δc| ≤ γ_{k}·λ·|G|·|x|, k = 4⌈d/1024⌉ + chunks + 10;
+//!   sum over the partial sums (16 column slices per chunk) and the λ scale:
+//!   |δc| ≤ γ_{k}·λ·|G|·|x|, k = 4⌈d/1024⌉ + 16·chunks + 10;
 //! - the substitution solves L·c′ = c with L unit lower triangular, L[j][i] = D[i][j]/denom[i]
 //!   (the f32-rounded D and denom and the loop's multiply, divide and subtract: γ_{2m+3}):
 //!   |δc′| ≤ |L⁻¹|·(|δc| + γ_{2m+3}·|L|·|c′|) (Higham, Thm 8.5 with a perturbed right side);
@@ -37,7 +38,7 @@ fn gradients(count: usize, d: usize, seed: u64) -> Vec<Vec<f64>> {
 fn bound(r: &MfacRef, x: &[f64], chunks: usize) -> Vec<f64> {
     let (d, m, lambda) = (r.d, r.m, r.lambda());
     let g = |j: usize, e: usize| r.grads[j * d + e];
-    let k = 4 * d.div_ceil(1024) + chunks + 10;
+    let k = 4 * d.div_ceil(1024) + 16 * chunks + 10;
     let c: Vec<f64> = (0..m)
         .map(|j| lambda * (0..d).map(|e| g(j, e) * x[e]).sum::<f64>())
         .collect();
