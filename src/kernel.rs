@@ -64,7 +64,11 @@ pub static SHADERS: &[ShaderFile] = &[
         "common/workgroup_reduce.wgsl"
     ),
     shader!("linalg/gemm.wgsl"),
-    shader!("linalg/jacobi.wgsl"),
+    shader!(
+        "linalg/jacobi.wgsl",
+        "common/grid.wgsl",
+        "common/workgroup_reduce.wgsl"
+    ),
     shader!(
         "mfac/mfac.wgsl",
         "common/grid.wgsl",

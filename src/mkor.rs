@@ -279,9 +279,9 @@ impl Mkor {
             crate::kfac::record_two_sided(
                 rec,
                 l,
-                (f.j.view(), f.batch.offset(count + i)),
+                (f.j.view(), f.batch.offset(count + i), false),
                 grads[i],
-                (f.j.view(), f.batch.offset(i)),
+                (f.j.view(), f.batch.offset(i), false),
                 &self.scratch,
                 outs[i],
             )?;

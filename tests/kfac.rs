@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{as_f32, as_f64, gpu, EPS32};
+use common::{as_f32, as_f64, gamma, gpu, rounded, EPS32};
 use curvgpu::kfac::{Averaging, Damping, Kfac, KfacConfig, Layer};
 use curvgpu::reference::kfac::{
     factor_a, factor_g, identity, kaisa_average, mlp_fixture, pi_damped, precondition_inverse,
@@ -20,15 +20,6 @@ use curvgpu::reference::kfac::{
 };
 use curvgpu::reference::linalg::{frobenius, spd_inverse, symmetric_eigen};
 use curvgpu::{Error, Gpu, GpuVec};
-
-fn gamma(m: usize) -> f64 {
-    let u = EPS32 / 2.0;
-    m as f64 * u / (1.0 - m as f64 * u)
-}
-
-fn rounded(v: &[f64]) -> Vec<f64> {
-    as_f64(&as_f32(v))
-}
 
 fn layers(f: &MlpFixture) -> Vec<Layer> {
     f.layers
@@ -162,6 +153,31 @@ fn factor_statistics_follow_both_averaging_conventions_over_three_updates() {
     }
 }
 
+/// A K-FAC state after one step on the fixture (inverses refreshed), and its outputs.
+fn one_step(
+    gpu: &Gpu,
+    f: &MlpFixture,
+    data: &Uploaded,
+    config: KfacConfig,
+) -> (Kfac, Vec<GpuVec<f32>>) {
+    let mut kfac = Kfac::new(gpu, &layers(f), config).unwrap();
+    let outs: Vec<GpuVec<f32>> = f
+        .layers
+        .iter()
+        .map(|l| gpu.zeros(l.out_dim * l.cols()).unwrap())
+        .collect();
+    kfac.step(
+        gpu,
+        f.batch,
+        &view(&data.xs),
+        &view(&data.dys),
+        &view(&data.grads),
+        &view(&outs),
+    )
+    .unwrap();
+    (kfac, outs)
+}
+
 fn view(v: &[GpuVec<f32>]) -> Vec<curvgpu::BufView<'_>> {
     v.iter().map(|v| v.view()).collect()
 }
@@ -188,21 +204,7 @@ fn preconditioned_gradients_of_a_3_layer_mlp_match_f64_for_both_dampings() {
             inverse_update_period: 1,
             ..Default::default()
         };
-        let mut kfac = Kfac::new(gpu, &layers(&f), config).unwrap();
-        let outs: Vec<GpuVec<f32>> = f
-            .layers
-            .iter()
-            .map(|l| gpu.zeros(l.out_dim * l.cols()).unwrap())
-            .collect();
-        kfac.step(
-            gpu,
-            f.batch,
-            &view(&data.xs),
-            &view(&data.dys),
-            &view(&data.grads),
-            &view(&outs),
-        )
-        .unwrap();
+        let (_, outs) = one_step(gpu, &f, &data, config);
         for (i, l) in f.layers.iter().enumerate() {
             let (o, c) = (l.out_dim, l.cols());
             let a = factor_a(f.batch, l.in_dim, &rounded(&l.x), l.bias);
@@ -374,21 +376,7 @@ fn kl_clip_scales_every_layer_by_kaisas_nu() {
         ..Default::default()
     };
     for (lr, bound) in [(0.5f32, 1e-6f32), (0.5, 1e6)] {
-        let mut kfac = Kfac::new(gpu, &layers(&f), config).unwrap();
-        let outs: Vec<GpuVec<f32>> = f
-            .layers
-            .iter()
-            .map(|l| gpu.zeros(l.out_dim * l.cols()).unwrap())
-            .collect();
-        kfac.step(
-            gpu,
-            f.batch,
-            &view(&data.xs),
-            &view(&data.dys),
-            &view(&data.grads),
-            &view(&outs),
-        )
-        .unwrap();
+        let (kfac, outs) = one_step(gpu, &f, &data, config);
         let before: Vec<Vec<f64>> = outs.iter().map(|o| as_f64(&gpu.read(o).unwrap())).collect();
         let grads: Vec<Vec<f64>> = f.layers.iter().map(|l| rounded(&l.grad)).collect();
         let pairs: Vec<(&[f64], &[f64])> = before
@@ -456,21 +444,7 @@ fn the_eigen_path_matches_kaisas_formula_and_under_pi_damping_the_inverse_path()
             inverse_update_period: 1,
             path: Path::Eigen,
         };
-        let mut kfac = Kfac::new(gpu, &layers(&f), config).unwrap();
-        let outs: Vec<GpuVec<f32>> = f
-            .layers
-            .iter()
-            .map(|l| gpu.zeros(l.out_dim * l.cols()).unwrap())
-            .collect();
-        kfac.step(
-            gpu,
-            f.batch,
-            &view(&data.xs),
-            &view(&data.dys),
-            &view(&data.grads),
-            &view(&outs),
-        )
-        .unwrap();
+        let (_, outs) = one_step(gpu, &f, &data, config);
         for (i, l) in f.layers.iter().enumerate() {
             let (o, c) = (l.out_dim, l.cols());
             let a = factor_a(f.batch, l.in_dim, &rounded(&l.x), l.bias);

@@ -21,7 +21,10 @@
 
 mod common;
 
-use common::{as_f32, as_f64, both_gpus, gpu_wide_grid, read_buffer_words, uniform, EPS32};
+use common::{
+    as_f32, as_f64, both_gpus, gamma, gpu_wide_grid, integers, randoms, read_buffer_words, uniform,
+    EPS32,
+};
 use curvgpu::buffer::STORAGE_USAGES;
 use curvgpu::krylov::{
     cg, top_eigenvalues, BlockDiagonal, CgOptions, CsrMatrix, DenseMatrix, Direction, FnOperator,
@@ -35,12 +38,6 @@ use wgpu::util::DeviceExt;
 const U32: f64 = EPS32 / 2.0;
 /// Unit roundoff of f64.
 const U64: f64 = f64::EPSILON / 2.0;
-
-/// γ_m in f32.
-fn gamma(m: usize) -> f64 {
-    let mu = m as f64 * U32;
-    mu / (1.0 - mu)
-}
 
 /// γ_m in f64 (the reference's own summation error).
 fn gamma64(m: usize) -> f64 {
@@ -85,19 +82,6 @@ fn assert_exact(what: &str, got: &[f32], want: &[f64]) {
             got.len()
         );
     }
-}
-
-/// Integer values in −8..=8, as f64 (exact in f32).
-fn integers(n: usize, seed: u64) -> Vec<f64> {
-    uniform(n, seed, -8.0, 9.0)
-        .into_iter()
-        .map(f64::floor)
-        .collect()
-}
-
-/// f32-rounded values in [−1, 1).
-fn randoms(n: usize, seed: u64) -> Vec<f64> {
-    as_f64(&as_f32(&uniform(n, seed, -1.0, 1.0)))
 }
 
 fn abs(x: &[f64]) -> Vec<f64> {

@@ -13,16 +13,11 @@
 
 mod common;
 
-use common::{as_f32, as_f64, both_gpus, gpu, EPS32};
+use common::{as_f32, as_f64, both_gpus, gamma, gpu, EPS32};
 use curvgpu::linalg::{cholesky, record_cholesky, spd_inverse, Batch, CholeskyWorkspace};
 use curvgpu::reference::krylov::random_spd;
 use curvgpu::reference::linalg as reference;
 use curvgpu::{Error, Recorder};
-
-fn gamma(m: usize) -> f64 {
-    let u = EPS32 / 2.0;
-    m as f64 * u / (1.0 - m as f64 * u)
-}
 
 /// An SPD matrix with eigenvalues spread geometrically over [1, κ], rounded to f32.
 fn spd(n: usize, kappa: f64, seed: u64) -> Vec<f64> {

@@ -11,16 +11,11 @@
 
 mod common;
 
-use common::{as_f32, as_f64, gpu, EPS32};
+use common::{as_f32, as_f64, gamma, gpu, EPS32};
 use curvgpu::linalg::{symmetric_eigen, Batch, JacobiOptions};
 use curvgpu::reference::krylov::random_spd;
 use curvgpu::reference::linalg::{frobenius, gemm};
 use curvgpu::Error;
-
-fn gamma(m: usize) -> f64 {
-    let u = EPS32 / 2.0;
-    m as f64 * u / (1.0 - m as f64 * u)
-}
 
 #[test]
 fn eigenpairs_of_a_mixed_batch_match_the_known_spectra() {

@@ -9,26 +9,10 @@
 
 mod common;
 
-use common::{as_f32, as_f64, both_gpus, gpu, uniform, EPS32};
+use common::{as_f32, as_f64, both_gpus, gamma, gpu, integers, randoms};
 use curvgpu::linalg::{gemm, record_gemm, Gemm};
 use curvgpu::reference::linalg as reference;
 use curvgpu::{Gpu, Recorder};
-
-fn gamma(m: usize) -> f64 {
-    let u = EPS32 / 2.0;
-    m as f64 * u / (1.0 - m as f64 * u)
-}
-
-fn integers(n: usize, seed: u64) -> Vec<f64> {
-    uniform(n, seed, -8.0, 9.0)
-        .into_iter()
-        .map(f64::floor)
-        .collect()
-}
-
-fn randoms(n: usize, seed: u64) -> Vec<f64> {
-    as_f64(&as_f32(&uniform(n, seed, -1.0, 1.0)))
-}
 
 /// Runs one (possibly batched) product with C preset to `c0`; returns C.
 fn run(gpu: &Gpu, shape: &Gemm, a: &[f64], b: &[f64], c0: &[f64]) -> Vec<f32> {

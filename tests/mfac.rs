@@ -18,15 +18,10 @@
 
 mod common;
 
-use common::{as_f32, as_f64, gpu, uniform, EPS32};
+use common::{as_f32, as_f64, gamma, gpu, uniform};
 use curvgpu::mfac::{Mfac, MfacConfig};
 use curvgpu::reference::kfac::{woodbury_naive, MfacRef};
 use curvgpu::{Error, Gpu};
-
-fn gamma(k: usize) -> f64 {
-    let u = EPS32 / 2.0;
-    k as f64 * u / (1.0 - k as f64 * u)
-}
 
 fn gradients(count: usize, d: usize, seed: u64) -> Vec<Vec<f64>> {
     (0..count)

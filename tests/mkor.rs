@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{as_f32, as_f64, gpu, uniform, EPS32};
+use common::{as_f32, as_f64, gamma, gpu, rounded, uniform};
 use curvgpu::kfac::Layer;
 use curvgpu::mkor::{Mkor, MkorConfig};
 use curvgpu::reference::kfac::{
@@ -19,15 +19,6 @@ use curvgpu::reference::kfac::{
 };
 use curvgpu::reference::linalg::{frobenius, gemm};
 use curvgpu::{Gpu, GpuVec, Recorder};
-
-fn gamma(m: usize) -> f64 {
-    let u = EPS32 / 2.0;
-    m as f64 * u / (1.0 - m as f64 * u)
-}
-
-fn rounded(v: &[f64]) -> Vec<f64> {
-    as_f64(&as_f32(v))
-}
 
 /// The per-refresh rounding bound of the header, entry by entry, for J (before) and v.
 fn refresh_bound(n: usize, j: &[f64], v: &[f64], stabilise: bool) -> Vec<f64> {

@@ -113,3 +113,26 @@ fn rotate_columns(@builtin(global_invocation_id) id: vec3<u32>) {
     v[row + p] = w.x;
     v[row + q] = w.y;
 }
+
+// norms (one workgroup per matrix of the run): 1 A, 2 per matrix (slot = rot_offset + z) the
+// squared off-diagonal and total Frobenius norms: the stopping test without reading A back.
+@group(0) @binding(1) var<storage, read> a_norm: array<f32>;
+@group(0) @binding(2) var<storage, read_write> norm_out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = rd.offset + wid.z * rd.n * rd.n;
+    var off = 0.0;
+    var total = 0.0;
+    for (var e = lid; e < rd.n * rd.n; e += WG) {
+        let x = a_norm[base + e];
+        total += x * x;
+        off += select(x * x, 0.0, e % (rd.n + 1u) == 0u);
+    }
+    let off_sum = workgroup_sum(lid, off);
+    let total_sum = workgroup_sum(lid, total);
+    if (lid == 0u) {
+        norm_out[2u * (rd.rot_offset + wid.z)] = off_sum;
+        norm_out[2u * (rd.rot_offset + wid.z) + 1u] = total_sum;
+    }
+}

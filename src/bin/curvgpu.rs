@@ -169,6 +169,14 @@ fn run_bench(
     } else {
         TimingMethod::GpuTimestamps
     };
+    // Median milliseconds of `reps` timed runs of a case.
+    let median_ms = |case: &mut kernels::Case| -> curvgpu::Result<f64> {
+        let use_timestamps = timing == TimingMethod::GpuTimestamps;
+        let (ms, _) = bench::time_runs(&gpu, reps, use_timestamps, |rec: &mut Recorder| {
+            case.record(rec)
+        })?;
+        Ok(bench::median(&ms))
+    };
     let mut rows = Vec::new();
     for name in &names {
         for &s in log2_sizes {
@@ -178,13 +186,7 @@ fn run_bench(
             let Some(mut case) = kernels::case(&gpu, name, n)? else {
                 continue;
             };
-            let (ms, _) = bench::time_runs(
-                &gpu,
-                reps,
-                timing == TimingMethod::GpuTimestamps,
-                |rec: &mut Recorder| case.record(rec),
-            )?;
-            let median_ms = bench::median(&ms);
+            let median_ms = median_ms(&mut case)?;
             let bytes = bytes_per * n as f64;
             let gbps = bytes / (median_ms * 1e-3) / 1e9;
             rows.push(Row {
@@ -204,13 +206,7 @@ fn run_bench(
         let Some((mut case, work)) = problems::problem(&gpu, name)? else {
             continue;
         };
-        let (ms, _) = bench::time_runs(
-            &gpu,
-            reps,
-            timing == TimingMethod::GpuTimestamps,
-            |rec: &mut Recorder| case.record(rec),
-        )?;
-        let median_ms = bench::median(&ms);
+        let median_ms = median_ms(&mut case)?;
         if let Some(flops) = work.flops {
             let gflops = flops / (median_ms * 1e-3) / 1e9;
             compute_rows.push(ComputeRow {

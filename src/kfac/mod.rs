@@ -73,15 +73,19 @@ pub(crate) fn check_batch(
     Ok(())
 }
 
-/// Records out = L·∇W·R for every layer: L (out×out) the matrix at `left.1` in `left.0`, R
-/// (cols×cols) at `right.1` in `right.0`, through `scratch` (≥ out·cols). Shared by K-FAC's
-/// G′⁻¹·∇W·A′⁻¹ and MKOR's J_G·∇W·J_A.
+/// A square factor inside a packed batch: its view, its first element, and whether to use its
+/// transpose.
+pub(crate) type FactorRef<'a> = (BufView<'a>, usize, bool);
+
+/// Records out = op(L)·∇W·op(R) for one layer: L (out×out) and R (cols×cols) square factors
+/// of packed batches, op the transpose where asked, through `scratch` (≥ out·cols). Shared by
+/// K-FAC's G′⁻¹·∇W·A′⁻¹ and both halves of its eigen path, and MKOR's J_G·∇W·J_A.
 pub(crate) fn record_two_sided(
     rec: &mut Recorder,
     layer: &Layer,
-    left: (BufView<'_>, usize),
+    left: FactorRef<'_>,
     grad: BufView<'_>,
-    right: (BufView<'_>, usize),
+    right: FactorRef<'_>,
     scratch: &GpuVec<f32>,
     out: BufView<'_>,
 ) -> Result<()> {
@@ -91,12 +95,14 @@ pub(crate) fn record_two_sided(
     out.check(gpu, "outs", o * c)?;
     let tmp = BufView::new(scratch.buffer(), 0, o * c);
     let first = Gemm {
+        trans_a: left.2,
         offsets: [left.1, 0, 0],
         ld: [Some(o), None, None],
         ..Gemm::new(o, c, o)
     };
     record_gemm(rec, &first, left.0, grad, tmp)?;
     let second = Gemm {
+        trans_b: right.2,
         offsets: [0, right.1, 0],
         ld: [None, Some(c), None],
         ..Gemm::new(o, c, c)
@@ -476,9 +482,9 @@ impl Kfac {
             record_two_sided(
                 rec,
                 l,
-                (self.g.inverse.view(), self.g.batch.offset(i)),
+                (self.g.inverse.view(), self.g.batch.offset(i), false),
                 grads[i],
-                (self.a.inverse.view(), self.a.batch.offset(i)),
+                (self.a.inverse.view(), self.a.batch.offset(i), false),
                 &self.scratch,
                 outs[i],
             )?;
@@ -545,39 +551,19 @@ impl Kfac {
         };
         for (i, l) in self.layers.iter().enumerate() {
             let (o, c) = (l.out_dim, l.cols());
-            grads[i].check(gpu, "grads", o * c)?;
-            outs[i].check(gpu, "outs", o * c)?;
-            let t1 = BufView::new(self.scratch.buffer(), 0, o * c);
-            let t2 = BufView::new(self.scratch2.buffer(), 0, o * c);
+            let rotated = BufView::new(self.scratch2.buffer(), 0, o * c);
             let (qg, qa) = (eg.vectors.view(), ea.vectors.view());
             let (g_at, a_at) = (self.g.batch.offset(i), self.a.batch.offset(i));
-            // t1 = Q_Gᵀ·∇W, t2 = t1·Q_A, t2 ⊘= divisor, t1 = Q_G·t2, out = t1·Q_Aᵀ.
-            let products = [
-                (
-                    Gemm {
-                        trans_a: true,
-                        offsets: [g_at, 0, 0],
-                        ld: [Some(o), None, None],
-                        ..Gemm::new(o, c, o)
-                    },
-                    qg,
-                    grads[i],
-                    t1,
-                ),
-                (
-                    Gemm {
-                        offsets: [0, a_at, 0],
-                        ld: [None, Some(c), None],
-                        ..Gemm::new(o, c, c)
-                    },
-                    t1,
-                    qa,
-                    t2,
-                ),
-            ];
-            for (shape, a, b, out) in products {
-                record_gemm(rec, &shape, a, b, out)?;
-            }
+            // Q_Gᵀ·∇W·Q_A, divided entrywise, then Q_G·(…)·Q_Aᵀ.
+            record_two_sided(
+                rec,
+                l,
+                (qg, g_at, true),
+                grads[i],
+                (qa, a_at, false),
+                &self.scratch,
+                rotated,
+            )?;
             let (sg, sa) = self.eigen_scales.get(i).copied().unwrap_or((1.0, 1.0));
             let u = DivideUniform {
                 rows: o as u32,
@@ -596,36 +582,19 @@ impl Kfac {
                     Binding::Uniform(bytemuck::bytes_of(&u)),
                     Binding::Storage(eg.values_gpu.view(), None),
                     Binding::Storage(ea.values_gpu.view(), None),
-                    Binding::Storage(t2, None),
+                    Binding::Storage(rotated, None),
                 ],
                 gpu.elementwise_grid((o * c) as u64)?,
             )?;
-            let back = [
-                (
-                    Gemm {
-                        offsets: [g_at, 0, 0],
-                        ld: [Some(o), None, None],
-                        ..Gemm::new(o, c, o)
-                    },
-                    qg,
-                    t2,
-                    t1,
-                ),
-                (
-                    Gemm {
-                        trans_b: true,
-                        offsets: [0, a_at, 0],
-                        ld: [None, Some(c), None],
-                        ..Gemm::new(o, c, c)
-                    },
-                    t1,
-                    qa,
-                    outs[i],
-                ),
-            ];
-            for (shape, a, b, out) in back {
-                record_gemm(rec, &shape, a, b, out)?;
-            }
+            record_two_sided(
+                rec,
+                l,
+                (qg, g_at, false),
+                rotated,
+                (qa, a_at, true),
+                &self.scratch,
+                outs[i],
+            )?;
         }
         Ok(())
     }

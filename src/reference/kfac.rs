@@ -12,6 +12,7 @@
 //! `out`×`out`. Every function panics on slices of the wrong length (or the other
 //! preconditions it documents): these are test references, so a misuse should fail loudly.
 
+use super::krylov::SplitMix64;
 pub use super::linalg::identity;
 use super::linalg::{frobenius, gemm, spd_inverse, syrk_t};
 
@@ -228,30 +229,6 @@ pub fn kl_clip_scale(lr: f64, pairs: &[(&[f64], &[f64])], kl_clip: f64) -> f64 {
         return 1.0;
     }
     (kl_clip / vg_sum.abs()).sqrt().min(1.0)
-}
-
-/// SplitMix64 (Steele et al.) with a Box–Muller Gaussian, for the fixture's data.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Standard normal by Box–Muller (cosine branch).
-    fn gaussian(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
 }
 
 /// The [`mlp_fixture`] architecture: (in, out, bias) per layer.

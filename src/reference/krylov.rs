@@ -227,8 +227,9 @@ pub fn lanczos(apply: impl Fn(&[f64], &mut [f64]), v0: &[f64], m: usize) -> (Vec
     (alpha, beta)
 }
 
-/// SplitMix64, the seed expander of Steele et al.
-struct SplitMix64(u64);
+/// SplitMix64, the seed expander of Steele et al., with a Box–Muller Gaussian: the references'
+/// one source of deterministic data.
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
     fn next(&mut self) -> u64 {
@@ -245,7 +246,7 @@ impl SplitMix64 {
     }
 
     /// Standard normal by Box–Muller (cosine branch).
-    fn gaussian(&mut self) -> f64 {
+    pub(crate) fn gaussian(&mut self) -> f64 {
         let (u1, u2) = (self.uniform(), self.uniform());
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }

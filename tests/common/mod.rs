@@ -8,8 +8,32 @@ use curvgpu::diag::{AdaHessianConfig, SophiaGConfig, SophiaHConfig};
 use curvgpu::reference::diag as reference;
 use curvgpu::{Error, Gpu, GpuOptions, Tuning};
 
-/// Unit roundoff of f32.
+/// Machine epsilon of f32 (twice the unit roundoff u = 2⁻²⁴).
 pub const EPS32: f64 = f32::EPSILON as f64;
+
+/// γ_m = m·u/(1 − m·u) with u = 2⁻²⁴: the bound on m f32 roundings (Higham, §3.1).
+pub fn gamma(m: usize) -> f64 {
+    let mu = m as f64 * EPS32 / 2.0;
+    mu / (1.0 - mu)
+}
+
+/// Integer values in −8..=8, as f64 (exact in f32).
+pub fn integers(n: usize, seed: u64) -> Vec<f64> {
+    uniform(n, seed, -8.0, 9.0)
+        .into_iter()
+        .map(f64::floor)
+        .collect()
+}
+
+/// f32-rounded values in [−1, 1).
+pub fn randoms(n: usize, seed: u64) -> Vec<f64> {
+    rounded(&uniform(n, seed, -1.0, 1.0))
+}
+
+/// `v` rounded to f32, as f64: the operands both sides of a comparison see.
+pub fn rounded(v: &[f64]) -> Vec<f64> {
+    as_f64(&as_f32(v))
+}
 
 /// The default device from `CURVGPU_BACKEND` / `CURVGPU_ADAPTER` (lavapipe or llvmpipe in CI).
 pub fn gpu() -> &'static Gpu {
