@@ -15,7 +15,8 @@ use crate::record::{Binding, Recorder};
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Len {
     n: u32,
-    _pad: [u32; 3],
+    slot: u32,
+    _pad: [u32; 2],
 }
 
 /// Index of the first non-finite element of `x`, or `None` (blocking: submits and reads back).
@@ -29,53 +30,77 @@ pub async fn first_nonfinite_async<'a>(
     gpu: &Gpu,
     x: impl Into<BufView<'a>>,
 ) -> Result<Option<usize>> {
-    let x = x.into();
-    x.check(gpu, "x", x.len())?;
+    Ok(first_nonfinite_of(gpu, &[x.into()])
+        .await?
+        .map(|(_, index)| index))
+}
+
+/// The first of `xs` holding a non-finite element, and that element's index: every tensor
+/// (in binding-sized pieces) checked in one submission with one readback.
+async fn first_nonfinite_of(gpu: &Gpu, xs: &[BufView<'_>]) -> Result<Option<(usize, usize)>> {
     let chunk = gpu.binding_chunk(64)?;
-    let mut start = 0;
-    while start < x.len() {
-        let len = chunk.min(x.len() - start);
-        let first = gpu.upload(&[u32::MAX])?;
-        let mut rec = Recorder::new(gpu);
+    // (tensor, start, len) of each piece; each piece reports into its own slot.
+    let mut pieces = Vec::new();
+    for (tensor, x) in xs.iter().enumerate() {
+        x.check(gpu, "x", x.len())?;
+        for start in (0..x.len()).step_by(chunk) {
+            pieces.push((tensor, start, chunk.min(x.len() - start)));
+        }
+    }
+    if pieces.is_empty() {
+        return Ok(None);
+    }
+    let first = gpu.upload(&vec![u32::MAX; pieces.len()])?;
+    let mut rec = Recorder::new(gpu);
+    for (slot, &(tensor, start, len)) in pieces.iter().enumerate() {
         let uniform = Len {
             n: len as u32,
-            _pad: [0; 3],
+            slot: slot as u32,
+            _pad: [0; 2],
         };
         rec.dispatch(
             kernel!("common/finite.wgsl", "first_nonfinite"),
             &gpu.wg_constants(),
             &[
                 Binding::Uniform(bytemuck::bytes_of(&uniform)),
-                Binding::Storage(x.sub(start, len), None),
+                Binding::Storage(xs[tensor].sub(start, len), None),
                 Binding::Storage(first.view(), None),
             ],
             gpu.elementwise_grid(len as u64)?,
         )?;
-        rec.submit()?;
-        let index = gpu.read_async(&first).await?[0];
-        if index != u32::MAX {
-            return Ok(Some(start + index as usize));
-        }
-        start += len;
     }
-    Ok(None)
+    rec.submit()?;
+    let found = gpu.read_async(&first).await?;
+    Ok(pieces
+        .iter()
+        .zip(found)
+        .find(|(_, index)| *index != u32::MAX)
+        .map(|(&(tensor, start, _), index)| (tensor, start + index as usize)))
 }
 
-/// `Err(Error::NonFinite)` naming `argument` and the first bad index, if there is one.
+/// `Err(Error::NonFinite)` naming `argument`, the first bad tensor of `views` and its first bad
+/// index, if there is one (one submission, one readback).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn ensure_finite(
     gpu: &Gpu,
     argument: &'static str,
     views: &[BufView<'_>],
 ) -> Result<()> {
-    for (tensor, v) in views.iter().enumerate() {
-        if let Some(index) = first_nonfinite(gpu, *v)? {
-            return Err(crate::Error::NonFinite {
-                argument,
-                tensor,
-                index,
-            });
-        }
+    pollster::block_on(ensure_finite_async(gpu, argument, views))
+}
+
+/// Async form of [`ensure_finite`].
+pub(crate) async fn ensure_finite_async(
+    gpu: &Gpu,
+    argument: &'static str,
+    views: &[BufView<'_>],
+) -> Result<()> {
+    match first_nonfinite_of(gpu, views).await? {
+        Some((tensor, index)) => Err(crate::Error::NonFinite {
+            argument,
+            tensor,
+            index,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }

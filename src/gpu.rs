@@ -35,6 +35,14 @@ pub struct Tuning {
     /// Vec4s each invocation of a reduction pass folds before its workgroup's tree (≥ 1);
     /// the trees' barriers are dear on CPU adapters.
     pub reduction_vec4s: u32,
+    /// Invocations a CPU adapter runs as one SIMD vector (llvmpipe's 256-bit vectors: 8).
+    /// Long strided loops give each such group its own contiguous run instead of interleaving
+    /// the whole workgroup, which would hand each SIMD step one short piece of every page.
+    /// `None` (GPUs): plain interleaving, which coalesces. A power of two ≤ `workgroup_size`.
+    pub simd_lanes: Option<u32>,
+    /// Column slices of M-FAC's row-dot pass (one workgroup per 8 window rows and slice, ≥ 1):
+    /// few on CPU adapters (each workgroup pays 8 barrier trees), more on GPUs to fill them.
+    pub dot_slices: u32,
 }
 
 impl Tuning {
@@ -54,6 +62,8 @@ impl Tuning {
             max_workgroups: cpu.then_some(2048),
             stencil_march: if cpu { 16 } else { 1 },
             reduction_vec4s: if cpu { 64 } else { 16 },
+            simd_lanes: cpu.then_some(8),
+            dot_slices: if cpu { 4 } else { 16 },
         }
     }
 }
@@ -62,9 +72,10 @@ impl GpuOptions {
     /// Options from the environment: `CURVGPU_BACKEND` = vulkan | gl | metal | dx12 | webgpu,
     /// `CURVGPU_ADAPTER` = a substring of the adapter name (unset or empty: any), and the
     /// dispatch tuning `CURVGPU_WORKGROUP_SIZE` = 1..256 (a power of two),
-    /// `CURVGPU_MAX_WORKGROUPS` = a count or `none`, `CURVGPU_STENCIL_MARCH` and
-    /// `CURVGPU_REDUCTION_VEC4S` = counts. Setting any replaces the device-type default as a
-    /// whole (the unset ones take the GPU defaults: 256 invocations, uncapped, 1, 16).
+    /// `CURVGPU_MAX_WORKGROUPS` and `CURVGPU_SIMD_LANES` = a count or `none`,
+    /// `CURVGPU_STENCIL_MARCH`, `CURVGPU_REDUCTION_VEC4S` and `CURVGPU_DOT_SLICES` = counts
+    /// ([`Tuning`]'s fields). Setting any replaces the device-type default as a whole (the
+    /// unset ones take the GPU defaults: 256 invocations, uncapped, 1, 16, none, 16).
     pub fn from_env() -> Result<Self> {
         let mut options = GpuOptions::default();
         if let Ok(name) = std::env::var("CURVGPU_BACKEND") {
@@ -77,62 +88,56 @@ impl GpuOptions {
                 options.adapter_name = Some(name);
             }
         }
-        let wg = std::env::var("CURVGPU_WORKGROUP_SIZE").ok();
-        let cap = std::env::var("CURVGPU_MAX_WORKGROUPS").ok();
-        let march = std::env::var("CURVGPU_STENCIL_MARCH").ok();
-        let fold = std::env::var("CURVGPU_REDUCTION_VEC4S").ok();
-        if wg.is_some() || cap.is_some() || march.is_some() || fold.is_some() {
-            options.tuning = Some(parse_tuning(
-                wg.as_deref(),
-                cap.as_deref(),
-                march.as_deref(),
-                fold.as_deref(),
-            )?);
+        let vars = TUNING_VARS.map(|name| std::env::var(name).ok());
+        if vars.iter().any(Option::is_some) {
+            options.tuning = Some(parse_tuning(&vars)?);
         }
         Ok(options)
     }
 }
 
-/// Tuning from the environment strings; a missing one keeps the GPU default, and `new_async`
-/// still checks it against the device limits.
-fn parse_tuning(
-    wg: Option<&str>,
-    cap: Option<&str>,
-    march: Option<&str>,
-    fold: Option<&str>,
-) -> Result<Tuning> {
+/// The tuning's environment variables, in [`parse_tuning`]'s order.
+const TUNING_VARS: [&str; 6] = [
+    "CURVGPU_WORKGROUP_SIZE",
+    "CURVGPU_MAX_WORKGROUPS",
+    "CURVGPU_STENCIL_MARCH",
+    "CURVGPU_REDUCTION_VEC4S",
+    "CURVGPU_SIMD_LANES",
+    "CURVGPU_DOT_SLICES",
+];
+
+/// Tuning from the environment strings ([`TUNING_VARS`] order); a missing one keeps the GPU
+/// default, and `new_async` still checks it against the device limits.
+fn parse_tuning(vars: &[Option<String>; 6]) -> Result<Tuning> {
     let mut t = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
-    if let Some(wg) = wg {
-        t.workgroup_size = wg.trim().parse().map_err(|_| {
-            Error::param("CURVGPU_WORKGROUP_SIZE", f64::NAN, "a power of two ≤ 256")
-        })?;
-    }
-    if let Some(cap) = cap {
-        let cap = cap.trim();
-        t.max_workgroups = if cap.eq_ignore_ascii_case("none") {
-            None
-        } else {
-            Some(cap.parse().map_err(|_| {
-                Error::param(
-                    "CURVGPU_MAX_WORKGROUPS",
-                    f64::NAN,
-                    "a positive count or `none`",
-                )
-            })?)
-        };
-    }
-    if let Some(march) = march {
-        t.stencil_march = march
-            .trim()
-            .parse()
-            .map_err(|_| Error::param("CURVGPU_STENCIL_MARCH", f64::NAN, "a positive count"))?;
-    }
-    if let Some(fold) = fold {
-        t.reduction_vec4s = fold
-            .trim()
-            .parse()
-            .map_err(|_| Error::param("CURVGPU_REDUCTION_VEC4S", f64::NAN, "a positive count"))?;
-    }
+    let count = |i: usize, field: &mut u32| -> Result<()> {
+        if let Some(v) = &vars[i] {
+            *field = v
+                .trim()
+                .parse()
+                .map_err(|_| Error::param(TUNING_VARS[i], f64::NAN, "a positive count"))?;
+        }
+        Ok(())
+    };
+    count(0, &mut t.workgroup_size)?;
+    count(2, &mut t.stencil_march)?;
+    count(3, &mut t.reduction_vec4s)?;
+    count(5, &mut t.dot_slices)?;
+    let count_or_none = |i: usize, field: &mut Option<u32>| -> Result<()> {
+        if let Some(v) = &vars[i] {
+            let v = v.trim();
+            *field = if v.eq_ignore_ascii_case("none") {
+                None
+            } else {
+                Some(v.parse().map_err(|_| {
+                    Error::param(TUNING_VARS[i], f64::NAN, "a positive count or `none`")
+                })?)
+            };
+        }
+        Ok(())
+    };
+    count_or_none(1, &mut t.max_workgroups)?;
+    count_or_none(4, &mut t.simd_lanes)?;
     Ok(t)
 }
 
@@ -348,6 +353,23 @@ impl Gpu {
         }
         if tuning.reduction_vec4s == 0 {
             return Err(Error::param("reduction_vec4s", 0.0, "at least 1"));
+        }
+        if let Some(lanes) = tuning.simd_lanes {
+            if !lanes.is_power_of_two() || lanes > wg {
+                return Err(Error::param(
+                    "simd_lanes",
+                    lanes as f64,
+                    "a power of two ≤ workgroup_size, or None",
+                ));
+            }
+        }
+        let max_grid = self.limits.max_compute_workgroups_per_dimension;
+        if tuning.dot_slices == 0 || tuning.dot_slices > max_grid {
+            return Err(Error::param(
+                "dot_slices",
+                tuning.dot_slices as f64,
+                "at least 1 and ≤ max_compute_workgroups_per_dimension",
+            ));
         }
         self.tuning = tuning;
         Ok(())

@@ -13,13 +13,8 @@ use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernel;
+use crate::linalg::{record_gemm, Gemm};
 use crate::record::{Binding, Recorder};
-
-/// Column slices of each chunk in `row_dots` (each workgroup: 8 rows × one slice). Measured on
-/// lavapipe, whole IHVP at d = 2^22, m = 64: one workgroup per row 591 ms, 8 rows per
-/// workgroup 527, and with 8 / 16 / 64 slices 509 / 480 / 709 ms (every workgroup pays 8
-/// barrier trees).
-const SLICES: usize = 16;
 
 /// M-FAC's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,6 +69,8 @@ pub struct Mfac {
     dmat: GpuVec<f32>,
     denom: GpuVec<f32>,
     coef: GpuVec<f32>,
+    /// Column slices of `row_dots` ([`crate::Tuning::dot_slices`] when made).
+    slices: usize,
     dots: GpuVec<f32>,
     c: GpuVec<f32>,
     w: GpuVec<f32>,
@@ -142,7 +139,8 @@ impl Mfac {
             dmat: gpu.zeros(m * m)?,
             denom: gpu.zeros(m)?,
             coef: gpu.zeros(m * m)?,
-            dots: gpu.zeros(chunks.len() * SLICES * m)?,
+            slices: gpu.tuning().dot_slices as usize,
+            dots: gpu.zeros(chunks.len() * gpu.tuning().dot_slices as usize * m)?,
             c: gpu.zeros(m)?,
             w: gpu.zeros(m)?,
             chunks,
@@ -161,8 +159,14 @@ impl Mfac {
         self.count == 0
     }
 
-    /// Records every chunk's and slice's share of G·x into `dots[(k·SLICES + s)·m ..]`.
-    fn record_dots(&self, rec: &mut Recorder, x: BufView<'_>) -> Result<()> {
+    /// Records every chunk's and slice's share of G·x into `out[base + (k·slices + s)·m ..]`.
+    fn record_dots(
+        &self,
+        rec: &mut Recorder,
+        x: BufView<'_>,
+        out: &GpuVec<f32>,
+        base: usize,
+    ) -> Result<()> {
         let gpu = rec.gpu();
         let m = self.config.m;
         // ROWS = 8 rows per workgroup (mfac.wgsl).
@@ -175,6 +179,8 @@ impl Mfac {
                 max: 8 * gpu.limits().max_compute_workgroups_per_dimension as u64,
             });
         }
+        let wg = gpu.tuning().workgroup_size;
+        let lanes = gpu.tuning().simd_lanes.unwrap_or(wg);
         for (k, ch) in self.chunks.iter().enumerate() {
             let xs = x.sub(ch.start, ch.len);
             // A chunk shorter than one vec4 has no vec4 body: any 16 bytes stand in, unread.
@@ -182,19 +188,19 @@ impl Mfac {
                 0 => (ch.rows.view(), None),
                 whole => (xs, Some(16 * whole as u64)),
             };
-            let u = self.uniform(ch, k * SLICES * m);
+            let u = self.uniform(ch, base + k * self.slices * m);
             rec.dispatch(
                 kernel!("mfac/mfac.wgsl", "row_dots"),
-                &gpu.wg_constants(),
+                &[("WG", wg as f64), ("LANES", lanes as f64)],
                 &[
                     Binding::Uniform(bytemuck::bytes_of(&u)),
                     Binding::Storage(ch.rows.view(), None),
                     Binding::Storage(body.0, body.1),
                     Binding::Storage(ch.rows.view(), None),
                     Binding::Storage(xs, None),
-                    Binding::Storage(self.dots.view(), None),
+                    Binding::Storage(out.view(), None),
                 ],
-                [row_groups as u32, SLICES as u32, 1],
+                [row_groups as u32, self.slices as u32, 1],
             )?;
         }
         Ok(())
@@ -206,7 +212,7 @@ impl Mfac {
             len: ch.len as u32,
             stride: ch.stride as u32,
             out_offset: out_offset as u32,
-            chunks: (self.chunks.len() * SLICES) as u32,
+            chunks: (self.chunks.len() * self.slices) as u32,
             lambda: 1.0 / self.config.damp,
             _pad: [0; 2],
         }
@@ -225,41 +231,116 @@ impl Mfac {
 
     /// Async form of [`Mfac::push`].
     pub async fn push_async<'a>(&mut self, gpu: &Gpu, g: impl Into<BufView<'a>>) -> Result<()> {
-        let g = g.into();
-        g.check(gpu, "g", self.d)?;
-        if let Some(index) = crate::finite::first_nonfinite_async(gpu, g).await? {
-            return Err(Error::NonFinite {
-                argument: "g",
-                tensor: 0,
-                index,
-            });
+        self.extend_async(gpu, &[g.into()]).await
+    }
+
+    /// Pushes `grads` in order (as many [`Mfac::push`]es, the ring wrapping past m) with one
+    /// O(m³) setup at the end instead of one per gradient, and the k new rows of the Gram
+    /// matrix as one GEMM per chunk (O(kmd)): the way to fill a window. On lavapipe, filling
+    /// m = 1030 at d = 1031 took ~1 s this way against ~30 s pushing one by one; the setup at
+    /// m = 1024 alone is ~0.2 s on one core. Blocking.
+    ///
+    /// Errors: as [`Mfac::push`] for any gradient (index in `tensor`), found before the window
+    /// changes.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn extend(&mut self, gpu: &Gpu, grads: &[BufView<'_>]) -> Result<()> {
+        pollster::block_on(self.extend_async(gpu, grads))
+    }
+
+    /// Async form of [`Mfac::extend`].
+    pub async fn extend_async(&mut self, gpu: &Gpu, grads: &[BufView<'_>]) -> Result<()> {
+        for g in grads {
+            g.check(gpu, "g", self.d)?;
+        }
+        crate::finite::ensure_finite_async(gpu, "g", grads).await?;
+        if grads.is_empty() {
+            return Ok(());
         }
         let m = self.config.m;
-        let at = self.next;
+        // Gradients pushed more than m places before the last are overwritten within the call.
+        let skipped = grads.len().saturating_sub(m);
+        let kept = &grads[skipped..];
+        let rows: Vec<usize> = (0..kept.len())
+            .map(|t| (self.next + skipped + t) % m)
+            .collect();
         let mut rec = Recorder::new(gpu);
-        for ch in &self.chunks {
-            crate::krylov::operator::record_copy(
-                &mut rec,
-                g,
-                ch.start,
-                ch.rows.view(),
-                at * ch.stride,
-                ch.len,
-            )?;
+        for (&g, &at) in kept.iter().zip(&rows) {
+            for ch in &self.chunks {
+                crate::krylov::operator::record_copy(
+                    &mut rec,
+                    g,
+                    ch.start,
+                    ch.rows.view(),
+                    at * ch.stride,
+                    ch.len,
+                )?;
+            }
         }
-        self.record_dots(&mut rec, g)?;
-        rec.submit()?;
-        let dots = gpu.read_async(&self.dots).await?;
-        for i in 0..m {
-            let dot: f64 = (0..self.chunks.len() * SLICES)
-                .map(|k| dots[k * m + i] as f64)
-                .sum();
-            self.gram[at * m + i] = dot;
-            self.gram[i * m + at] = dot;
+        if let [g] = kept {
+            // One gradient (a training step's push): its dots with the window, O(dm).
+            self.record_dots(&mut rec, *g, &self.dots, 0)?;
+            rec.submit()?;
+            let dots = gpu.read_async(&self.dots).await?;
+            let at = rows[0];
+            for i in 0..m {
+                let dot: f64 = dots.iter().skip(i).step_by(m).map(|&v| v as f64).sum();
+                self.set_gram(at, i, dot);
+            }
+        } else {
+            self.new_gram_rows(gpu, rec, rows[0], kept.len()).await?;
         }
-        self.next = (at + 1) % m;
-        self.count = (self.count + 1).min(m);
+        self.next = (self.next + grads.len()) % m;
+        self.count = (self.count + grads.len()).min(m);
         self.setup(gpu)
+    }
+
+    /// Rows `first ..` (`count` of them, wrapping past m) of G·Gᵀ from the final window: one
+    /// GEMM per chunk and contiguous run of rows (two when the run wraps), accumulated over the
+    /// chunks, submitted after what `rec` holds; one readback per run.
+    async fn new_gram_rows(
+        &mut self,
+        gpu: &Gpu,
+        mut rec: Recorder<'_>,
+        first: usize,
+        count: usize,
+    ) -> Result<()> {
+        let m = self.config.m;
+        let runs = if first + count <= m {
+            vec![(first, count)]
+        } else {
+            vec![(first, m - first), (0, first + count - m)]
+        };
+        let mut products = Vec::new();
+        for &(start, rows) in &runs {
+            let c = gpu.zeros::<f32>(rows * m)?;
+            for (k, ch) in self.chunks.iter().enumerate() {
+                let shape = Gemm {
+                    trans_b: true,
+                    beta: if k == 0 { 0.0 } else { 1.0 },
+                    ld: [Some(ch.stride), Some(ch.stride), None],
+                    offsets: [start * ch.stride, 0, 0],
+                    ..Gemm::new(rows, m, ch.len)
+                };
+                record_gemm(&mut rec, &shape, ch.rows.view(), ch.rows.view(), c.view())?;
+            }
+            products.push((start, c));
+        }
+        rec.submit()?;
+        for (start, c) in products {
+            let c = gpu.read_async(&c).await?;
+            for (t, row) in c.chunks_exact(m).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    self.set_gram(start + t, i, v as f64);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_gram(&mut self, i: usize, j: usize, v: f64) {
+        let m = self.config.m;
+        self.gram[i * m + j] = v;
+        self.gram[j * m + i] = v;
     }
 
     /// The official setup in f64 from the Gram matrix: D = triu(LU_nopivot(λ·GGᵀ + m·I) −
@@ -273,13 +354,16 @@ impl Mfac {
             lu[i * m + i] += mf;
         }
         // Without pivoting: λ·GGᵀ + m·I is SPD, so every pivot is ≥ m > 0.
+        // Only U (the upper triangle) is used: each Schur complement of a symmetric matrix is
+        // symmetric, so row i's multiplier is U[k][i]/U[k][k] and the upper half suffices.
         for k in 0..m {
-            let pivot = lu[k * m + k];
-            for i in k + 1..m {
-                let f = lu[i * m + k] / pivot;
-                lu[i * m + k] = f;
-                for j in k + 1..m {
-                    lu[i * m + j] -= f * lu[k * m + j];
+            let (upper, lower) = lu.split_at_mut((k + 1) * m);
+            let pivot_row = &upper[k * m..];
+            for (r, row) in lower.chunks_exact_mut(m).enumerate() {
+                let i = k + 1 + r;
+                let f = pivot_row[i] / pivot_row[k];
+                for (a, &p) in row[i..].iter_mut().zip(&pivot_row[i..]) {
+                    *a -= f * p;
                 }
             }
         }
@@ -290,14 +374,19 @@ impl Mfac {
             }
         }
         let denom: Vec<f64> = (0..m).map(|i| mf + dmat[i * m + i]).collect();
+        // coef[i][j] = Σ_{j ≤ k < i} −D[k][i]/denom[k]·coef[k][j], coef[i][i] = λ: row i as a
+        // sum of the earlier rows (contiguous axpys; the column-wise order was 6× slower).
         let mut coef = vec![0.0f64; m * m];
         for i in 0..m {
-            coef[i * m + i] = lambda;
-            for j in 0..i {
-                coef[i * m + j] = (j..i)
-                    .map(|k| -dmat[k * m + i] / denom[k] * coef[k * m + j])
-                    .sum();
+            let (done, rest) = coef.split_at_mut(i * m);
+            let row = &mut rest[..m];
+            for k in 0..i {
+                let s = -dmat[k * m + i] / denom[k];
+                for (c, &p) in row[..=k].iter_mut().zip(&done[k * m..=k * m + k]) {
+                    *c += s * p;
+                }
             }
+            row[i] = lambda;
         }
         let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
         gpu.write(&self.dmat, &f32s(&dmat))?;
@@ -310,7 +399,7 @@ impl Mfac {
         let gpu = rec.gpu();
         x.check(gpu, "x", self.d)?;
         y.check(gpu, "y", self.d)?;
-        self.record_dots(rec, x)?;
+        self.record_dots(rec, x, &self.dots, 0)?;
         let first = self.uniform(&self.chunks[0], 0);
         rec.dispatch(
             kernel!("mfac/mfac.wgsl", "substitute"),

@@ -85,6 +85,7 @@ fn tuning_with_zero_walk_or_zero_reduction_fold_is_invalid() {
                 ..base
             },
             "stencil_march",
+            0.0,
         ),
         (
             Tuning {
@@ -92,12 +93,37 @@ fn tuning_with_zero_walk_or_zero_reduction_fold_is_invalid() {
                 ..base
             },
             "reduction_vec4s",
+            0.0,
+        ),
+        (
+            Tuning {
+                simd_lanes: Some(3),
+                ..base
+            },
+            "simd_lanes",
+            3.0,
+        ),
+        (
+            Tuning {
+                simd_lanes: Some(512),
+                ..base
+            },
+            "simd_lanes",
+            512.0,
+        ),
+        (
+            Tuning {
+                dot_slices: 0,
+                ..base
+            },
+            "dot_slices",
+            0.0,
         ),
     ];
-    for (tuning, name) in bad {
+    for (tuning, name, value) in bad {
         let mut options = GpuOptions::from_env().expect("valid CURVGPU_BACKEND");
         options.tuning = Some(tuning);
-        assert_param(pollster::block_on(Gpu::new_async(options)), name, 0.0);
+        assert_param(pollster::block_on(Gpu::new_async(options)), name, value);
     }
 }
 

@@ -7,9 +7,10 @@
 //! window the two terms nearly cancel (that direction's curvature is large), so f32 can only
 //! promise an error relative to the terms, not to y. The bound follows the computation, first
 //! order, with |·| entrywise and every f64 quantity from the reference (inputs rounded to f32):
-//! - c = λ·G·x: each dot is ≤ 4·⌈d/1024⌉ products and additions per lane, an 8-level tree, a
-//!   sum over the partial sums (16 column slices per chunk) and the λ scale:
-//!   |δc| ≤ γ_{k}·λ·|G|·|x|, k = 4⌈d/1024⌉ + 16·chunks + 10;
+//! - c = λ·G·x: each dot is a sum per lane (≤ 4·⌈d/1024⌉ products and additions with 256
+//!   invocations and ≥ 1 slice; ≤ 8 in the wide-grid case, d = 1000 over 64 invocations × 3
+//!   slices), a tree (8 or 6 levels), a sum over the partial sums (≤ 16 column slices per
+//!   chunk) and the λ scale: |δc| ≤ γ_{k}·λ·|G|·|x|, k = 4⌈d/1024⌉ + 16·chunks + 10 covers both;
 //! - the substitution solves L·c′ = c with L unit lower triangular, L[j][i] = D[i][j]/denom[i]
 //!   (the f32-rounded D and denom and the loop's multiply, divide and subtract: γ_{2m+3}):
 //!   |δc′| ≤ |L⁻¹|·(|δc| + γ_{2m+3}·|L|·|c′|) (Higham, Thm 8.5 with a perturbed right side);
@@ -18,7 +19,7 @@
 
 mod common;
 
-use common::{as_f32, as_f64, gamma, gpu, uniform};
+use common::{as_f32, as_f64, both_gpus, gamma, gpu, uniform};
 use curvgpu::mfac::{Mfac, MfacConfig};
 use curvgpu::reference::kfac::{woodbury_naive, MfacRef};
 use curvgpu::{Error, Gpu};
@@ -113,11 +114,14 @@ fn assert_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) {
 
 #[test]
 fn the_official_self_test_d_1000_m_32_against_naive_woodbury() {
-    let gpu = gpu();
     let (d, m, damp) = (1000, 32, 1e-5);
     let grads = gradients(m, d, 100);
-    // Chunks of 192 gradient elements: five full ones and a ragged 40.
-    for (chunk, chunks) in [(None, 1), (Some(192), 6)] {
+    // Chunks of 192 gradient elements: five full ones and a ragged 40; both tunings (the wide
+    // grid walks runs of 4 invocations and splits the row dots into 3 slices).
+    let cases = [(None, 1), (Some(192), 6)];
+    for ((label, gpu), (chunk, chunks)) in
+        both_gpus().into_iter().flat_map(|g| cases.map(|c| (g, c)))
+    {
         let mut mfac = Mfac::new(
             gpu,
             d,
@@ -144,7 +148,7 @@ fn the_official_self_test_d_1000_m_32_against_naive_woodbury() {
                 .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
                 .unwrap();
             assert_within(
-                &format!("{name}, chunk {chunk:?}"),
+                &format!("{label}, {name}, chunk {chunk:?}"),
                 &got,
                 &want,
                 &bound(&r, &x, chunks),
@@ -197,6 +201,55 @@ fn d_100_000_m_100_with_a_wrapped_ring_matches_f64_and_inverts_the_fisher() {
 }
 
 #[test]
+fn m_1030_not_a_multiple_of_32_and_past_1024_filled_by_one_extend() {
+    // d prime; the window filled by one `extend` (one setup), against a reference with one
+    // setup. The entrywise bound of the header is void at this m (the worst-case γ_{2m+3}
+    // and |L⁻¹| reach ‖y‖), so this compares normwise with F̂ well conditioned: damp = 1
+    // puts F̂'s spectrum in [1, 1 + ‖G‖²/m] ≈ [1, 3] (G uniform in ±1, d ≈ m), so errors are not
+    // amplified, and the f32 rounding of O(m + d/1024) operations per entry, accumulating
+    // like a random walk, gives ~√(m)·ε·κ ≈ 32 · 6e-8 · 3 ≈ 6e-6. The tolerance 1e-4 leaves a
+    // 16× margin and still catches a lost gradient (each moves y by ~1/m ≈ 1e-3 of ‖y‖).
+    let gpu = gpu();
+    let (d, m, damp) = (1031, 1030, 1.0);
+    let config = MfacConfig {
+        m,
+        damp: damp as f32,
+        chunk: None,
+    };
+    let mut mfac = Mfac::new(gpu, d, config).unwrap();
+    let grads = gradients(m, d, 900);
+    let bufs: Vec<_> = grads
+        .iter()
+        .map(|g| gpu.upload(&as_f32(g)).unwrap())
+        .collect();
+    let views: Vec<_> = bufs.iter().map(|b| b.view()).collect();
+    mfac.extend(gpu, &views).unwrap();
+    assert_eq!(mfac.len(), m);
+    let mut r = MfacRef::new(d, m, damp);
+    grads.iter().for_each(|g| r.push(g));
+    r.setup();
+    let x = gradients(1, d, 11)[0].clone();
+    let got = gpu
+        .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
+        .unwrap();
+    let want = r.ihvp(&x);
+    let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|e| e * e).sum::<f64>().sqrt();
+    let err = norm(&mut got.iter().zip(&want).map(|(&g, &w)| g as f64 - w));
+    let rel = err / norm(&mut want.iter().copied());
+    println!("m = 1030: ‖y − y₆₄‖/‖y₆₄‖ = {rel:.2e}");
+    assert!(rel <= 1e-4, "‖y − y₆₄‖/‖y₆₄‖ = {rel:e} > 1e-4");
+    // The reference itself: dropping the oldest gradient must move y by more than the tolerance.
+    let mut fewer = MfacRef::new(d, m, damp);
+    grads[1..].iter().for_each(|g| fewer.push(g));
+    fewer.setup();
+    let moved = norm(&mut fewer.ihvp(&x).iter().zip(&want).map(|(a, b)| a - b));
+    assert!(
+        moved / norm(&mut want.iter().copied()) > 1e-4,
+        "a lost gradient would go unseen"
+    );
+}
+
+#[test]
 fn a_partial_window_and_an_empty_one() {
     let gpu = gpu();
     let (d, m, damp) = (257, 8, 1e-3);
@@ -224,6 +277,65 @@ fn a_partial_window_and_an_empty_one() {
         .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
         .unwrap();
     assert_within("3 of 8", &got, &r.ihvp(&x), &bound(&r, &x, 5));
+}
+
+#[test]
+fn extend_past_m_wraps_the_ring_as_pushing_one_by_one_would() {
+    // m = 8 over five chunks: 3 gradients, then 11 more (the first 3 of those overwritten
+    // within the call; the kept 8 start at ring row 6 and wrap to rows 0..6).
+    let gpu = gpu();
+    let (d, m, damp) = (257, 8, 1e-3);
+    let config = MfacConfig {
+        m,
+        damp: damp as f32,
+        chunk: Some(64),
+    };
+    let mut mfac = Mfac::new(gpu, d, config).unwrap();
+    let mut r = MfacRef::new(d, m, damp);
+    let x = gradients(1, d, 3)[0].clone();
+    for (count, seed) in [(3, 60), (11, 70)] {
+        let grads = gradients(count, d, seed);
+        let bufs: Vec<_> = grads
+            .iter()
+            .map(|g| gpu.upload(&as_f32(g)).unwrap())
+            .collect();
+        let views: Vec<_> = bufs.iter().map(|b| b.view()).collect();
+        mfac.extend(gpu, &views).unwrap();
+        grads.iter().for_each(|g| r.push(g));
+        r.setup();
+        let got = gpu
+            .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
+            .unwrap();
+        assert_within(
+            &format!("after {count} more"),
+            &got,
+            &r.ihvp(&x),
+            &bound(&r, &x, 5),
+        );
+    }
+    assert_eq!(mfac.len(), m);
+    // A non-finite entry in the third gradient: named, and the window left as it was.
+    let mut bad = vec![vec![0.5f32; d]; 4];
+    bad[2][100] = f32::NAN;
+    let bufs: Vec<_> = bad.iter().map(|g| gpu.upload(g).unwrap()).collect();
+    let views: Vec<_> = bufs.iter().map(|b| b.view()).collect();
+    match mfac.extend(gpu, &views) {
+        Err(Error::NonFinite {
+            argument: "g",
+            tensor: 2,
+            index: 100,
+        }) => {}
+        other => panic!("expected NonFinite {{ g, tensor 2, index 100 }}, got {other:?}"),
+    }
+    let got = gpu
+        .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
+        .unwrap();
+    assert_within(
+        "after the refused extend",
+        &got,
+        &r.ihvp(&x),
+        &bound(&r, &x, 5),
+    );
 }
 
 #[test]

@@ -2,9 +2,9 @@
 
 struct Len {
     n: u32,
+    slot: u32,          // where in `first` this piece reports
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> len: Len;
@@ -16,7 +16,7 @@ fn first_nonfinite(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
                    @builtin(local_invocation_index) lid: u32) {
     for (var i = linear_index(wid, nwg, lid); i < len.n; i += grid_stride(nwg)) {
         if (nonfinite_bits(x[i])) {
-            atomicMin(&first[0], i);
+            atomicMin(&first[len.slot], i);
         }
     }
 }

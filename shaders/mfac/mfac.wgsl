@@ -24,6 +24,9 @@ struct Chunk {
 // (vec4), 3 G, 4 x (scalars, for the len % 4 tail), 5 the partial dots, slice s of the chunk at
 // out_offset + s·m.
 const ROWS: u32 = 8u;
+// Tuning::simd_lanes (WG when interleaving): each group of LANES invocations walks its own
+// contiguous run of the slice.
+override LANES: u32 = WG;
 
 @group(0) @binding(1) var<storage, read> g4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> x4: array<vec4<f32>>;
@@ -48,7 +51,11 @@ fn row_dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     for (var r = 0u; r < ROWS; r++) {
         row[r] = min(j0 + r, last) * stride4;
     }
-    for (var i = begin + lid; i < end; i += WG) {
+    let groups = WG / LANES;
+    let run = (end - begin + groups - 1u) / groups;
+    let run_begin = begin + (lid / LANES) * run;
+    let run_end = min(run_begin + run, end);
+    for (var i = run_begin + lid % LANES; i < run_end; i += LANES) {
         let x = x4[i];
         lo += vec4<f32>(dot(g4[row[0] + i], x), dot(g4[row[1] + i], x),
                         dot(g4[row[2] + i], x), dot(g4[row[3] + i], x));

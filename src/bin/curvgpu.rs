@@ -354,6 +354,8 @@ fn run_bench(
                 "max_workgroups": gpu.tuning().max_workgroups,
                 "stencil_march": gpu.tuning().stencil_march,
                 "reduction_vec4s": gpu.tuning().reduction_vec4s,
+                "simd_lanes": gpu.tuning().simd_lanes,
+                "dot_slices": gpu.tuning().dot_slices,
             },
             "roofline": {
                 "copy_gbps": roof.copy_gbps,

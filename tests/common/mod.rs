@@ -43,7 +43,8 @@ pub fn gpu() -> &'static Gpu {
 
 /// A second device on the same adapter with GPU-style dispatch: 64 invocations per workgroup
 /// and one vec4 per invocation, so 17M elements need more than 65,535 workgroups and exercise
-/// the 2-D grid fold; the Poisson stencil walks 3 rows, which divides no test grid evenly.
+/// the 2-D grid fold; the Poisson stencil walks 3 rows, which divides no test grid evenly;
+/// groups of 4 invocations walk contiguous runs and M-FAC splits its row dots into 3 slices.
 pub fn gpu_wide_grid() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
@@ -53,6 +54,8 @@ pub fn gpu_wide_grid() -> &'static Gpu {
             max_workgroups: None,
             stencil_march: 3,
             reduction_vec4s: 16,
+            simd_lanes: Some(4),
+            dot_slices: 3,
         });
         pollster::block_on(Gpu::new_async(options)).expect("a wgpu adapter")
     })
