@@ -112,6 +112,22 @@ pub enum Error {
         /// The first offending index within that tensor.
         index: usize,
     },
+    /// A tensor that must be non-negative (masses, costs) holds a value below zero.
+    #[error("`{argument}` (tensor {tensor}) holds a negative value at index {index}")]
+    Negative {
+        /// The argument's name.
+        argument: &'static str,
+        /// Which tensor of a multi-tensor list (0 for a single tensor).
+        tensor: usize,
+        /// The first offending index within that tensor.
+        index: usize,
+    },
+    /// Histograms that must carry mass carry none, or two that must carry the same mass do not.
+    #[error("{message}")]
+    Mass {
+        /// What is wrong, with the totals.
+        message: String,
+    },
     /// An iterative method's denominator vanished or turned negative: the operator is not
     /// symmetric positive definite (CG's pᵀAp ≤ 0) or the data are not finite.
     #[error("{method} broke down at iteration {iteration}: {message}")]

@@ -38,8 +38,16 @@ pub async fn first_nonfinite_async<'a>(
 /// The first of `xs` holding a non-finite element, and that element's index: every tensor
 /// (in binding-sized pieces) checked in one submission with one readback.
 async fn first_nonfinite_of(gpu: &Gpu, xs: &[BufView<'_>]) -> Result<Option<(usize, usize)>> {
+    Ok(scan(gpu, xs, false).await?.0)
+}
+
+/// (first non-finite, first negative) as (tensor, index) over `xs`, the second only when
+/// `negative` is asked for.
+type Found = (Option<(usize, usize)>, Option<(usize, usize)>);
+
+async fn scan(gpu: &Gpu, xs: &[BufView<'_>], negative: bool) -> Result<Found> {
     let chunk = gpu.binding_chunk(64)?;
-    // (tensor, start, len) of each piece; each piece reports into its own slot.
+    // (tensor, start, len) of each piece; each piece reports into its own two slots.
     let mut pieces = Vec::new();
     for (tensor, x) in xs.iter().enumerate() {
         x.check(gpu, "x", x.len())?;
@@ -48,19 +56,20 @@ async fn first_nonfinite_of(gpu: &Gpu, xs: &[BufView<'_>]) -> Result<Option<(usi
         }
     }
     if pieces.is_empty() {
-        return Ok(None);
+        return Ok((None, None));
     }
-    let first = gpu.upload(&vec![u32::MAX; pieces.len()])?;
+    let first = gpu.upload(&vec![u32::MAX; 2 * pieces.len()])?;
     let mut rec = Recorder::new(gpu);
+    let constants = [gpu.wg_constants()[0], ("NEGATIVE", negative as u32 as f64)];
     for (slot, &(tensor, start, len)) in pieces.iter().enumerate() {
         let uniform = Len {
             n: len as u32,
-            slot: slot as u32,
+            slot: 2 * slot as u32,
             _pad: [0; 2],
         };
         rec.dispatch(
             kernel!("common/finite.wgsl", "first_nonfinite"),
-            &gpu.wg_constants(),
+            &constants,
             &[
                 Binding::Uniform(bytemuck::bytes_of(&uniform)),
                 Binding::Storage(xs[tensor].sub(start, len), None),
@@ -71,11 +80,14 @@ async fn first_nonfinite_of(gpu: &Gpu, xs: &[BufView<'_>]) -> Result<Option<(usi
     }
     rec.submit()?;
     let found = gpu.read_async(&first).await?;
-    Ok(pieces
-        .iter()
-        .zip(found)
-        .find(|(_, index)| *index != u32::MAX)
-        .map(|(&(tensor, start, _), index)| (tensor, start + index as usize)))
+    let first_in = |which: usize| {
+        pieces
+            .iter()
+            .zip(found.chunks_exact(2))
+            .find(|(_, slots)| slots[which] != u32::MAX)
+            .map(|(&(tensor, start, _), slots)| (tensor, start + slots[which] as usize))
+    };
+    Ok((first_in(0), first_in(1)))
 }
 
 /// `Err(Error::NonFinite)` naming `argument`, the first bad tensor of `views` and its first bad
@@ -102,5 +114,26 @@ pub(crate) async fn ensure_finite_async(
             index,
         }),
         None => Ok(()),
+    }
+}
+
+/// [`ensure_finite_async`], and then `Err(Error::Negative)` for the first value below zero.
+pub(crate) async fn ensure_non_negative_async(
+    gpu: &Gpu,
+    argument: &'static str,
+    views: &[BufView<'_>],
+) -> Result<()> {
+    match scan(gpu, views, true).await? {
+        (Some((tensor, index)), _) => Err(crate::Error::NonFinite {
+            argument,
+            tensor,
+            index,
+        }),
+        (None, Some((tensor, index))) => Err(crate::Error::Negative {
+            argument,
+            tensor,
+            index,
+        }),
+        (None, None) => Ok(()),
     }
 }

@@ -70,6 +70,14 @@ pub static SHADERS: &[ShaderFile] = &[
         "common/workgroup_reduce.wgsl"
     ),
     shader!(
+        "ot/cost.wgsl",
+        "common/grid.wgsl",
+        "common/workgroup_reduce.wgsl"
+    ),
+    shader!("ot/sinkhorn.wgsl", "ot/cost.wgsl"),
+    shader!("ot/plan.wgsl", "ot/cost.wgsl"),
+    shader!("ot/sns.wgsl", "common/grid.wgsl"),
+    shader!(
         "mfac/mfac.wgsl",
         "common/grid.wgsl",
         "common/workgroup_reduce.wgsl"

@@ -31,6 +31,7 @@ pub mod krylov;
 pub mod linalg;
 pub mod mfac;
 pub mod mkor;
+pub mod ot;
 pub mod record;
 pub mod reduce;
 pub mod reference;

@@ -5,4 +5,5 @@ pub mod diag;
 pub mod kfac;
 pub mod krylov;
 pub mod linalg;
+pub mod ot;
 pub mod philox;

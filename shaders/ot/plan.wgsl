@@ -1,0 +1,121 @@
+// The transport plan P[i][j] = exp((f[i] + g[j] − C[i][j])/reg) from the potentials, without
+// storing it: whole (plan_dense), per-row sums (row_sums: P·1 and Σⱼ C·P), column sums
+// (col_sums, columns × row slices as in sinkhorn.wgsl), or the K largest entries of each row
+// (top_k, for SNS's sparse Hessian and for callers that want the plan's support).
+// Bindings: 4 f, 5 g; outputs at 6–8 per kernel.
+
+@group(0) @binding(4) var<storage, read> pf: array<f32>;
+@group(0) @binding(5) var<storage, read> pg: array<f32>;
+
+@group(0) @binding(8) var<storage, read_write> plan_out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn plan_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    for (var e = linear_index(wid, nwg, lid); e < ot.n * ot.m; e += grid_stride(nwg)) {
+        let i = e / ot.m;
+        let j = e % ot.m;
+        plan_out[e] = exp((pf[i] + pg[j] - cost(i, j)) * ot.inv_reg);
+    }
+}
+
+// row_sums (one workgroup per row): 6 P·1, 7 Σⱼ C[i][j]·P[i][j].
+@group(0) @binding(6) var<storage, read_write> row_mass: array<f32>;
+@group(0) @binding(7) var<storage, read_write> row_cost: array<f32>;
+
+@compute @workgroup_size(WG)
+fn row_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = wid.y * nwg.x + wid.x;
+    if (i >= ot.n) {
+        return;
+    }
+    var mass = 0.0;
+    var weighted = 0.0;
+    for (var j = lid; j < ot.m; j += WG) {
+        let c = cost(i, j);
+        let p = exp((pf[i] + pg[j] - c) * ot.inv_reg);
+        mass += p;
+        weighted += c * p;
+    }
+    let total = workgroup_sum(lid, mass);
+    let total_cost = workgroup_sum(lid, weighted);
+    if (lid == 0u) {
+        row_mass[i] = total;
+        row_cost[i] = total_cost;
+    }
+}
+
+// col_sums (column blocks × row slices): 6 the slice's Σᵢ P[i][j] at s·m + j.
+@group(0) @binding(6) var<storage, read_write> col_mass: array<f32>;
+
+@compute @workgroup_size(WG)
+fn col_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let j = wid.x * WG + lid;
+    if (j >= ot.m) {
+        return;
+    }
+    let begin = wid.y * ot.n / ot.slices;
+    let end = (wid.y + 1u) * ot.n / ot.slices;
+    var mass = 0.0;
+    for (var i = begin; i < end; i++) {
+        mass += exp((pf[i] + pg[j] - cost(i, j)) * ot.inv_reg);
+    }
+    col_mass[wid.y * ot.m + j] = mass;
+}
+
+// top_k (one workgroup per row): 6 the column indices (u32 bits; m where the row has fewer
+// than k entries), 7 the values P[i][j], k ≤ MAX_K per row, largest first (ties in any order).
+// Each invocation keeps its own k largest of the columns it visits, then k rounds of a
+// workgroup arg-max take the row's largest among the invocations' heads.
+const MAX_K: u32 = 32u;
+
+@group(0) @binding(6) var<storage, read_write> top_index: array<u32>;
+@group(0) @binding(7) var<storage, read_write> top_value: array<f32>;
+
+@compute @workgroup_size(WG)
+fn top_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = wid.y * nwg.x + wid.x;
+    if (i >= ot.n) {
+        return;
+    }
+    let k = ot.k;
+    // The exponent's order is P's order along a row (f[i] is common to the row).
+    var keys: array<f32, MAX_K>;
+    var cols: array<u32, MAX_K>;
+    for (var t = 0u; t < k; t++) {
+        keys[t] = NEG;
+        cols[t] = ot.m;
+    }
+    for (var j = lid; j < ot.m; j += WG) {
+        let z = pg[j] - cost(i, j);
+        if (z > keys[k - 1u]) {
+            var at = k - 1u;
+            while (at > 0u && keys[at - 1u] < z) {
+                keys[at] = keys[at - 1u];
+                cols[at] = cols[at - 1u];
+                at--;
+            }
+            keys[at] = z;
+            cols[at] = j;
+        }
+    }
+    var head = 0u;
+    for (var r = 0u; r < k; r++) {
+        let mine = select(NEG, keys[min(head, k - 1u)], head < k);
+        let best = workgroup_max(lid, mine);
+        // The lowest invocation holding the best key wins (lid < 2^24: exact as f32).
+        let claim = select(NEG, -f32(lid), mine == best && best != NEG);
+        let winner = -workgroup_max(lid, claim);
+        if (f32(lid) == winner) {
+            top_index[i * k + r] = cols[head];
+            top_value[i * k + r] = exp((pf[i] + keys[head]) * ot.inv_reg);
+            head++;
+        }
+        if (lid == 0u && best == NEG) {
+            top_index[i * k + r] = ot.m;
+            top_value[i * k + r] = 0.0;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+// Sinkhorn-Newton-Sparse's sparse Hessian on z = (f, g) (n + m), without the 1/reg factor:
+//   H = [[diag(P·1), P_S], [P_Sᵀ, diag(Pᵀ·1)]] + shift·I,
+// P_S the k largest entries of each row of P (ELL: k per row, column m for none) and its
+// transpose in compressed columns (built from the same entries). The full Hessian is singular
+// along (1, −1) (adding c to f and −c to g changes no P); g's column `pinned` is decoupled
+// (kept to its diagonal) so the system is definite and that coordinate's step is 0. Bindings: 0 the uniform,
+// 1 x, 2 y, 3 diag = (P·1, Pᵀ·1), 4 indices (ELL columns n·k, then the CSC rows), 5 values
+// (same layout), 6 the CSC column starts (m + 1, counted from n·k).
+
+struct Sns {
+    n: u32,
+    m: u32,
+    k: u32,
+    pinned: u32,
+    shift: f32,
+    _pad1: f32,
+    _pad2: f32,
+    _pad3: f32,
+}
+
+@group(0) @binding(0) var<uniform> sns: Sns;
+@group(0) @binding(1) var<storage, read> hx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> hy: array<f32>;
+@group(0) @binding(3) var<storage, read> diag: array<f32>;
+@group(0) @binding(4) var<storage, read> indices: array<u32>;
+@group(0) @binding(5) var<storage, read> values: array<f32>;
+@group(0) @binding(6) var<storage, read> starts: array<u32>;
+
+@compute @workgroup_size(WG)
+fn hessian_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    for (var t = linear_index(wid, nwg, lid); t < sns.n + sns.m; t += grid_stride(nwg)) {
+        var acc = (diag[t] + sns.shift) * hx[t];
+        if (t < sns.n) {
+            for (var e = t * sns.k; e < (t + 1u) * sns.k; e++) {
+                let j = indices[e];
+                if (j < sns.m && j != sns.pinned) {
+                    acc += values[e] * hx[sns.n + j];
+                }
+            }
+        } else if (t - sns.n != sns.pinned) {
+            let j = t - sns.n;
+            let base = sns.n * sns.k;
+            for (var e = base + starts[j]; e < base + starts[j + 1u]; e++) {
+                acc += values[e] * hx[indices[e]];
+            }
+        }
+        hy[t] = acc;
+    }
+}
+
+// hessian_diagonal: 2 d = diag + shift.
+@compute @workgroup_size(WG)
+fn hessian_diagonal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    for (var t = linear_index(wid, nwg, lid); t < sns.n + sns.m; t += grid_stride(nwg)) {
+        hy[t] = diag[t] + sns.shift;
+    }
+}
+
+// col_total: 2 Pᵀ·1 into diag[n ..] from 1 the per-slice column sums (slices = sns.k here).
+@compute @workgroup_size(WG)
+fn col_total(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    for (var j = linear_index(wid, nwg, lid); j < sns.m; j += grid_stride(nwg)) {
+        var total = 0.0;
+        for (var s = 0u; s < sns.k; s++) {
+            total += hx[s * sns.m + j];
+        }
+        hy[sns.n + j] = total;
+    }
+}
+
+// step: 2 z = 1 z₀ + shift·(3 d), the trial potentials (shift holds α·reg here).
+@compute @workgroup_size(WG)
+fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    for (var t = linear_index(wid, nwg, lid); t < sns.n + sns.m; t += grid_stride(nwg)) {
+        hy[t] = hx[t] + sns.shift * diag[t];
+    }
+}

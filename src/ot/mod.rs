@@ -1,0 +1,336 @@
+//! Entropic optimal transport between histograms a (n) and b (m) with regularisation
+//! reg = 1/η: log-domain Sinkhorn ([`OtProblem::sinkhorn`], POT's `sinkhorn_log`) and
+//! Sinkhorn-Newton-Sparse ([`OtProblem::sns`], Tang et al. 2024), on a dense cost matrix or on
+//! one computed on the fly from point clouds ([`Cost`]), which never stores n×m.
+//!
+//! Potentials are the duals f (n) and g (m) in cost units, P[i][j] = exp((f[i] + g[j] −
+//! C[i][j])/reg) (POT's `log_u`, `log_v` times reg). From a public function to its WGSL:
+//! [`OtProblem::sinkhorn`] → `kernel!("ot/sinkhorn.wgsl", "row_update")`, `col_partial`,
+//! `col_finish` → `shaders/ot/sinkhorn.wgsl` (the cost in `shaders/ot/cost.wgsl`).
+
+mod plan;
+mod sinkhorn;
+#[cfg(not(target_arch = "wasm32"))]
+mod sns;
+
+pub use plan::{TopK, MAX_TOP_K};
+pub use sinkhorn::{SinkhornConfig, SinkhornSolution};
+#[cfg(not(target_arch = "wasm32"))]
+pub use sns::{SnsConfig, SnsSolution};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::buffer::{BufView, GpuVec};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::record::Binding;
+
+/// The ground cost C (n×m).
+#[derive(Clone, Copy, Debug)]
+pub enum Cost<'a> {
+    /// A dense row-major n×m matrix, non-negative and finite, within one storage binding
+    /// (larger problems: use [`Cost::Points`]).
+    Dense(BufView<'a>),
+    /// C[i][j] = scale · metric(xᵢ, yⱼ), computed on the fly from points X (n×dim, row-major)
+    /// and Y (m×dim); n×m is never stored.
+    Points {
+        /// n points of `dim` coordinates.
+        x: BufView<'a>,
+        /// m points of `dim` coordinates.
+        y: BufView<'a>,
+        /// Coordinates per point (≥ 1).
+        dim: usize,
+        /// The distance.
+        metric: Metric,
+        /// Factor on every cost (> 0), e.g. 1/max C to scale the costs to [0, 1].
+        scale: f32,
+    },
+}
+
+/// Distances for [`Cost::Points`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Metric {
+    /// ‖x − y‖₂².
+    SqEuclidean,
+    /// ‖x − y‖_p = (Σ|xₖ − yₖ|^p)^(1/p), p ≥ 1 (p = 1: the L1 ground cost).
+    Lp(f32),
+}
+
+/// What to do when Σa ≠ Σb.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Masses {
+    /// Totals must agree to a relative 1e-5 (f32 normalisation leaves ~1e-7); otherwise
+    /// [`Error::Mass`].
+    #[default]
+    Equal,
+    /// Scale a and b to total 1 each (only when asked: it changes the problem).
+    Renormalize,
+}
+
+/// A validated problem: the histograms (copied, possibly renormalised) and the cost.
+pub struct OtProblem<'a> {
+    gpu: &'a Gpu,
+    n: usize,
+    m: usize,
+    a: GpuVec<f32>,
+    b: GpuVec<f32>,
+    /// a and b on the host (SNS's line search sums in f64).
+    a_host: Vec<f64>,
+    b_host: Vec<f64>,
+    cost: Cost<'a>,
+}
+
+impl std::fmt::Debug for OtProblem<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtProblem")
+            .field("n", &self.n)
+            .field("m", &self.m)
+            .field("cost", &self.cost)
+            .finish()
+    }
+}
+
+/// The uniform every OT kernel reads (`struct Ot` in `shaders/ot/cost.wgsl`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct OtUniform {
+    pub n: u32,
+    pub m: u32,
+    pub dim: u32,
+    pub slices: u32,
+    pub reg: f32,
+    pub inv_reg: f32,
+    pub p: f32,
+    pub scale: f32,
+    pub check: u32,
+    pub k: u32,
+    pub _pad: [u32; 2],
+}
+
+impl<'a> OtProblem<'a> {
+    /// Checks and copies the problem (blocking: reads a and b back, and scans the cost once).
+    ///
+    /// Errors: n or m = 0 ([`Error::Empty`]); a, b or a dense cost holding a negative or
+    /// non-finite value ([`Error::Negative`], [`Error::NonFinite`]); zero total mass, or totals
+    /// that differ under [`Masses::Equal`] ([`Error::Mass`]); a dense cost of the wrong length
+    /// or points of the wrong length or `dim` = 0 ([`Error::Length`], [`Error::Shape`]);
+    /// p < 1 or a scale that is not positive and finite ([`Error::InvalidParameter`]); a dense
+    /// cost past one storage binding ([`Error::TooLarge`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new(
+        gpu: &'a Gpu,
+        a: impl Into<BufView<'a>>,
+        b: impl Into<BufView<'a>>,
+        cost: Cost<'a>,
+        masses: Masses,
+    ) -> Result<Self> {
+        pollster::block_on(Self::new_async(gpu, a.into(), b.into(), cost, masses))
+    }
+
+    /// Async form of [`OtProblem::new`].
+    pub async fn new_async(
+        gpu: &'a Gpu,
+        a: BufView<'a>,
+        b: BufView<'a>,
+        cost: Cost<'a>,
+        masses: Masses,
+    ) -> Result<Self> {
+        let (n, m) = (a.len(), b.len());
+        if n == 0 {
+            return Err(Error::Empty { argument: "a" });
+        }
+        if m == 0 {
+            return Err(Error::Empty { argument: "b" });
+        }
+        a.check(gpu, "a", n)?;
+        b.check(gpu, "b", m)?;
+        crate::finite::ensure_non_negative_async(gpu, "a", &[a]).await?;
+        crate::finite::ensure_non_negative_async(gpu, "b", &[b]).await?;
+        match cost {
+            Cost::Dense(c) => {
+                let elements = n as u64 * m as u64;
+                let binding = gpu.limits().max_storage_buffer_binding_size / 4;
+                if elements > binding.min(u32::MAX as u64) {
+                    return Err(Error::TooLarge {
+                        argument: "cost",
+                        requested: 4 * elements,
+                        limit: "max_storage_buffer_binding_size (use Cost::Points)",
+                        max: 4 * binding,
+                    });
+                }
+                c.check(gpu, "cost", n * m)?;
+                crate::finite::ensure_non_negative_async(gpu, "cost", &[c]).await?;
+            }
+            Cost::Points {
+                x,
+                y,
+                dim,
+                metric,
+                scale,
+            } => {
+                if dim == 0 {
+                    return Err(Error::Shape {
+                        argument: "dim",
+                        message: "points need at least one coordinate".into(),
+                    });
+                }
+                x.check(gpu, "x", n * dim)?;
+                y.check(gpu, "y", m * dim)?;
+                if let Metric::Lp(p) = metric {
+                    if !(p.is_finite() && p >= 1.0) {
+                        return Err(Error::param("p", p as f64, "finite and ≥ 1"));
+                    }
+                }
+                crate::check::positive("scale", scale)?;
+                crate::finite::ensure_finite_async(gpu, "x", &[x]).await?;
+                crate::finite::ensure_finite_async(gpu, "y", &[y]).await?;
+            }
+        }
+        // Copied by a kernel: a caller's buffer need not allow COPY_SRC.
+        let (a_own, b_own) = (gpu.zeros::<f32>(n)?, gpu.zeros::<f32>(m)?);
+        let mut rec = crate::record::Recorder::new(gpu);
+        crate::krylov::operator::record_copy(&mut rec, a, 0, a_own.view(), 0, n)?;
+        crate::krylov::operator::record_copy(&mut rec, b, 0, b_own.view(), 0, m)?;
+        rec.submit()?;
+        let (a_host, b_host) = (gpu.read_async(&a_own).await?, gpu.read_async(&b_own).await?);
+        let total = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>();
+        let (ta, tb) = (total(&a_host), total(&b_host));
+        for (name, t) in [("a", ta), ("b", tb)] {
+            if t <= 0.0 {
+                return Err(Error::Mass {
+                    message: format!("`{name}` has no mass (its total is {t})"),
+                });
+            }
+        }
+        let (mut a_f64, mut b_f64): (Vec<f64>, Vec<f64>) = (
+            a_host.iter().map(|&v| v as f64).collect(),
+            b_host.iter().map(|&v| v as f64).collect(),
+        );
+        let (a, b) = match masses {
+            Masses::Equal if (ta - tb).abs() > 1e-5 * ta.max(tb) => {
+                return Err(Error::Mass {
+                    message: format!(
+                        "the totals of `a` ({ta}) and `b` ({tb}) differ; pass \
+                         Masses::Renormalize to scale both to 1"
+                    ),
+                })
+            }
+            Masses::Equal => (a_own, b_own),
+            Masses::Renormalize => {
+                // The f32 values solved with, kept exactly on the host too.
+                let scaled = |v: &mut Vec<f64>, t: f64| -> Vec<f32> {
+                    let out: Vec<f32> = v.iter().map(|&x| (x / t) as f32).collect();
+                    *v = out.iter().map(|&x| x as f64).collect();
+                    out
+                };
+                (
+                    gpu.upload(&scaled(&mut a_f64, ta))?,
+                    gpu.upload(&scaled(&mut b_f64, tb))?,
+                )
+            }
+        };
+        Ok(OtProblem {
+            gpu,
+            n,
+            m,
+            a,
+            b,
+            a_host: a_f64,
+            b_host: b_f64,
+            cost,
+        })
+    }
+
+    /// Rows of C (the length of a).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Columns of C (the length of b).
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// The source histogram as solved (renormalised if asked).
+    pub fn a(&self) -> &GpuVec<f32> {
+        &self.a
+    }
+
+    /// The target histogram as solved.
+    pub fn b(&self) -> &GpuVec<f32> {
+        &self.b
+    }
+
+    /// The uniform for these sizes and this cost at `reg`.
+    pub(crate) fn uniform(&self, reg: f32) -> OtUniform {
+        let (dim, p, scale) = match self.cost {
+            Cost::Dense(_) => (0, 1.0, 1.0),
+            Cost::Points {
+                dim, metric, scale, ..
+            } => (
+                dim as u32,
+                match metric {
+                    Metric::SqEuclidean => 2.0,
+                    Metric::Lp(p) => p,
+                },
+                scale,
+            ),
+        };
+        OtUniform {
+            n: self.n as u32,
+            m: self.m as u32,
+            dim,
+            slices: 1,
+            reg,
+            inv_reg: 1.0 / reg,
+            p,
+            scale,
+            check: 0,
+            k: 0,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The `COST` override and bindings 1–3 (C, X, Y; an unused one repeats a used buffer).
+    pub(crate) fn cost_bindings(&self) -> (f64, [Binding<'a>; 3]) {
+        match self.cost {
+            Cost::Dense(c) => (
+                0.0,
+                [
+                    Binding::Storage(c, None),
+                    Binding::Storage(c, None),
+                    Binding::Storage(c, None),
+                ],
+            ),
+            Cost::Points { x, y, metric, .. } => (
+                match metric {
+                    Metric::SqEuclidean => 1.0,
+                    Metric::Lp(_) => 2.0,
+                },
+                [
+                    Binding::Storage(x, None),
+                    Binding::Storage(x, None),
+                    Binding::Storage(y, None),
+                ],
+            ),
+        }
+    }
+
+    pub(crate) fn gpu(&self) -> &'a Gpu {
+        self.gpu
+    }
+
+    /// Constants of the one-workgroup-per-row kernels: a workgroup of one SIMD group on CPU
+    /// adapters ([`crate::Tuning::simd_lanes`]), whose barriers are then nearly free (with 256
+    /// invocations a row's two reduction trees cost lavapipe ~30 µs), the tuned size elsewhere.
+    pub(crate) fn row_constants(&self) -> [(&'static str, f64); 2] {
+        let t = self.gpu.tuning();
+        let wg = t.simd_lanes.unwrap_or(t.workgroup_size);
+        [("WG", wg as f64), ("COST", self.cost_bindings().0)]
+    }
+}
+
+/// Checks reg (positive and finite).
+pub(crate) fn check_reg(reg: f32) -> Result<()> {
+    crate::check::positive("reg", reg)
+}

@@ -1,0 +1,210 @@
+//! The plan from the potentials, never stored unless asked: ⟨C, P⟩ and the marginals, the
+//! dense plan, or the k largest entries of each row.
+
+use crate::buffer::{BufView, GpuVec};
+use crate::error::{Error, Result};
+use crate::kernel;
+use crate::record::{Binding, Recorder};
+
+use super::{check_reg, OtProblem, OtUniform};
+
+/// Largest k of [`OtProblem::top_k`] (`MAX_K` in `shaders/ot/plan.wgsl`).
+pub const MAX_TOP_K: usize = 32;
+
+/// The k largest entries of each row of P: row i's are at i·k .. (i + 1)·k, largest first;
+/// a row with fewer than k columns pads with column index m and value 0.
+#[derive(Debug)]
+pub struct TopK {
+    /// Entries kept per row.
+    pub k: usize,
+    /// Column indices (n·k).
+    pub columns: GpuVec<u32>,
+    /// P at those entries (n·k).
+    pub values: GpuVec<f32>,
+}
+
+impl<'a> OtProblem<'a> {
+    fn check_potentials(&self, f: &GpuVec<f32>, g: &GpuVec<f32>, reg: f32) -> Result<()> {
+        check_reg(reg)?;
+        f.view().check(self.gpu(), "f", self.n)?;
+        g.view().check(self.gpu(), "g", self.m)
+    }
+
+    /// ⟨C, P⟩ for the potentials f, g at `reg`: f32 sums per row, added in f64. Blocking.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn transport_cost(&self, f: &GpuVec<f32>, g: &GpuVec<f32>, reg: f32) -> Result<f64> {
+        pollster::block_on(self.transport_cost_async(f, g, reg))
+    }
+
+    /// Async form of [`OtProblem::transport_cost`].
+    pub async fn transport_cost_async(
+        &self,
+        f: &GpuVec<f32>,
+        g: &GpuVec<f32>,
+        reg: f32,
+    ) -> Result<f64> {
+        self.check_potentials(f, g, reg)?;
+        let gpu = self.gpu();
+        let (mass, cost) = (gpu.zeros::<f32>(self.n)?, gpu.zeros::<f32>(self.n)?);
+        let mut rec = Recorder::new(gpu);
+        self.record_row_sums(&mut rec, f.view(), g.view(), reg, mass.view(), cost.view())?;
+        rec.submit()?;
+        let per_row = gpu.read_async(&cost).await?;
+        Ok(per_row.iter().map(|&c| c as f64).sum())
+    }
+
+    /// Records P·1 into `mass` and Σⱼ C·P per row into `cost` (distinct buffers).
+    pub(crate) fn record_row_sums(
+        &self,
+        rec: &mut Recorder,
+        f: BufView<'_>,
+        g: BufView<'_>,
+        reg: f32,
+        mass: BufView<'_>,
+        cost: BufView<'_>,
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        let (_, [c, x, y]) = self.cost_bindings();
+        rec.dispatch(
+            kernel!("ot/plan.wgsl", "row_sums"),
+            &self.row_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&self.uniform(reg))),
+                c,
+                x,
+                y,
+                Binding::Storage(f, None),
+                Binding::Storage(g, None),
+                Binding::Storage(mass, None),
+                Binding::Storage(cost, None),
+            ],
+            gpu.grid_for_groups(self.n as u64)?,
+        )
+    }
+
+    /// Records Pᵀ·1 as `slices` partial sums per column into `partials` (slices·m).
+    pub(crate) fn record_col_sums(
+        &self,
+        rec: &mut Recorder,
+        f: BufView<'_>,
+        g: BufView<'_>,
+        reg: f32,
+        slices: usize,
+        partials: BufView<'_>,
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        let (kind, [c, x, y]) = self.cost_bindings();
+        let u = OtUniform {
+            slices: slices as u32,
+            ..self.uniform(reg)
+        };
+        let blocks = self.m.div_ceil(gpu.tuning().workgroup_size as usize);
+        rec.dispatch(
+            kernel!("ot/plan.wgsl", "col_sums"),
+            &[gpu.wg_constants()[0], ("COST", kind)],
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&u)),
+                c,
+                x,
+                y,
+                Binding::Storage(f, None),
+                Binding::Storage(g, None),
+                Binding::Storage(partials, None),
+            ],
+            [blocks as u32, slices as u32, 1],
+        )
+    }
+
+    /// The dense plan P (n×m, row-major) for the potentials f, g at `reg`. Blocking only in
+    /// that it submits.
+    ///
+    /// Errors: wrong lengths, reg not positive and finite, n·m past one storage binding
+    /// ([`Error::TooLarge`]: use [`OtProblem::top_k`] for large problems).
+    pub fn plan(&self, f: &GpuVec<f32>, g: &GpuVec<f32>, reg: f32) -> Result<GpuVec<f32>> {
+        self.check_potentials(f, g, reg)?;
+        let gpu = self.gpu();
+        let elements = self.n as u64 * self.m as u64;
+        let binding = gpu.limits().max_storage_buffer_binding_size / 4;
+        if elements > binding.min(u32::MAX as u64) {
+            return Err(Error::TooLarge {
+                argument: "plan",
+                requested: 4 * elements,
+                limit: "max_storage_buffer_binding_size",
+                max: 4 * binding,
+            });
+        }
+        let out = gpu.zeros(self.n * self.m)?;
+        let (kind, [c, x, y]) = self.cost_bindings();
+        let mut rec = Recorder::new(gpu);
+        rec.dispatch(
+            kernel!("ot/plan.wgsl", "plan_dense"),
+            &[gpu.wg_constants()[0], ("COST", kind)],
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&self.uniform(reg))),
+                c,
+                x,
+                y,
+                Binding::Storage(f.view(), None),
+                Binding::Storage(g.view(), None),
+                Binding::Skip,
+                Binding::Skip,
+                Binding::Storage(out.view(), None),
+            ],
+            gpu.elementwise_grid(elements)?,
+        )?;
+        rec.submit()?;
+        Ok(out)
+    }
+
+    /// The k largest entries of each row of P, selected on the GPU (no host sort). Blocking
+    /// only in that it submits.
+    ///
+    /// Errors: wrong lengths, reg not positive and finite, k = 0 or k > [`MAX_TOP_K`].
+    pub fn top_k(&self, f: &GpuVec<f32>, g: &GpuVec<f32>, reg: f32, k: usize) -> Result<TopK> {
+        self.check_potentials(f, g, reg)?;
+        let gpu = self.gpu();
+        let top = TopK {
+            k,
+            columns: gpu.zeros(self.n * k.max(1))?,
+            values: gpu.zeros(self.n * k.max(1))?,
+        };
+        let mut rec = Recorder::new(gpu);
+        self.record_top_k(&mut rec, f.view(), g.view(), reg, &top)?;
+        rec.submit()?;
+        Ok(top)
+    }
+
+    pub(crate) fn record_top_k(
+        &self,
+        rec: &mut Recorder,
+        f: BufView<'_>,
+        g: BufView<'_>,
+        reg: f32,
+        top: &TopK,
+    ) -> Result<()> {
+        if top.k == 0 || top.k > MAX_TOP_K {
+            return Err(Error::param("k", top.k as f64, "1 ..= 32"));
+        }
+        let gpu = rec.gpu();
+        let (_, [c, x, y]) = self.cost_bindings();
+        let u = OtUniform {
+            k: top.k as u32,
+            ..self.uniform(reg)
+        };
+        rec.dispatch(
+            kernel!("ot/plan.wgsl", "top_k"),
+            &self.row_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&u)),
+                c,
+                x,
+                y,
+                Binding::Storage(f, None),
+                Binding::Storage(g, None),
+                Binding::Storage(top.columns.view(), None),
+                Binding::Storage(top.values.view(), None),
+            ],
+            gpu.grid_for_groups(self.n as u64)?,
+        )
+    }
+}

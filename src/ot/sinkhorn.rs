@@ -1,0 +1,288 @@
+//! Log-domain Sinkhorn with POT's `sinkhorn_log` schedule and stopping rule.
+
+use crate::buffer::GpuVec;
+use crate::error::{Error, Result};
+use crate::kernel;
+use crate::record::{Binding, Recorder};
+use crate::reduce::Reduction;
+
+use super::{check_reg, OtProblem, OtUniform};
+
+/// Rows each column-pass workgroup folds (the rest of n goes to more slices, up to
+/// [`MAX_SLICES`]): enough workgroups to fill a GPU at n = 500, few partials to combine.
+const SLICE_ROWS: usize = 64;
+const MAX_SLICES: usize = 1024;
+
+/// Settings of [`OtProblem::sinkhorn`]; [`SinkhornConfig::new`] gives POT's defaults except the
+/// tolerance (1e-9 is below what f32 potentials at reg = 1/1200 can hold).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SinkhornConfig {
+    /// Entropic regularisation reg = 1/η (> 0).
+    pub reg: f32,
+    /// Iteration budget (POT's `numItermax`, 1000).
+    pub max_iter: usize,
+    /// Stop when ‖Pᵀ1 − b‖₂ < tol at a check (POT's `stopThr`; default 1e-5).
+    pub tol: f32,
+    /// Check every this many iterations (POT: 10), after iterations 1, 1 + k, 1 + 2k, ….
+    pub check_every: usize,
+}
+
+impl SinkhornConfig {
+    /// POT's defaults at regularisation `reg`, with tol = 1e-5.
+    pub fn new(reg: f32) -> Self {
+        SinkhornConfig {
+            reg,
+            max_iter: 1000,
+            tol: 1e-5,
+            check_every: 10,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        check_reg(self.reg)?;
+        crate::check::positive("tol", self.tol)?;
+        if self.check_every == 0 {
+            return Err(Error::param("check_every", 0.0, "at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What [`OtProblem::sinkhorn`] returns. A run that did not converge says so, with the error
+/// it reached; its potentials are those of its last iteration.
+#[derive(Debug)]
+pub struct SinkhornSolution {
+    /// Row potential (n), cost units: P[i][j] = exp((f[i] + g[j] − C[i][j])/reg).
+    pub f: GpuVec<f32>,
+    /// Column potential (m).
+    pub g: GpuVec<f32>,
+    /// The regularisation solved at.
+    pub reg: f32,
+    /// ⟨C, P⟩ (f64 sum of per-row f32 sums).
+    pub cost: f64,
+    /// Iterations (each a g then an f update).
+    pub iterations: usize,
+    /// Whether a check met the tolerance.
+    pub converged: bool,
+    /// ‖Pᵀ1 − b‖₂ at each check, in order (POT's `err` history).
+    pub errors: Vec<f32>,
+    /// ‖Pᵀ1 − b‖₂ of the returned potentials (P·1 = a holds to rounding after an f update).
+    pub final_error: f32,
+}
+
+/// Potentials and scratch of a Sinkhorn run (also SNS's first stage).
+pub(crate) struct SinkhornState {
+    pub f: GpuVec<f32>,
+    pub g: GpuVec<f32>,
+    slices: usize,
+    partials: GpuVec<f32>,
+    col_err: GpuVec<f32>,
+    err: GpuVec<f32>,
+}
+
+impl<'a> OtProblem<'a> {
+    /// Solves with log-domain Sinkhorn from f = g = 0 (blocking: one readback per check).
+    ///
+    /// Errors: reg or tol not positive and finite, check_every = 0
+    /// ([`Error::InvalidParameter`]); a column grid past the device's workgroup limit.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn sinkhorn(&self, config: &SinkhornConfig) -> Result<SinkhornSolution> {
+        pollster::block_on(self.sinkhorn_async(config))
+    }
+
+    /// Async form of [`OtProblem::sinkhorn`].
+    pub async fn sinkhorn_async(&self, config: &SinkhornConfig) -> Result<SinkhornSolution> {
+        config.check()?;
+        let mut state = self.sinkhorn_state()?;
+        let run = self
+            .run_sinkhorn(&mut state, config, config.max_iter)
+            .await?;
+        let cost = self
+            .transport_cost_async(&state.f, &state.g, config.reg)
+            .await?;
+        Ok(SinkhornSolution {
+            f: state.f,
+            g: state.g,
+            reg: config.reg,
+            cost,
+            iterations: run.iterations,
+            converged: run.converged,
+            errors: run.errors,
+            final_error: run.final_error,
+        })
+    }
+
+    pub(crate) fn sinkhorn_state(&self) -> Result<SinkhornState> {
+        let gpu = self.gpu();
+        let slices = self.n.div_ceil(SLICE_ROWS).clamp(1, MAX_SLICES);
+        Ok(SinkhornState {
+            f: gpu.zeros(self.n)?,
+            g: gpu.zeros(self.m)?,
+            slices,
+            partials: gpu.zeros(2 * slices * self.m)?,
+            col_err: gpu.zeros(self.m)?,
+            err: gpu.zeros(1)?,
+        })
+    }
+
+    /// Up to `max_iter` iterations of POT's loop from the state's potentials.
+    pub(crate) async fn run_sinkhorn(
+        &self,
+        state: &mut SinkhornState,
+        config: &SinkhornConfig,
+        max_iter: usize,
+    ) -> Result<SinkhornRun> {
+        let gpu = self.gpu();
+        let every = config.check_every;
+        let mut run = SinkhornRun {
+            iterations: 0,
+            converged: false,
+            errors: Vec::new(),
+            final_error: f32::NAN,
+        };
+        let mut checked_last = false;
+        while run.iterations < max_iter {
+            // POT checks after iteration index ii when ii % every == 0: record up to there.
+            let it = run.iterations;
+            let next_check = it.next_multiple_of(every);
+            let last = next_check.min(max_iter - 1);
+            let mut rec = Recorder::new(gpu);
+            for _ in it..=last {
+                self.record_g_update(&mut rec, state, config.reg, false)?;
+                self.record_f_update(&mut rec, state, config.reg)?;
+            }
+            checked_last = last == next_check;
+            if checked_last {
+                self.record_g_update(&mut rec, state, config.reg, true)?;
+            }
+            rec.submit()?;
+            run.iterations = last + 1;
+            if checked_last {
+                let err = self.read_error(state).await?;
+                run.errors.push(err);
+                run.final_error = err;
+                if err < config.tol {
+                    run.converged = true;
+                    break;
+                }
+            }
+        }
+        if !checked_last {
+            let mut rec = Recorder::new(gpu);
+            self.record_g_update(&mut rec, state, config.reg, true)?;
+            rec.submit()?;
+            run.final_error = self.read_error(state).await?;
+        }
+        Ok(run)
+    }
+
+    /// g ← reg·(log b − LSE_i((f − C)/reg)), or with `check` Pᵀ1 − b into the state's
+    /// column errors and ‖·‖² into its error slot (g unchanged).
+    pub(crate) fn record_g_update(
+        &self,
+        rec: &mut Recorder,
+        state: &SinkhornState,
+        reg: f32,
+        check: bool,
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        let wg = gpu.tuning().workgroup_size as usize;
+        let blocks = self.m.div_ceil(wg);
+        let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        if blocks > max {
+            return Err(Error::TooLarge {
+                argument: "b",
+                requested: blocks as u64,
+                limit: "max_compute_workgroups_per_dimension (column blocks)",
+                max: max as u64,
+            });
+        }
+        let u = OtUniform {
+            slices: state.slices as u32,
+            check: check as u32,
+            ..self.uniform(reg)
+        };
+        let (cost, [c, x, y]) = self.cost_bindings();
+        let constants = [gpu.wg_constants()[0], ("COST", cost)];
+        let bytes = bytemuck::bytes_of(&u);
+        rec.dispatch(
+            kernel!("ot/sinkhorn.wgsl", "col_partial"),
+            &constants,
+            &[
+                Binding::Uniform(bytes),
+                c,
+                x,
+                y,
+                Binding::Storage(state.f.view(), None),
+                Binding::Skip,
+                Binding::Skip,
+                Binding::Storage(state.partials.view(), None),
+            ],
+            [blocks as u32, state.slices as u32, 1],
+        )?;
+        rec.dispatch(
+            kernel!("ot/sinkhorn.wgsl", "col_finish"),
+            &constants,
+            &[
+                Binding::Uniform(bytes),
+                Binding::Skip,
+                Binding::Skip,
+                Binding::Skip,
+                Binding::Skip,
+                Binding::Storage(state.g.view(), None),
+                Binding::Storage(self.b.view(), None),
+                Binding::Storage(state.partials.view(), None),
+                Binding::Storage(state.col_err.view(), None),
+            ],
+            gpu.elementwise_grid(self.m as u64)?,
+        )?;
+        if check {
+            crate::reduce::record(
+                rec,
+                Reduction::SquaredNorm,
+                state.col_err.view(),
+                None,
+                state.err.view(),
+                0,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// f ← reg·(log a − LSE_j((g − C)/reg)).
+    pub(crate) fn record_f_update(
+        &self,
+        rec: &mut Recorder,
+        state: &SinkhornState,
+        reg: f32,
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        let (_, [c, x, y]) = self.cost_bindings();
+        rec.dispatch(
+            kernel!("ot/sinkhorn.wgsl", "row_update"),
+            &self.row_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&self.uniform(reg))),
+                c,
+                x,
+                y,
+                Binding::Storage(state.f.view(), None),
+                Binding::Storage(state.g.view(), None),
+                Binding::Storage(self.a.view(), None),
+            ],
+            gpu.grid_for_groups(self.n as u64)?,
+        )
+    }
+
+    async fn read_error(&self, state: &SinkhornState) -> Result<f32> {
+        Ok(self.gpu().read_async(&state.err).await?[0].max(0.0).sqrt())
+    }
+}
+
+/// Counts and errors of one [`OtProblem::run_sinkhorn`].
+pub(crate) struct SinkhornRun {
+    pub iterations: usize,
+    pub converged: bool,
+    pub errors: Vec<f32>,
+    pub final_error: f32,
+}

@@ -1,0 +1,462 @@
+//! Sinkhorn-Newton-Sparse (Tang, Shavlovsky, Rahmanian, Tardini, Thekumparampil, Xiao and
+//! Ying, ICLR 2024): a few Sinkhorn steps, then Newton steps on the dual with the Hessian
+//! sparsified to the largest entries of each row of P plus its exact diagonal blocks, solved
+//! by the crate's CG, with a backtracking line search.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::buffer::{BufView, GpuVec};
+use crate::error::{Error, Result};
+use crate::kernel;
+use crate::krylov::{CgOptions, LinearOperator, Preconditioner};
+use crate::record::{Binding, Recorder};
+
+use super::plan::{TopK, MAX_TOP_K};
+use super::sinkhorn::SinkhornConfig;
+use super::{check_reg, OtProblem};
+
+/// Settings of [`OtProblem::sns`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SnsConfig {
+    /// Entropic regularisation reg = 1/η (> 0).
+    pub reg: f32,
+    /// Stop when ‖(a − P·1, b − Pᵀ·1)‖₂ < tol (default 1e-5, what f32 holds at η = 1200).
+    pub tol: f32,
+    /// Stage 1: Sinkhorn iterations before the first Newton step (N₁, default 20).
+    pub sinkhorn_steps: usize,
+    /// Newton-step budget (default 100).
+    pub max_newton: usize,
+    /// λ, the fraction of P's n·m entries kept: ⌈λ·m⌉ per row, between 1 and [`MAX_TOP_K`].
+    /// `None` keeps [`MAX_TOP_K`] a row. The paper's λ = 2/n (2 a row; 15/n for L1 costs)
+    /// stalls in f32 at η = 1200 on its own random problem (n = 500): the error falls ~3% a
+    /// Newton step with 2, 4 or 8 a row, while 16 a row converge in 8 steps and 32 in 6
+    /// (measured on lavapipe; Tang & Qiu and regot report the same stall of fixed-density
+    /// sparsification, see ALGORITHMS.md).
+    pub density: Option<f32>,
+    /// μ ≥ 0: μ·‖∇‖ added to the sparse Hessian's diagonal (0, plain SNS; Tang & Qiu's safe
+    /// variant uses such a shift to keep the sparsified system well posed).
+    pub shift: f32,
+    /// CG's relative tolerance on each Newton system (default 1e-6).
+    pub cg_rtol: f32,
+    /// CG's iteration limit per Newton step (default 1000).
+    pub cg_maxiter: usize,
+    /// Step halvings tried before a Newton step is given up as stalled (default 12).
+    pub max_halvings: usize,
+}
+
+impl SnsConfig {
+    /// The defaults above at regularisation `reg`.
+    pub fn new(reg: f32) -> Self {
+        SnsConfig {
+            reg,
+            tol: 1e-5,
+            sinkhorn_steps: 20,
+            max_newton: 100,
+            density: None,
+            shift: 0.0,
+            cg_rtol: 1e-6,
+            cg_maxiter: 1000,
+            max_halvings: 12,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        check_reg(self.reg)?;
+        crate::check::positive("tol", self.tol)?;
+        crate::check::non_negative("shift", self.shift)?;
+        crate::check::positive("cg_rtol", self.cg_rtol)?;
+        if let Some(d) = self.density {
+            if !(d.is_finite() && d > 0.0 && d <= 1.0) {
+                return Err(Error::param("density", d as f64, "in (0, 1]"));
+            }
+        }
+        if self.cg_maxiter == 0 {
+            return Err(Error::param("cg_maxiter", 0.0, "at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What [`OtProblem::sns`] returns. A run that did not converge (budget spent, or a Newton
+/// step that no step size could make progress with) says so, with the error it reached.
+#[derive(Debug)]
+pub struct SnsSolution {
+    /// Row potential (n), as [`super::SinkhornSolution::f`].
+    pub f: GpuVec<f32>,
+    /// Column potential (m).
+    pub g: GpuVec<f32>,
+    /// The regularisation solved at.
+    pub reg: f32,
+    /// ⟨C, P⟩.
+    pub cost: f64,
+    /// Stage-1 Sinkhorn iterations.
+    pub sinkhorn_iterations: usize,
+    /// Stage-1 errors (‖Pᵀ1 − b‖₂ at POT's checks).
+    pub sinkhorn_errors: Vec<f32>,
+    /// Newton steps taken.
+    pub newton_iterations: usize,
+    /// CG iterations of each Newton step.
+    pub cg_iterations: Vec<usize>,
+    /// Step size accepted at each Newton step.
+    pub step_sizes: Vec<f32>,
+    /// ‖(a − P·1, b − Pᵀ·1)‖₂ before each Newton step and after the last.
+    pub newton_errors: Vec<f32>,
+    /// Entries of P kept per row in the sparse Hessian.
+    pub kept_per_row: usize,
+    /// Whether the tolerance was met.
+    pub converged: bool,
+    /// ‖(a − P·1, b − Pᵀ·1)‖₂ at the returned potentials.
+    pub final_error: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SnsUniform {
+    n: u32,
+    m: u32,
+    k: u32,
+    pinned: u32,
+    shift: f32,
+    _pad: [f32; 3],
+}
+
+/// The sparse Hessian as a [`LinearOperator`] on (n + m)-vectors.
+struct SparseHessian<'h> {
+    n: usize,
+    m: usize,
+    k: usize,
+    shift: f32,
+    diag: BufView<'h>,
+    indices: &'h GpuVec<u32>,
+    values: &'h GpuVec<f32>,
+    starts: &'h GpuVec<u32>,
+}
+
+impl SparseHessian<'_> {
+    fn uniform(&self) -> SnsUniform {
+        SnsUniform {
+            n: self.n as u32,
+            m: self.m as u32,
+            k: self.k as u32,
+            pinned: self.m as u32 - 1,
+            shift: self.shift,
+            _pad: [0.0; 3],
+        }
+    }
+}
+
+impl LinearOperator for SparseHessian<'_> {
+    fn shape(&self) -> (usize, usize) {
+        (self.n + self.m, self.n + self.m)
+    }
+
+    fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
+        let gpu = rec.gpu();
+        rec.dispatch(
+            kernel!("ot/sns.wgsl", "hessian_apply"),
+            &gpu.wg_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&self.uniform())),
+                Binding::Storage(x, None),
+                Binding::Storage(y, None),
+                Binding::Storage(self.diag, None),
+                Binding::Storage(self.indices.view(), None),
+                Binding::Storage(self.values.view(), None),
+                Binding::Storage(self.starts.view(), None),
+            ],
+            gpu.elementwise_grid((self.n + self.m) as u64)?,
+        )
+    }
+
+    fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
+        let gpu = rec.gpu();
+        rec.dispatch(
+            kernel!("ot/sns.wgsl", "hessian_diagonal"),
+            &gpu.wg_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&self.uniform())),
+                Binding::Skip,
+                Binding::Storage(d, None),
+                Binding::Storage(self.diag, None),
+            ],
+            gpu.elementwise_grid((self.n + self.m) as u64)?,
+        )?;
+        Ok(true)
+    }
+}
+
+/// P's marginals and largest entries at one point z = (f, g).
+struct Evaluation {
+    /// (P·1, Pᵀ·1).
+    diag: GpuVec<f32>,
+    top: TopK,
+    /// On the host, f64: the gradient (a − P·1, b − Pᵀ·1), its norm and Σ P.
+    grad: Vec<f64>,
+    error: f64,
+    mass: f64,
+}
+
+impl<'a> OtProblem<'a> {
+    /// Solves with Sinkhorn-Newton-Sparse (blocking: CG and the line search read back).
+    ///
+    /// Stage 1 runs `sinkhorn_steps` Sinkhorn iterations. Stage 2 repeats until ‖∇‖ < tol:
+    /// keep the ⌈λ·m⌉ largest entries of each row of P (selected on the GPU; the n·k kept
+    /// entries are then bucketed by column on the host for the transposed product, O(nk)) plus
+    /// the exact diagonal blocks diag(P·1), diag(Pᵀ·1); solve H·Δ = ∇ by Jacobi-preconditioned
+    /// CG with the last g pinned (H is singular along (1, −1), which changes no P: fixing one
+    /// coordinate, as Tang & Qiu do, leaves a definite system); and backtrack from step 1 by
+    /// halves. A step is taken when it raises the dual objective
+    /// ⟨a, f⟩ + ⟨b, g⟩ − reg·ΣP by Armijo's 1e-4 of the predicted rise, or, where f32 cannot
+    /// resolve the objective's change (near the tolerance it is below the rounding of ΣP),
+    /// when it lowers ‖∇‖.
+    ///
+    /// Errors: invalid settings ([`Error::InvalidParameter`]); [`Error::Breakdown`] from CG if
+    /// the sparse Hessian is not positive definite. Native only (CG blocks).
+    pub fn sns(&self, config: &SnsConfig) -> Result<SnsSolution> {
+        config.check()?;
+        let gpu = self.gpu();
+        let (n, m) = (self.n, self.m);
+        // ⌈λ·m⌉ with f32's rounding of λ taken off (2/n·n is not always 2 in f32).
+        let k = match config.density {
+            Some(d) => (d as f64 * m as f64 * (1.0 - 1e-6)).ceil() as usize,
+            None => MAX_TOP_K,
+        }
+        .clamp(1, MAX_TOP_K.min(m));
+        // Stage 1.
+        let mut state = self.sinkhorn_state()?;
+        let stage1 = SinkhornConfig {
+            reg: config.reg,
+            max_iter: config.sinkhorn_steps,
+            tol: config.tol,
+            check_every: 10,
+        };
+        let run =
+            pollster::block_on(self.run_sinkhorn(&mut state, &stage1, config.sinkhorn_steps))?;
+        let mut z = gpu.zeros::<f32>(n + m)?;
+        let mut trial = gpu.zeros::<f32>(n + m)?;
+        let mut rec = Recorder::new(gpu);
+        crate::krylov::operator::record_copy(&mut rec, state.f.view(), 0, z.view(), 0, n)?;
+        crate::krylov::operator::record_copy(&mut rec, state.g.view(), 0, z.view(), n, m)?;
+        rec.submit()?;
+        drop(state);
+        let slices = n.div_ceil(64).clamp(1, 1024);
+        let mut current = self.evaluate(&z, config.reg, k, slices)?;
+        let mut solution = SnsSolution {
+            f: gpu.zeros(n)?,
+            g: gpu.zeros(m)?,
+            reg: config.reg,
+            cost: 0.0,
+            sinkhorn_iterations: run.iterations,
+            sinkhorn_errors: run.errors,
+            newton_iterations: 0,
+            cg_iterations: Vec::new(),
+            step_sizes: Vec::new(),
+            newton_errors: vec![current.error as f32],
+            kept_per_row: k,
+            converged: current.error < config.tol as f64,
+            final_error: current.error as f32,
+        };
+        let direction = gpu.zeros::<f32>(n + m)?;
+        while !solution.converged && solution.newton_iterations < config.max_newton {
+            let (indices, values, starts) = self.transposed(&current)?;
+            let hessian = SparseHessian {
+                n,
+                m,
+                k,
+                shift: config.shift * current.error as f32,
+                diag: current.diag.view(),
+                indices: &indices,
+                values: &values,
+                starts: &starts,
+            };
+            // The last g is pinned (its step 0): the null direction (1, −1) is gone.
+            let mut rhs: Vec<f32> = current.grad.iter().map(|&v| v as f32).collect();
+            rhs[n + m - 1] = 0.0;
+            let rhs = gpu.upload(&rhs)?;
+            let cg = crate::krylov::cg(
+                gpu,
+                &hessian,
+                &rhs,
+                None,
+                &CgOptions {
+                    rtol: config.cg_rtol,
+                    maxiter: Some(config.cg_maxiter),
+                    preconditioner: Preconditioner::Jacobi,
+                    ..Default::default()
+                },
+            )?;
+            solution.cg_iterations.push(cg.iterations);
+            // Δ = reg·H⁻¹∇.
+            let delta: Vec<f64> = gpu
+                .read(&cg.x)?
+                .iter()
+                .map(|&v| v as f64 * config.reg as f64)
+                .collect();
+            let predicted: f64 = delta.iter().zip(&current.grad).map(|(d, g)| d * g).sum();
+            let linear: f64 = self
+                .a_host
+                .iter()
+                .chain(&self.b_host)
+                .zip(&delta)
+                .map(|(w, d)| w * d)
+                .sum();
+            let as_f32: Vec<f32> = delta.iter().map(|&v| v as f32).collect();
+            gpu.write(&direction, &as_f32)?;
+            let mut alpha = 1.0f64;
+            let mut accepted = None;
+            for _ in 0..=config.max_halvings {
+                self.record_step(&z, &direction, alpha as f32, &trial)?;
+                let next = self.evaluate(&trial, config.reg, k, slices)?;
+                let rise = alpha * linear - config.reg as f64 * (next.mass - current.mass);
+                if rise >= 1e-4 * alpha * predicted || next.error < current.error {
+                    accepted = Some(next);
+                    break;
+                }
+                alpha *= 0.5;
+            }
+            solution.newton_iterations += 1;
+            let Some(next) = accepted else {
+                break;
+            };
+            std::mem::swap(&mut z, &mut trial);
+            current = next;
+            solution.step_sizes.push(alpha as f32);
+            solution.newton_errors.push(current.error as f32);
+            solution.final_error = current.error as f32;
+            solution.converged = current.error < config.tol as f64;
+        }
+        let mut rec = Recorder::new(gpu);
+        crate::krylov::operator::record_copy(&mut rec, z.view(), 0, solution.f.view(), 0, n)?;
+        crate::krylov::operator::record_copy(&mut rec, z.view(), n, solution.g.view(), 0, m)?;
+        rec.submit()?;
+        solution.cost = self.transport_cost(&solution.f, &solution.g, config.reg)?;
+        Ok(solution)
+    }
+
+    /// trial = z + α·d (d already holds reg·Δ).
+    fn record_step(
+        &self,
+        z: &GpuVec<f32>,
+        d: &GpuVec<f32>,
+        alpha: f32,
+        trial: &GpuVec<f32>,
+    ) -> Result<()> {
+        let gpu = self.gpu();
+        let u = SnsUniform {
+            n: self.n as u32,
+            m: self.m as u32,
+            k: 0,
+            pinned: 0,
+            shift: alpha,
+            _pad: [0.0; 3],
+        };
+        let mut rec = Recorder::new(gpu);
+        rec.dispatch(
+            kernel!("ot/sns.wgsl", "step"),
+            &gpu.wg_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&u)),
+                Binding::Storage(z.view(), None),
+                Binding::Storage(trial.view(), None),
+                Binding::Storage(d.view(), None),
+            ],
+            gpu.elementwise_grid((self.n + self.m) as u64)?,
+        )?;
+        rec.submit()
+    }
+
+    /// P's marginals and top-k rows at z = (f, g), with the gradient on the host.
+    fn evaluate(&self, z: &GpuVec<f32>, reg: f32, k: usize, slices: usize) -> Result<Evaluation> {
+        let gpu = self.gpu();
+        let (n, m) = (self.n, self.m);
+        // Separate potentials: g inside z would start at a misaligned binding offset.
+        let (fz, gz) = (gpu.zeros::<f32>(n)?, gpu.zeros::<f32>(m)?);
+        let (f, g) = (fz.view(), gz.view());
+        let diag = gpu.zeros::<f32>(n + m)?;
+        let partials = gpu.zeros::<f32>(slices * m)?;
+        let top = TopK {
+            k,
+            columns: gpu.zeros(n * k)?,
+            values: gpu.zeros(n * k)?,
+        };
+        let mut rec = Recorder::new(gpu);
+        crate::krylov::operator::record_copy(&mut rec, z.view(), 0, f, 0, n)?;
+        crate::krylov::operator::record_copy(&mut rec, z.view(), n, g, 0, m)?;
+        let row_cost = gpu.zeros::<f32>(n)?;
+        self.record_row_sums(&mut rec, f, g, reg, diag.view().sub(0, n), row_cost.view())?;
+        self.record_col_sums(&mut rec, f, g, reg, slices, partials.view())?;
+        let u = SnsUniform {
+            n: n as u32,
+            m: m as u32,
+            k: slices as u32,
+            pinned: 0,
+            shift: 0.0,
+            _pad: [0.0; 3],
+        };
+        rec.dispatch(
+            kernel!("ot/sns.wgsl", "col_total"),
+            &gpu.wg_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&u)),
+                Binding::Storage(partials.view(), None),
+                Binding::Storage(diag.view(), None),
+            ],
+            gpu.elementwise_grid(m as u64)?,
+        )?;
+        self.record_top_k(&mut rec, f, g, reg, &top)?;
+        rec.submit()?;
+        let sums = gpu.read(&diag)?;
+        let grad: Vec<f64> = self
+            .a_host
+            .iter()
+            .chain(&self.b_host)
+            .zip(&sums)
+            .map(|(w, &s)| w - s as f64)
+            .collect();
+        let error = grad.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let mass = sums[..n].iter().map(|&v| v as f64).sum();
+        Ok(Evaluation {
+            diag,
+            top,
+            grad,
+            error,
+            mass,
+        })
+    }
+
+    /// The kept entries as (indices, values, column starts) for the Hessian kernel: the ELL
+    /// rows as selected, then the same entries bucketed by column (rows ascending).
+    fn transposed(&self, e: &Evaluation) -> Result<(GpuVec<u32>, GpuVec<f32>, GpuVec<u32>)> {
+        let gpu = self.gpu();
+        let (n, m, k) = (self.n, self.m, e.top.k);
+        let columns = gpu.read(&e.top.columns)?;
+        let values = gpu.read(&e.top.values)?;
+        let mut starts = vec![0u32; m + 1];
+        for &j in &columns {
+            if (j as usize) < m {
+                starts[j as usize + 1] += 1;
+            }
+        }
+        for j in 0..m {
+            starts[j + 1] += starts[j];
+        }
+        let mut fill = starts.clone();
+        let mut indices = columns.clone();
+        let mut all_values = values.clone();
+        indices.resize(n * k + starts[m] as usize, 0);
+        all_values.resize(n * k + starts[m] as usize, 0.0);
+        for (e, (&j, &v)) in columns.iter().zip(&values).enumerate() {
+            if (j as usize) < m {
+                let at = n * k + fill[j as usize] as usize;
+                indices[at] = (e / k) as u32;
+                all_values[at] = v;
+                fill[j as usize] += 1;
+            }
+        }
+        Ok((
+            gpu.upload(&indices)?,
+            gpu.upload(&all_values)?,
+            gpu.upload(&starts)?,
+        ))
+    }
+}

@@ -1,0 +1,601 @@
+//! Optimal transport against the f64 log-domain Sinkhorn of `reference::ot` (POT's
+//! `sinkhorn_log`, written independently of the shaders).
+//!
+//! Tolerances. The GPU holds the potentials in f32 and forms each exponent
+//! z = (f[i] + g[j] − C[i][j])/reg from cost-unit values within [−1, 1] (costs scaled to
+//! [0, 1]): its rounding is ≤ u·|f + g − C|/reg, and the updates that produced f and g carry
+//! the same kind of error from their own exponents, (|g − C| + |f − C|)/reg·u, so P's entries
+//! are within ≈ 5u/reg relative (u = 2⁻²⁴: 3.6e-4 at η = 1200, 6e-6 at η = 20), plus the
+//! log-sum-exp's summation, a chain of at most L = 64 + n/64 + m/8 + 16 additions (64-row
+//! slices, then the slices; rows in runs of 4·8 plus a tree), ≤ L·u. Sinkhorn's contraction
+//! keeps these from compounding over iterations. The tests allow twice that,
+//! 10u/reg + 2L·u, on P's entries above 1e-6 of the largest (smaller ones are below f32's
+//! resolution of their row's sum), and ⟨C, P⟩ to 1e-4 relative (an average of those errors).
+
+mod common;
+
+use common::{as_f32, as_f64, assert_empty, assert_param, gpu};
+use curvgpu::ot::{Cost, Masses, Metric, OtProblem, SinkhornConfig, SnsConfig, MAX_TOP_K};
+use curvgpu::reference::ot as r;
+use curvgpu::{Error, Gpu, GpuVec};
+
+const U: f64 = 5.960_464_477_539_063e-8;
+
+/// The bound of the header on P's entries for an n×m problem at `reg`.
+fn p_rtol(reg: f64, n: usize, m: usize) -> f64 {
+    U * (10.0 / reg + 2.0 * (64 + n / 64 + m / 8 + 16) as f64)
+}
+
+/// f32-representable inputs: what the GPU sees is exactly what the reference solves.
+fn exact(v: Vec<f64>) -> Vec<f64> {
+    as_f64(&as_f32(&v))
+}
+
+/// Positive weights (uniform in [0.1, 1.1], normalised), rounded to f32.
+fn histogram(n: usize, seed: u64) -> Vec<f64> {
+    exact(r::normalized(
+        r::random_points(n, 1, seed)
+            .iter()
+            .map(|v| v + 0.1)
+            .collect(),
+    ))
+}
+
+struct Uploaded {
+    a: GpuVec<f32>,
+    b: GpuVec<f32>,
+    c: GpuVec<f32>,
+}
+
+fn upload(gpu: &Gpu, a: &[f64], b: &[f64], c: &[f64]) -> Uploaded {
+    Uploaded {
+        a: gpu.upload(&as_f32(a)).unwrap(),
+        b: gpu.upload(&as_f32(b)).unwrap(),
+        c: gpu.upload(&as_f32(c)).unwrap(),
+    }
+}
+
+/// P from the GPU's potentials against P from the reference's, entrywise relative.
+#[track_caller]
+fn assert_plans_agree(
+    what: &str,
+    c: &[f64],
+    got: (&[f32], &[f32]),
+    want: (&[f64], &[f64]),
+    reg: f64,
+    rtol: f64,
+) {
+    let p = r::plan(c, &as_f64(got.0), &as_f64(got.1), reg);
+    let q = r::plan(c, want.0, want.1, reg);
+    let top = q.iter().cloned().fold(0.0, f64::max);
+    let mut worst = 0.0f64;
+    for (e, (x, y)) in p.iter().zip(&q).enumerate() {
+        if *y > 1e-6 * top {
+            let rel = (x - y).abs() / y;
+            assert!(
+                rel <= rtol,
+                "{what}: P[{e}] = {x:e}, f64 {y:e}, relative {rel:e} > {rtol:e}"
+            );
+            worst = worst.max(rel);
+        }
+    }
+    println!("{what}: worst relative P error {worst:.2e} (bound {rtol:.1e})");
+}
+
+#[track_caller]
+fn assert_relative(what: &str, got: f64, want: f64, rtol: f64) {
+    let rel = (got - want).abs() / want.abs();
+    assert!(
+        rel <= rtol,
+        "{what}: {got} vs f64 {want}: relative {rel:e} > {rtol:e}"
+    );
+}
+
+#[test]
+fn sinkhorn_converges_as_pot_on_awkward_sizes_at_eta_20() {
+    let gpu = gpu();
+    let reg = 0.05;
+    for (n, m) in [(1, 7), (7, 1), (2, 3), (257, 131), (131, 257)] {
+        let x = r::random_points(n, 2, 10 + n as u64);
+        let y = r::random_points(m, 2, 20 + m as u64);
+        let c = exact(r::scaled_to_unit_max(r::sq_euclidean_cost(&x, &y, 2)));
+        let (a, b) = (histogram(n, 1), histogram(m, 2));
+        let want = r::sinkhorn_log(&a, &b, &c, reg, 1000, 1e-6, 10);
+        assert!(want.converged);
+        let g = upload(gpu, &a, &b, &c);
+        let problem = OtProblem::new(
+            gpu,
+            &g.a,
+            &g.b,
+            Cost::Dense(g.c.view()),
+            Masses::Renormalize,
+        )
+        .unwrap();
+        let config = SinkhornConfig {
+            tol: 1e-6,
+            ..SinkhornConfig::new(reg as f32)
+        };
+        let got = problem.sinkhorn(&config).unwrap();
+        let what = format!("{n}×{m}");
+        assert!(
+            got.converged,
+            "{what}: not converged, error {}",
+            got.final_error
+        );
+        // Errors far above or below 1e-6 at every check: the same check stops both.
+        assert_eq!(got.iterations, want.iterations, "{what}: iterations");
+        assert_eq!(got.errors.len(), want.errors.len(), "{what}: checks");
+        assert!(got.final_error < 1e-6);
+        let (f, gg) = (gpu.read(&got.f).unwrap(), gpu.read(&got.g).unwrap());
+        assert_plans_agree(
+            &what,
+            &c,
+            (&f, &gg),
+            (&want.f, &want.g),
+            reg,
+            p_rtol(reg, n, m),
+        );
+        assert_relative(
+            &what,
+            got.cost,
+            r::transport_cost(&c, &want.f, &want.g, reg),
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn sinkhorn_at_eta_1200_matches_pot_step_for_step_dense_and_on_the_fly() {
+    // The paper's random problem: 500 uniform points in [0, 1]², squared-Euclidean cost
+    // scaled to [0, 1], η = 1200; 300 iterations (far from converged), history compared.
+    let gpu = gpu();
+    let (n, m, reg) = (500, 500, 1.0 / 1200.0);
+    let x = exact(r::random_points(n, 2, 1));
+    let y = exact(r::random_points(m, 2, 2));
+    let raw = r::sq_euclidean_cost(&x, &y, 2);
+    let max = raw.iter().cloned().fold(0.0, f64::max);
+    let scale = max.recip() as f32 as f64;
+    let c = exact(raw.iter().map(|v| v * scale).collect());
+    let (a, b) = (histogram(n, 3), histogram(m, 4));
+    let want = r::sinkhorn_log(&a, &b, &c, reg, 300, 1e-9, 10);
+    let g = upload(gpu, &a, &b, &c);
+    let (gx, gy) = (
+        gpu.upload(&as_f32(&x)).unwrap(),
+        gpu.upload(&as_f32(&y)).unwrap(),
+    );
+    let points = Cost::Points {
+        x: gx.view(),
+        y: gy.view(),
+        dim: 2,
+        metric: Metric::SqEuclidean,
+        scale: scale as f32,
+    };
+    let config = SinkhornConfig {
+        max_iter: 300,
+        tol: 1e-9,
+        ..SinkhornConfig::new(reg as f32)
+    };
+    for (form, cost) in [("dense", Cost::Dense(g.c.view())), ("on the fly", points)] {
+        let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
+        let got = problem.sinkhorn(&config).unwrap();
+        assert!(!got.converged);
+        assert_eq!(got.iterations, 300);
+        assert_eq!(got.errors.len(), want.errors.len());
+        for (k, (e, w)) in got.errors.iter().zip(&want.errors).enumerate() {
+            // The error is a difference of P's column sums and b: P's relative budget.
+            assert_relative(&format!("{form}: error at check {k}"), *e as f64, *w, 1e-2);
+        }
+        let (f, gg) = (gpu.read(&got.f).unwrap(), gpu.read(&got.g).unwrap());
+        assert_plans_agree(
+            form,
+            &c,
+            (&f, &gg),
+            (&want.f, &want.g),
+            reg,
+            p_rtol(reg, n, m),
+        );
+        assert_relative(
+            form,
+            got.cost,
+            r::transport_cost(&c, &want.f, &want.g, reg),
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn synthetic_images_with_l1_and_squared_l2_ground_costs() {
+    // Two 28×28 images of Gaussian blobs; the ground cost between pixel positions, scaled to
+    // [0, 1]; η = 1200 for 150 iterations, dense and on the fly against the reference.
+    let gpu = gpu();
+    let side = 28;
+    let a = exact(r::blob_image(side, &[(7.0, 8.0, 2.5), (19.0, 20.0, 3.0)]));
+    let b = exact(r::blob_image(side, &[(20.0, 6.0, 3.5), (9.0, 21.0, 2.0)]));
+    let pixels = exact(r::pixel_grid(side));
+    let gp = gpu.upload(&as_f32(&pixels)).unwrap();
+    let reg = 1.0 / 1200.0;
+    for (name, metric, raw) in [
+        ("L1", Metric::Lp(1.0), r::lp_cost(&pixels, &pixels, 2, 1.0)),
+        (
+            "squared L2",
+            Metric::SqEuclidean,
+            r::sq_euclidean_cost(&pixels, &pixels, 2),
+        ),
+    ] {
+        let max = raw.iter().cloned().fold(0.0, f64::max);
+        let scale = max.recip() as f32 as f64;
+        let c = exact(raw.iter().map(|v| v * scale).collect());
+        let want = r::sinkhorn_log(&a, &b, &c, reg, 150, 1e-9, 10);
+        let g = upload(gpu, &a, &b, &c);
+        let points = Cost::Points {
+            x: gp.view(),
+            y: gp.view(),
+            dim: 2,
+            metric,
+            scale: scale as f32,
+        };
+        let config = SinkhornConfig {
+            max_iter: 150,
+            tol: 1e-9,
+            ..SinkhornConfig::new(reg as f32)
+        };
+        for (form, cost) in [("dense", Cost::Dense(g.c.view())), ("on the fly", points)] {
+            let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
+            let got = problem.sinkhorn(&config).unwrap();
+            let (f, gg) = (gpu.read(&got.f).unwrap(), gpu.read(&got.g).unwrap());
+            let what = format!("{name}, {form}");
+            assert_plans_agree(
+                &what,
+                &c,
+                (&f, &gg),
+                (&want.f, &want.g),
+                reg,
+                p_rtol(reg, side * side, side * side),
+            );
+            assert_relative(
+                &what,
+                got.cost,
+                r::transport_cost(&c, &want.f, &want.g, reg),
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn rows_past_65535_workgroups_fold_into_a_2d_grid() {
+    // One workgroup per row: 70,001 rows need the 2-D grid; 5 columns, points in 1-D.
+    let gpu = gpu();
+    let (n, m, reg) = (70_001, 5, 0.1);
+    let x = exact(r::random_points(n, 1, 5));
+    let y = exact(r::random_points(m, 1, 6));
+    let c = r::sq_euclidean_cost(&x, &y, 1);
+    let (a, b) = (histogram(n, 7), histogram(m, 8));
+    let want = r::sinkhorn_log(&a, &b, &c, reg, 20, 1e-9, 10);
+    let (ga, gb) = (
+        gpu.upload(&as_f32(&a)).unwrap(),
+        gpu.upload(&as_f32(&b)).unwrap(),
+    );
+    let (gx, gy) = (
+        gpu.upload(&as_f32(&x)).unwrap(),
+        gpu.upload(&as_f32(&y)).unwrap(),
+    );
+    let cost = Cost::Points {
+        x: gx.view(),
+        y: gy.view(),
+        dim: 1,
+        metric: Metric::SqEuclidean,
+        scale: 1.0,
+    };
+    let problem = OtProblem::new(gpu, &ga, &gb, cost, Masses::Renormalize).unwrap();
+    let got = problem
+        .sinkhorn(&SinkhornConfig {
+            max_iter: 20,
+            tol: 1e-9,
+            ..SinkhornConfig::new(reg as f32)
+        })
+        .unwrap();
+    let (f, gg) = (gpu.read(&got.f).unwrap(), gpu.read(&got.g).unwrap());
+    assert_plans_agree(
+        "70,001×5",
+        &c,
+        (&f, &gg),
+        (&want.f, &want.g),
+        reg,
+        p_rtol(reg, n, m),
+    );
+}
+
+#[test]
+fn sns_reaches_sinkhorns_solution_in_a_few_newton_steps() {
+    // The paper's random problem (η = 1200), square and not; SNS and Sinkhorn both to 1e-5.
+    // Two solutions with marginal errors ≤ 1e-5 differ by O(1e-5) in P's mass, so their
+    // transport costs agree to ~1e-5/min(a) relative at worst; 1e-3 is asked.
+    let gpu = gpu();
+    let reg = 1.0 / 1200.0;
+    for (n, m) in [(500, 500), (300, 200)] {
+        let x = exact(r::random_points(n, 2, 11));
+        let y = exact(r::random_points(m, 2, 12));
+        let c = exact(r::scaled_to_unit_max(r::sq_euclidean_cost(&x, &y, 2)));
+        let (a, b) = (histogram(n, 13), histogram(m, 14));
+        let g = upload(gpu, &a, &b, &c);
+        let problem = OtProblem::new(
+            gpu,
+            &g.a,
+            &g.b,
+            Cost::Dense(g.c.view()),
+            Masses::Renormalize,
+        )
+        .unwrap();
+        let sns = problem.sns(&SnsConfig::new(reg as f32)).unwrap();
+        let what = format!("SNS {n}×{m}");
+        assert!(
+            sns.converged,
+            "{what}: error {} after {} Newton steps",
+            sns.final_error, sns.newton_iterations
+        );
+        assert!(sns.final_error < 1e-5);
+        assert!(
+            sns.newton_iterations <= 15,
+            "{what}: {} Newton steps",
+            sns.newton_iterations
+        );
+        assert_eq!(sns.cg_iterations.len(), sns.newton_iterations);
+        assert_eq!(sns.newton_errors.len(), sns.newton_iterations + 1);
+        // The reported error is the f64 marginal error of the returned potentials.
+        let (f, gg) = (
+            as_f64(&gpu.read(&sns.f).unwrap()),
+            as_f64(&gpu.read(&sns.g).unwrap()),
+        );
+        let (rows, cols) = r::marginals(&c, &f, &gg, reg);
+        let err = rows
+            .iter()
+            .zip(&a)
+            .chain(cols.iter().zip(&b))
+            .map(|(p, w)| (p - w).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        // The GPU's f32 sums against f64 ones of the same potentials: P's relative budget on
+        // masses of ~1/n each, summed in quadrature over n + m marginals.
+        let budget = p_rtol(reg, n, m) * ((n + m) as f64).sqrt() / n.min(m) as f64;
+        assert!(
+            (err - sns.final_error as f64).abs() <= budget,
+            "{what}: reported {} vs f64 {err}",
+            sns.final_error
+        );
+        let sinkhorn = problem
+            .sinkhorn(&SinkhornConfig {
+                max_iter: 100_000,
+                ..SinkhornConfig::new(reg as f32)
+            })
+            .unwrap();
+        assert!(sinkhorn.converged);
+        println!(
+            "{what}: {} Sinkhorn + {} Newton (CG {:?}) vs Sinkhorn {} iterations",
+            sns.sinkhorn_iterations, sns.newton_iterations, sns.cg_iterations, sinkhorn.iterations
+        );
+        assert_relative(&what, sns.cost, sinkhorn.cost, 1e-3);
+        assert_relative(&what, sns.cost, r::transport_cost(&c, &f, &gg, reg), 1e-4);
+    }
+}
+
+#[test]
+fn top_k_and_the_dense_plan_follow_the_potentials() {
+    let gpu = gpu();
+    let (n, m, reg) = (37, 3, 0.05);
+    let x = r::random_points(n, 2, 21);
+    let y = r::random_points(m, 2, 22);
+    let c = exact(r::scaled_to_unit_max(r::sq_euclidean_cost(&x, &y, 2)));
+    let (a, b) = (histogram(n, 23), histogram(m, 24));
+    let g = upload(gpu, &a, &b, &c);
+    let problem = OtProblem::new(
+        gpu,
+        &g.a,
+        &g.b,
+        Cost::Dense(g.c.view()),
+        Masses::Renormalize,
+    )
+    .unwrap();
+    let s = problem.sinkhorn(&SinkhornConfig::new(reg as f32)).unwrap();
+    let (f, gg) = (
+        as_f64(&gpu.read(&s.f).unwrap()),
+        as_f64(&gpu.read(&s.g).unwrap()),
+    );
+    let want = r::plan(&c, &f, &gg, reg);
+    let dense = gpu
+        .read(&problem.plan(&s.f, &s.g, reg as f32).unwrap())
+        .unwrap();
+    common::assert_close("dense plan", &dense, &want, 0.0, p_rtol(reg, n, m));
+    // k = 5 > m = 3: the last two of each row are padding.
+    let k = 5;
+    let top = problem.top_k(&s.f, &s.g, reg as f32, k).unwrap();
+    let (cols, vals) = (
+        gpu.read(&top.columns).unwrap(),
+        gpu.read(&top.values).unwrap(),
+    );
+    for i in 0..n {
+        let mut row: Vec<(f64, usize)> = (0..m).map(|j| (want[i * m + j], j)).collect();
+        row.sort_by(|p, q| q.0.total_cmp(&p.0));
+        for (t, &(v, j)) in row.iter().enumerate() {
+            assert_eq!(cols[i * k + t] as usize, j, "row {i}, rank {t}");
+            assert!((vals[i * k + t] as f64 - v).abs() <= p_rtol(reg, n, m) * v);
+        }
+        for t in m..k {
+            assert_eq!((cols[i * k + t] as usize, vals[i * k + t]), (m, 0.0));
+        }
+    }
+    assert_param(problem.top_k(&s.f, &s.g, reg as f32, 0), "k", 0.0);
+    assert_param(
+        problem.top_k(&s.f, &s.g, reg as f32, MAX_TOP_K + 1),
+        "k",
+        33.0,
+    );
+}
+
+#[test]
+fn non_convergence_is_reported_with_the_error_reached() {
+    let gpu = gpu();
+    let (n, reg) = (64, 1.0 / 1200.0);
+    let x = r::random_points(n, 2, 31);
+    let c = exact(r::scaled_to_unit_max(r::sq_euclidean_cost(&x, &x, 2)));
+    let a = histogram(n, 32);
+    let b = histogram(n, 33);
+    let g = upload(gpu, &a, &b, &c);
+    let problem = OtProblem::new(
+        gpu,
+        &g.a,
+        &g.b,
+        Cost::Dense(g.c.view()),
+        Masses::Renormalize,
+    )
+    .unwrap();
+    // 25 iterations, checks after 1, 11 and 21; the final error is measured after 25.
+    let got = problem
+        .sinkhorn(&SinkhornConfig {
+            max_iter: 25,
+            tol: 1e-9,
+            ..SinkhornConfig::new(reg as f32)
+        })
+        .unwrap();
+    let want = r::sinkhorn_log(&a, &b, &c, reg, 25, 1e-9, 10);
+    assert!(!got.converged && !want.converged);
+    assert_eq!((got.iterations, got.errors.len()), (25, 3));
+    let (f, gg) = (
+        as_f64(&gpu.read(&got.f).unwrap()),
+        as_f64(&gpu.read(&got.g).unwrap()),
+    );
+    let (_, cols) = r::marginals(&c, &f, &gg, reg);
+    let err = cols
+        .iter()
+        .zip(&b)
+        .map(|(p, w)| (p - w).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert_relative("final error", got.final_error as f64, err, 1e-2);
+    assert!(got.final_error.is_finite() && got.final_error > 1e-9);
+}
+
+#[test]
+fn bad_problems_are_typed_errors() {
+    let gpu = gpu();
+    let good = gpu.upload(&[0.25f32, 0.75]).unwrap();
+    let c = gpu.upload(&[0.0f32, 1.0, 1.0, 0.0]).unwrap();
+    fn new<'a>(
+        a: &'a GpuVec<f32>,
+        b: &'a GpuVec<f32>,
+        c: &'a GpuVec<f32>,
+        masses: Masses,
+    ) -> curvgpu::Result<OtProblem<'a>> {
+        OtProblem::new(common::gpu(), a, b, Cost::Dense(c.view()), masses)
+    }
+    let empty = curvgpu::BufView::new(good.buffer(), 0, 0);
+    let (g, cv) = (good.view(), c.view());
+    assert_empty(
+        OtProblem::new(gpu, empty, g, Cost::Dense(cv), Masses::Equal),
+        "a",
+    );
+    assert_empty(
+        OtProblem::new(gpu, g, empty, Cost::Dense(cv), Masses::Equal),
+        "b",
+    );
+    let negative = gpu.upload(&[1.25f32, -0.25]).unwrap();
+    match new(&negative, &good, &c, Masses::Equal) {
+        Err(Error::Negative {
+            argument: "a",
+            index: 1,
+            ..
+        }) => {}
+        other => panic!("expected Negative {{ a, 1 }}, got {other:?}"),
+    }
+    let nan = gpu.upload(&[f32::NAN, 1.0]).unwrap();
+    match new(&good, &nan, &c, Masses::Equal) {
+        Err(Error::NonFinite {
+            argument: "b",
+            index: 0,
+            ..
+        }) => {}
+        other => panic!("expected NonFinite {{ b, 0 }}, got {other:?}"),
+    }
+    for bad in [[0.0f32, 1.0, -1.0, 0.0], [0.0, f32::INFINITY, 1.0, 0.0]] {
+        let bad = gpu.upload(&bad).unwrap();
+        match new(&good, &good, &bad, Masses::Equal) {
+            Err(Error::Negative {
+                argument: "cost",
+                index: 2,
+                ..
+            })
+            | Err(Error::NonFinite {
+                argument: "cost",
+                index: 1,
+                ..
+            }) => {}
+            other => panic!("expected a bad cost, got {other:?}"),
+        }
+    }
+    let zero = gpu.upload(&[0.0f32, 0.0]).unwrap();
+    assert!(matches!(
+        new(&zero, &good, &c, Masses::Renormalize),
+        Err(Error::Mass { .. })
+    ));
+    let heavy = gpu.upload(&[0.5f32, 1.0]).unwrap();
+    assert!(matches!(
+        new(&heavy, &good, &c, Masses::Equal),
+        Err(Error::Mass { .. })
+    ));
+    // Renormalisation only when asked: then both total 1.
+    let p = new(&heavy, &good, &c, Masses::Renormalize).unwrap();
+    let total: f32 = gpu.read(p.a()).unwrap().iter().sum();
+    assert!((total - 1.0).abs() < 1e-6);
+    common::assert_length(new(&good, &good, &heavy, Masses::Equal), "cost", 4, 2);
+    // Points: wrong lengths, dim 0, p < 1, scale ≤ 0.
+    let xs = gpu.upload(&[0.0f32, 1.0, 2.0, 3.0]).unwrap();
+    let points = |dim, metric, scale| Cost::Points {
+        x: xs.view(),
+        y: xs.view(),
+        dim,
+        metric,
+        scale,
+    };
+    let with = |cost: Cost<'_>| OtProblem::new(gpu, &good, &good, cost, Masses::Equal).map(|_| ());
+    common::assert_length(with(points(3, Metric::SqEuclidean, 1.0)), "x", 6, 4);
+    assert!(matches!(
+        with(points(0, Metric::SqEuclidean, 1.0)),
+        Err(Error::Shape {
+            argument: "dim",
+            ..
+        })
+    ));
+    assert_param(with(points(2, Metric::Lp(0.5), 1.0)), "p", 0.5);
+    assert_param(with(points(2, Metric::SqEuclidean, 0.0)), "scale", 0.0);
+    let y1 = gpu.upload(&[0.0f32, 1.0, 2.0]).unwrap();
+    let mismatch = Cost::Points {
+        x: xs.view(),
+        y: y1.view(),
+        dim: 2,
+        metric: Metric::SqEuclidean,
+        scale: 1.0,
+    };
+    common::assert_length(with(mismatch), "y", 4, 3);
+    // Solver settings.
+    let p = new(&good, &good, &c, Masses::Equal).unwrap();
+    for reg in [0.0, -1.0, f32::NAN] {
+        assert_param(p.sinkhorn(&SinkhornConfig::new(reg)), "reg", reg as f64);
+        assert_param(p.sns(&SnsConfig::new(reg)), "reg", reg as f64);
+    }
+    assert_param(
+        p.sinkhorn(&SinkhornConfig {
+            check_every: 0,
+            ..SinkhornConfig::new(0.1)
+        }),
+        "check_every",
+        0.0,
+    );
+    assert_param(
+        p.sns(&SnsConfig {
+            density: Some(0.0),
+            ..SnsConfig::new(0.1)
+        }),
+        "density",
+        0.0,
+    );
+}
