@@ -65,10 +65,11 @@ fn col_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 }
 
 // top_k (one workgroup per row): 6 the column indices (u32 bits; m where the row has fewer
-// than k entries), 7 the values P[i][j], k ≤ MAX_K per row, largest first (ties in any order).
+// than k entries), 7 the values P[i][j], k ≤ MAX_K per row, largest first (ties in any
+// order).
 // Each invocation keeps its own k largest of the columns it visits, then k rounds of a
 // workgroup arg-max take the row's largest among the invocations' heads.
-const MAX_K: u32 = 32u;
+const MAX_K: u32 = 128u;
 
 @group(0) @binding(6) var<storage, read_write> top_index: array<u32>;
 @group(0) @binding(7) var<storage, read_write> top_value: array<f32>;
@@ -105,17 +106,98 @@ fn top_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     for (var r = 0u; r < k; r++) {
         let mine = select(NEG, keys[min(head, k - 1u)], head < k);
         let best = workgroup_max(lid, mine);
+        if (best == NEG) {
+            // Uniform: every invocation saw the same best. The rest of the row is padding.
+            for (var t = r + lid; t < k; t += WG) {
+                top_index[i * k + t] = ot.m;
+                top_value[i * k + t] = 0.0;
+            }
+            break;
+        }
         // The lowest invocation holding the best key wins (lid < 2^24: exact as f32).
-        let claim = select(NEG, -f32(lid), mine == best && best != NEG);
+        let claim = select(NEG, -f32(lid), mine == best);
         let winner = -workgroup_max(lid, claim);
         if (f32(lid) == winner) {
             top_index[i * k + r] = cols[head];
             top_value[i * k + r] = exp((pf[i] + keys[head]) * ot.inv_reg);
             head++;
         }
-        if (lid == 0u && best == NEG) {
-            top_index[i * k + r] = ot.m;
-            top_value[i * k + r] = 0.0;
+    }
+}
+
+// select_rows (one workgroup per row): SNS's sparsity pattern, each row's largest entries
+// without sorting them. Entries within e^-CUT of the row's largest (below that they add
+// nothing at f32's resolution) are binned by e-folding distance from it into BINS bins; the
+// pattern takes whole bins from the top while they fit in k, so every kept entry is larger
+// than every dropped one. Written unsorted into 6 / 7 as top_k lays them out (column m
+// pads). A row whose first bin alone holds more than k keeps the first k found and adds 1 to
+// 8, the count of capped rows.
+const BINS: u32 = 64u;
+const CUT: f32 = 14.0;
+var<workgroup> row_fill: atomic<u32>;
+var<workgroup> bins: array<atomic<u32>, BINS>;
+
+@group(0) @binding(8) var<storage, read_write> capped: array<atomic<u32>>;
+
+fn bin_of(top: f32, z: f32) -> u32 {
+    return min(u32((top - z) * ot.inv_reg * (f32(BINS) / CUT)), BINS - 1u);
+}
+
+@compute @workgroup_size(WG)
+fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = wid.y * nwg.x + wid.x;
+    if (i >= ot.n) {
+        return;
+    }
+    let k = ot.k;
+    var local_top = NEG;
+    for (var j = lid; j < ot.m; j += WG) {
+        local_top = max(local_top, pg[j] - cost(i, j));
+    }
+    let top = workgroup_max(lid, local_top);
+    let floor = top - CUT * ot.reg;
+    for (var b = lid; b < BINS; b += WG) {
+        atomicStore(&bins[b], 0u);
+    }
+    if (lid == 0u) {
+        atomicStore(&row_fill, 0u);
+    }
+    workgroupBarrier();
+    for (var j = lid; j < ot.m; j += WG) {
+        let z = pg[j] - cost(i, j);
+        if (z >= floor) {
+            atomicAdd(&bins[bin_of(top, z)], 1u);
         }
+    }
+    workgroupBarrier();
+    // Bins [0, last) fit in k (at least bin 0 is taken, capped at k).
+    var last = 1u;
+    var total = atomicLoad(&bins[0]);
+    for (var b = 1u; b < BINS; b++) {
+        total += atomicLoad(&bins[b]);
+        if (total > k) {
+            break;
+        }
+        last = b + 1u;
+    }
+    for (var j = lid; j < ot.m; j += WG) {
+        let z = pg[j] - cost(i, j);
+        if (z >= floor && bin_of(top, z) < last) {
+            let slot = atomicAdd(&row_fill, 1u);
+            if (slot < k) {
+                top_index[i * k + slot] = j;
+                top_value[i * k + slot] = exp((pf[i] + z) * ot.inv_reg);
+            }
+        }
+    }
+    workgroupBarrier();
+    let found = atomicLoad(&row_fill);
+    for (var t = found + lid; t < k; t += WG) {
+        top_index[i * k + t] = ot.m;
+        top_value[i * k + t] = 0.0;
+    }
+    if (lid == 0u && found > k) {
+        atomicAdd(&capped[0], 1u);
     }
 }

@@ -4,6 +4,7 @@ pub mod kernels;
 pub mod problems;
 pub mod roofline;
 pub mod solvers;
+pub mod transport;
 
 use std::time::Instant;
 

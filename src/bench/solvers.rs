@@ -18,14 +18,16 @@ pub const CG_BYTES_PER_UNKNOWN: f64 = 40.0;
 /// One solver run.
 #[derive(Clone, Debug)]
 pub struct SolverRun {
-    /// `cg` (curvgpu) or `cpu_cg_f64`.
+    /// `cg` (curvgpu), `cpu_cg_f64`, `sinkhorn` or `sns`.
     pub name: &'static str,
     /// e.g. `poisson2d_1024`.
     pub problem: String,
     /// Unknowns.
     pub n: usize,
-    /// Iterations to convergence (or the limit).
+    /// Iterations to convergence (or the limit); for SNS both stages.
     pub iterations: usize,
+    /// SNS's Newton steps (counted in `iterations` too).
+    pub newton_iterations: Option<usize>,
     /// Wall-clock time to solution, setup and readback included.
     pub wall_ms: f64,
     /// True relative residual ‖b − A·x‖/‖b‖, computed in f64.
@@ -95,6 +97,7 @@ pub fn poisson_time_to_solution(gpu: &Gpu, side: usize, rtol: f32) -> Result<[So
         wall_ms: gpu_ms,
         final_error: true_residual(side, &x, &b),
         converged: result.converged,
+        newton_iterations: None,
         stats: Some(stats),
     };
     let t0 = Instant::now();
@@ -116,6 +119,7 @@ pub fn poisson_time_to_solution(gpu: &Gpu, side: usize, rtol: f32) -> Result<[So
         wall_ms: cpu_ms,
         final_error: true_residual(side, &cpu.x, &b),
         converged: cpu.converged,
+        newton_iterations: None,
         stats: None,
     };
     Ok([gpu_run, cpu_run])

@@ -16,7 +16,7 @@ mod sns;
 pub use plan::{TopK, MAX_TOP_K};
 pub use sinkhorn::{SinkhornConfig, SinkhornSolution};
 #[cfg(not(target_arch = "wasm32"))]
-pub use sns::{SnsConfig, SnsSolution};
+pub use sns::{SnsConfig, SnsSolution, MAX_KEPT};
 
 use bytemuck::{Pod, Zeroable};
 

@@ -9,7 +9,7 @@ use crate::record::{Binding, Recorder};
 use super::{check_reg, OtProblem, OtUniform};
 
 /// Largest k of [`OtProblem::top_k`] (`MAX_K` in `shaders/ot/plan.wgsl`).
-pub const MAX_TOP_K: usize = 32;
+pub const MAX_TOP_K: usize = 128;
 
 /// The k largest entries of each row of P: row i's are at i·k .. (i + 1)·k, largest first;
 /// a row with fewer than k columns pads with column index m and value 0.
@@ -174,6 +174,42 @@ impl<'a> OtProblem<'a> {
         Ok(top)
     }
 
+    /// Records SNS's sparsity pattern into `top` (see `select_rows` in `shaders/ot/plan.wgsl`):
+    /// each row's entries within e^-14 of its largest, at most `top.k`, unsorted; rows that had
+    /// more are counted into `capped[0]`.
+    pub(crate) fn record_select_rows(
+        &self,
+        rec: &mut Recorder,
+        f: BufView<'_>,
+        g: BufView<'_>,
+        reg: f32,
+        top: &TopK,
+        capped: BufView<'_>,
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        let (_, [c, x, y]) = self.cost_bindings();
+        let u = OtUniform {
+            k: top.k as u32,
+            ..self.uniform(reg)
+        };
+        rec.dispatch(
+            kernel!("ot/plan.wgsl", "select_rows"),
+            &self.row_constants(),
+            &[
+                Binding::Uniform(bytemuck::bytes_of(&u)),
+                c,
+                x,
+                y,
+                Binding::Storage(f, None),
+                Binding::Storage(g, None),
+                Binding::Storage(top.columns.view(), None),
+                Binding::Storage(top.values.view(), None),
+                Binding::Storage(capped, None),
+            ],
+            gpu.grid_for_groups(self.n as u64)?,
+        )
+    }
+
     pub(crate) fn record_top_k(
         &self,
         rec: &mut Recorder,
@@ -183,7 +219,7 @@ impl<'a> OtProblem<'a> {
         top: &TopK,
     ) -> Result<()> {
         if top.k == 0 || top.k > MAX_TOP_K {
-            return Err(Error::param("k", top.k as f64, "1 ..= 32"));
+            return Err(Error::param("k", top.k as f64, "1 ..= MAX_TOP_K (128)"));
         }
         let gpu = rec.gpu();
         let (_, [c, x, y]) = self.cost_bindings();

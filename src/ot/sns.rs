@@ -11,7 +11,10 @@ use crate::kernel;
 use crate::krylov::{CgOptions, LinearOperator, Preconditioner};
 use crate::record::{Binding, Recorder};
 
-use super::plan::{TopK, MAX_TOP_K};
+use super::plan::TopK;
+
+/// Entries of P kept per row at most (`SnsConfig::density`'s default).
+pub const MAX_KEPT: usize = 512;
 use super::sinkhorn::SinkhornConfig;
 use super::{check_reg, OtProblem};
 
@@ -26,17 +29,20 @@ pub struct SnsConfig {
     pub sinkhorn_steps: usize,
     /// Newton-step budget (default 100).
     pub max_newton: usize,
-    /// λ, the fraction of P's n·m entries kept: ⌈λ·m⌉ per row, between 1 and [`MAX_TOP_K`].
-    /// `None` keeps [`MAX_TOP_K`] a row. The paper's λ = 2/n (2 a row; 15/n for L1 costs)
-    /// stalls in f32 at η = 1200 on its own random problem (n = 500): the error falls ~3% a
-    /// Newton step with 2, 4 or 8 a row, while 16 a row converge in 8 steps and 32 in 6
-    /// (measured on lavapipe; Tang & Qiu and regot report the same stall of fixed-density
-    /// sparsification, see ALGORITHMS.md).
+    /// λ, the fraction of P's n·m entries the sparse Hessian may keep: at most ⌈λ·m⌉ a row
+    /// (1 ..= [`MAX_KEPT`]), the row's largest, and only those within e^-14 of its largest.
+    /// `None` allows [`MAX_KEPT`]. The paper's λ = 2/n (2 a row; 15/n for L1 costs) stalls in
+    /// f32 at η = 1200 on its own random problem: the error falls ~3% a Newton step at n = 500
+    /// with 2, 4 or 8 a row, while 16 converge in 8 steps and 32 in 6; at n = 2000, 64 stall
+    /// and 128 converge in 5; at n = 5000, 128 stall, 256 converge in 4 and 512 in 3 (a row's
+    /// significant entries grow with n at fixed η). Measured on lavapipe; Tang & Qiu and
+    /// regot report the same stall of fixed-density sparsification (ALGORITHMS.md).
     pub density: Option<f32>,
     /// μ ≥ 0: μ·‖∇‖ added to the sparse Hessian's diagonal (0, plain SNS; Tang & Qiu's safe
     /// variant uses such a shift to keep the sparsified system well posed).
     pub shift: f32,
-    /// CG's relative tolerance on each Newton system (default 1e-6).
+    /// CG's relative tolerance on each Newton system (default 1e-3: an inexact Newton step;
+    /// 1e-6 took the same Newton steps and 20–50% longer at n = 500 and 2000).
     pub cg_rtol: f32,
     /// CG's iteration limit per Newton step (default 1000).
     pub cg_maxiter: usize,
@@ -54,7 +60,7 @@ impl SnsConfig {
             max_newton: 100,
             density: None,
             shift: 0.0,
-            cg_rtol: 1e-6,
+            cg_rtol: 1e-3,
             cg_maxiter: 1000,
             max_halvings: 12,
         }
@@ -101,8 +107,11 @@ pub struct SnsSolution {
     pub step_sizes: Vec<f32>,
     /// ‖(a − P·1, b − Pᵀ·1)‖₂ before each Newton step and after the last.
     pub newton_errors: Vec<f32>,
-    /// Entries of P kept per row in the sparse Hessian.
+    /// Entries of P the sparse Hessian could keep per row.
     pub kept_per_row: usize,
+    /// Rows, summed over the Newton steps, whose largest bin of entries alone overflowed
+    /// `kept_per_row` (then an arbitrary part of it was kept): a sign to raise `density`.
+    pub capped_rows: usize,
     /// Whether the tolerance was met.
     pub converged: bool,
     /// ‖(a − P·1, b − Pᵀ·1)‖₂ at the returned potentials.
@@ -194,6 +203,8 @@ struct Evaluation {
     grad: Vec<f64>,
     error: f64,
     mass: f64,
+    /// Rows with more significant entries than the pattern holds.
+    capped_rows: usize,
 }
 
 impl<'a> OtProblem<'a> {
@@ -219,9 +230,9 @@ impl<'a> OtProblem<'a> {
         // ⌈λ·m⌉ with f32's rounding of λ taken off (2/n·n is not always 2 in f32).
         let k = match config.density {
             Some(d) => (d as f64 * m as f64 * (1.0 - 1e-6)).ceil() as usize,
-            None => MAX_TOP_K,
+            None => MAX_KEPT,
         }
-        .clamp(1, MAX_TOP_K.min(m));
+        .clamp(1, MAX_KEPT.min(m));
         // Stage 1.
         let mut state = self.sinkhorn_state()?;
         let stage1 = SinkhornConfig {
@@ -253,6 +264,7 @@ impl<'a> OtProblem<'a> {
             step_sizes: Vec::new(),
             newton_errors: vec![current.error as f32],
             kept_per_row: k,
+            capped_rows: current.capped_rows,
             converged: current.error < config.tol as f64,
             final_error: current.error as f32,
         };
@@ -319,6 +331,7 @@ impl<'a> OtProblem<'a> {
                 break;
             };
             std::mem::swap(&mut z, &mut trial);
+            solution.capped_rows += next.capped_rows;
             current = next;
             solution.step_sizes.push(alpha as f32);
             solution.newton_errors.push(current.error as f32);
@@ -403,8 +416,10 @@ impl<'a> OtProblem<'a> {
             ],
             gpu.elementwise_grid(m as u64)?,
         )?;
-        self.record_top_k(&mut rec, f, g, reg, &top)?;
+        let capped = gpu.upload(&[0u32])?;
+        self.record_select_rows(&mut rec, f, g, reg, &top, capped.view())?;
         rec.submit()?;
+        let capped_rows = gpu.read(&capped)?[0] as usize;
         let sums = gpu.read(&diag)?;
         let grad: Vec<f64> = self
             .a_host
@@ -421,6 +436,7 @@ impl<'a> OtProblem<'a> {
             grad,
             error,
             mass,
+            capped_rows,
         })
     }
 
