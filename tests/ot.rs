@@ -598,4 +598,12 @@ fn bad_problems_are_typed_errors() {
         "density",
         0.0,
     );
+    // Zero mass: Sinkhorn accepts it, SNS refuses (its Newton system would be singular).
+    let sparse = gpu.upload(&[1.0f32, 0.0]).unwrap();
+    let p = new(&sparse, &good, &c, Masses::Renormalize).unwrap();
+    assert!(p.sinkhorn(&SinkhornConfig::new(0.1)).unwrap().converged);
+    assert!(matches!(
+        p.sns(&SnsConfig::new(0.1)),
+        Err(Error::Mass { .. })
+    ));
 }

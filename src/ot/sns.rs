@@ -221,10 +221,22 @@ impl<'a> OtProblem<'a> {
     /// resolve the objective's change (near the tolerance it is below the rounding of ΣP),
     /// when it lowers ‖∇‖.
     ///
-    /// Errors: invalid settings ([`Error::InvalidParameter`]); [`Error::Breakdown`] from CG if
-    /// the sparse Hessian is not positive definite. Native only (CG blocks).
+    /// Errors: invalid settings ([`Error::InvalidParameter`]); a zero entry in a or b
+    /// ([`Error::Mass`]); [`Error::Breakdown`] from CG if the sparse Hessian is not positive
+    /// definite. Native only (CG blocks).
     pub fn sns(&self, config: &SnsConfig) -> Result<SnsSolution> {
         config.check()?;
+        // A zero mass empties its row or column of P, and with it the Hessian's diagonal.
+        for (name, w) in [("a", &self.a_host), ("b", &self.b_host)] {
+            if let Some(i) = w.iter().position(|&v| v == 0.0) {
+                return Err(Error::Mass {
+                    message: format!(
+                        "SNS needs every entry of `{name}` positive ({name}[{i}] = 0 makes its \
+                         Newton system singular); Sinkhorn accepts zeros"
+                    ),
+                });
+            }
+        }
         let gpu = self.gpu();
         let (n, m) = (self.n, self.m);
         // ⌈λ·m⌉ with f32's rounding of λ taken off (2/n·n is not always 2 in f32).
