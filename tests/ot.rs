@@ -82,6 +82,24 @@ fn assert_plans_agree(
     println!("{what}: worst relative P error {worst:.2e} (bound {rtol:.1e})");
 }
 
+/// The GPU's potentials (and ⟨C, P⟩) against the reference run: P's entries within `rtol`
+/// relative, the transport cost within 1e-4.
+#[track_caller]
+fn assert_matches_pot(
+    gpu: &Gpu,
+    what: &str,
+    c: &[f64],
+    got: (&GpuVec<f32>, &GpuVec<f32>, f64),
+    want: &r::SinkhornLog,
+    reg: f64,
+    rtol: f64,
+) {
+    let (f, g) = (gpu.read(got.0).unwrap(), gpu.read(got.1).unwrap());
+    assert_plans_agree(what, c, (&f, &g), (&want.f, &want.g), reg, rtol);
+    let cost = r::transport_cost(c, &want.f, &want.g, reg);
+    assert_relative(what, got.2, cost, 1e-4);
+}
+
 #[track_caller]
 fn assert_relative(what: &str, got: f64, want: f64, rtol: f64) {
     let rel = (got - want).abs() / want.abs();
@@ -126,20 +144,14 @@ fn sinkhorn_converges_as_pot_on_awkward_sizes_at_eta_20() {
         assert_eq!(got.iterations, want.iterations, "{what}: iterations");
         assert_eq!(got.errors.len(), want.errors.len(), "{what}: checks");
         assert!(got.final_error < 1e-6);
-        let (f, gg) = (gpu.read(&got.f).unwrap(), gpu.read(&got.g).unwrap());
-        assert_plans_agree(
+        assert_matches_pot(
+            gpu,
             &what,
             &c,
-            (&f, &gg),
-            (&want.f, &want.g),
+            (&got.f, &got.g, got.cost),
+            &want,
             reg,
             p_rtol(reg, n, m),
-        );
-        assert_relative(
-            &what,
-            got.cost,
-            r::transport_cost(&c, &want.f, &want.g, reg),
-            1e-4,
         );
     }
 }
@@ -185,20 +197,14 @@ fn sinkhorn_at_eta_1200_matches_pot_step_for_step_dense_and_on_the_fly() {
             // The error is a difference of P's column sums and b: P's relative budget.
             assert_relative(&format!("{form}: error at check {k}"), *e as f64, *w, 1e-2);
         }
-        let (f, gg) = (gpu.read(&got.f).unwrap(), gpu.read(&got.g).unwrap());
-        assert_plans_agree(
+        assert_matches_pot(
+            gpu,
             form,
             &c,
-            (&f, &gg),
-            (&want.f, &want.g),
+            (&got.f, &got.g, got.cost),
+            &want,
             reg,
             p_rtol(reg, n, m),
-        );
-        assert_relative(
-            form,
-            got.cost,
-            r::transport_cost(&c, &want.f, &want.g, reg),
-            1e-4,
         );
     }
 }
@@ -242,22 +248,10 @@ fn synthetic_images_with_l1_and_squared_l2_ground_costs() {
         for (form, cost) in [("dense", Cost::Dense(g.c.view())), ("on the fly", points)] {
             let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
             let got = problem.sinkhorn(&config).unwrap();
-            let (f, gg) = (gpu.read(&got.f).unwrap(), gpu.read(&got.g).unwrap());
             let what = format!("{name}, {form}");
-            assert_plans_agree(
-                &what,
-                &c,
-                (&f, &gg),
-                (&want.f, &want.g),
-                reg,
-                p_rtol(reg, side * side, side * side),
-            );
-            assert_relative(
-                &what,
-                got.cost,
-                r::transport_cost(&c, &want.f, &want.g, reg),
-                1e-4,
-            );
+            let rtol = p_rtol(reg, side * side, side * side);
+            let got = (&got.f, &got.g, got.cost);
+            assert_matches_pot(gpu, &what, &c, got, &want, reg, rtol);
         }
     }
 }
@@ -295,12 +289,12 @@ fn rows_past_65535_workgroups_fold_into_a_2d_grid() {
             ..SinkhornConfig::new(reg as f32)
         })
         .unwrap();
-    let (f, gg) = (gpu.read(&got.f).unwrap(), gpu.read(&got.g).unwrap());
-    assert_plans_agree(
+    assert_matches_pot(
+        gpu,
         "70,001×5",
         &c,
-        (&f, &gg),
-        (&want.f, &want.g),
+        (&got.f, &got.g, got.cost),
+        &want,
         reg,
         p_rtol(reg, n, m),
     );

@@ -186,6 +186,20 @@ impl<'a> OtProblem<'a> {
         top: &TopK,
         capped: BufView<'_>,
     ) -> Result<()> {
+        let kernel = kernel!("ot/plan.wgsl", "select_rows");
+        self.record_row_selection(rec, kernel, (f, g), reg, top, Some(capped))
+    }
+
+    /// One workgroup per row writing `top`'s k columns and values: `top_k` or `select_rows`.
+    fn record_row_selection(
+        &self,
+        rec: &mut Recorder,
+        kernel: crate::kernel::Kernel,
+        (f, g): (BufView<'_>, BufView<'_>),
+        reg: f32,
+        top: &TopK,
+        capped: Option<BufView<'_>>,
+    ) -> Result<()> {
         let gpu = rec.gpu();
         let (_, [c, x, y]) = self.cost_bindings();
         let u = OtUniform {
@@ -193,7 +207,7 @@ impl<'a> OtProblem<'a> {
             ..self.uniform(reg)
         };
         rec.dispatch(
-            kernel!("ot/plan.wgsl", "select_rows"),
+            kernel,
             &self.row_constants(),
             &[
                 Binding::Uniform(bytemuck::bytes_of(&u)),
@@ -204,7 +218,7 @@ impl<'a> OtProblem<'a> {
                 Binding::Storage(g, None),
                 Binding::Storage(top.columns.view(), None),
                 Binding::Storage(top.values.view(), None),
-                Binding::Storage(capped, None),
+                capped.map_or(Binding::Skip, |v| Binding::Storage(v, None)),
             ],
             gpu.grid_for_groups(self.n as u64)?,
         )
@@ -221,26 +235,7 @@ impl<'a> OtProblem<'a> {
         if top.k == 0 || top.k > MAX_TOP_K {
             return Err(Error::param("k", top.k as f64, "1 ..= MAX_TOP_K (128)"));
         }
-        let gpu = rec.gpu();
-        let (_, [c, x, y]) = self.cost_bindings();
-        let u = OtUniform {
-            k: top.k as u32,
-            ..self.uniform(reg)
-        };
-        rec.dispatch(
-            kernel!("ot/plan.wgsl", "top_k"),
-            &self.row_constants(),
-            &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                c,
-                x,
-                y,
-                Binding::Storage(f, None),
-                Binding::Storage(g, None),
-                Binding::Storage(top.columns.view(), None),
-                Binding::Storage(top.values.view(), None),
-            ],
-            gpu.grid_for_groups(self.n as u64)?,
-        )
+        let kernel = kernel!("ot/plan.wgsl", "top_k");
+        self.record_row_selection(rec, kernel, (f, g), reg, top, None)
     }
 }
