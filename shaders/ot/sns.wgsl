@@ -32,9 +32,13 @@ fn hessian_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     for (var t = linear_index(wid, nwg, lid); t < sns.n + sns.m; t += grid_stride(nwg)) {
         var acc = (diag[t] + sns.shift) * hx[t];
         if (t < sns.n) {
+            // A row's entries come first and its padding (column m) after them.
             for (var e = t * sns.k; e < (t + 1u) * sns.k; e++) {
                 let j = indices[e];
-                if (j < sns.m && j != sns.pinned) {
+                if (j >= sns.m) {
+                    break;
+                }
+                if (j != sns.pinned) {
                     acc += values[e] * hx[sns.n + j];
                 }
             }
