@@ -30,19 +30,15 @@ pub async fn first_nonfinite_async<'a>(
     gpu: &Gpu,
     x: impl Into<BufView<'a>>,
 ) -> Result<Option<usize>> {
-    Ok(first_nonfinite_of(gpu, &[x.into()])
+    Ok(scan(gpu, &[x.into()], false)
         .await?
+        .0
         .map(|(_, index)| index))
 }
 
-/// The first of `xs` holding a non-finite element, and that element's index: every tensor
-/// (in binding-sized pieces) checked in one submission with one readback.
-async fn first_nonfinite_of(gpu: &Gpu, xs: &[BufView<'_>]) -> Result<Option<(usize, usize)>> {
-    Ok(scan(gpu, xs, false).await?.0)
-}
-
 /// (first non-finite, first negative) as (tensor, index) over `xs`, the second only when
-/// `negative` is asked for.
+/// `negative` is asked for: every tensor (in binding-sized pieces) checked in one submission
+/// with one readback.
 type Found = (Option<(usize, usize)>, Option<(usize, usize)>);
 
 async fn scan(gpu: &Gpu, xs: &[BufView<'_>], negative: bool) -> Result<Found> {
@@ -107,14 +103,7 @@ pub(crate) async fn ensure_finite_async(
     argument: &'static str,
     views: &[BufView<'_>],
 ) -> Result<()> {
-    match first_nonfinite_of(gpu, views).await? {
-        Some((tensor, index)) => Err(crate::Error::NonFinite {
-            argument,
-            tensor,
-            index,
-        }),
-        None => Ok(()),
-    }
+    ensure(gpu, argument, views, false).await
 }
 
 /// [`ensure_finite_async`], and then `Err(Error::Negative)` for the first value below zero.
@@ -123,7 +112,16 @@ pub(crate) async fn ensure_non_negative_async(
     argument: &'static str,
     views: &[BufView<'_>],
 ) -> Result<()> {
-    match scan(gpu, views, true).await? {
+    ensure(gpu, argument, views, true).await
+}
+
+async fn ensure(
+    gpu: &Gpu,
+    argument: &'static str,
+    views: &[BufView<'_>],
+    negative: bool,
+) -> Result<()> {
+    match scan(gpu, views, negative).await? {
         (Some((tensor, index)), _) => Err(crate::Error::NonFinite {
             argument,
             tensor,

@@ -9,13 +9,13 @@ use crate::gpu::Gpu;
 use crate::kernel::Kernel;
 
 /// One resource of a dispatch, in binding order starting at 0.
+#[derive(Clone, Copy)]
 pub(crate) enum Binding<'a> {
     /// A small uniform block (copied into a fresh buffer owned by the bind group).
     Uniform(&'a [u8]),
     /// `bytes` of a storage view (`None`: the whole view).
     Storage(BufView<'a>, Option<u64>),
-    /// A binding number the entry point does not use (only the native CG needs it so far).
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    /// A binding number the entry point does not use.
     Skip,
 }
 

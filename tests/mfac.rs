@@ -91,6 +91,13 @@ fn push_all(gpu: &Gpu, mfac: &mut Mfac, r: &mut MfacRef, grads: &[Vec<f64>]) {
     }
 }
 
+/// Uploads `grads` and pushes them with one `Mfac::extend`.
+fn extend(gpu: &Gpu, mfac: &mut Mfac, grads: &[Vec<f32>]) -> curvgpu::Result<()> {
+    let bufs: Vec<_> = grads.iter().map(|g| gpu.upload(g).unwrap()).collect();
+    let views: Vec<_> = bufs.iter().map(|b| b.view()).collect();
+    mfac.extend(gpu, &views)
+}
+
 #[track_caller]
 fn assert_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) {
     let mut worst = 0.0f64;
@@ -218,12 +225,12 @@ fn m_1030_not_a_multiple_of_32_and_past_1024_filled_by_one_extend() {
     };
     let mut mfac = Mfac::new(gpu, d, config).unwrap();
     let grads = gradients(m, d, 900);
-    let bufs: Vec<_> = grads
-        .iter()
-        .map(|g| gpu.upload(&as_f32(g)).unwrap())
-        .collect();
-    let views: Vec<_> = bufs.iter().map(|b| b.view()).collect();
-    mfac.extend(gpu, &views).unwrap();
+    extend(
+        gpu,
+        &mut mfac,
+        &grads.iter().map(|g| as_f32(g)).collect::<Vec<_>>(),
+    )
+    .unwrap();
     assert_eq!(mfac.len(), m);
     let mut r = MfacRef::new(d, m, damp);
     grads.iter().for_each(|g| r.push(g));
@@ -295,12 +302,12 @@ fn extend_past_m_wraps_the_ring_as_pushing_one_by_one_would() {
     let x = gradients(1, d, 3)[0].clone();
     for (count, seed) in [(3, 60), (11, 70)] {
         let grads = gradients(count, d, seed);
-        let bufs: Vec<_> = grads
-            .iter()
-            .map(|g| gpu.upload(&as_f32(g)).unwrap())
-            .collect();
-        let views: Vec<_> = bufs.iter().map(|b| b.view()).collect();
-        mfac.extend(gpu, &views).unwrap();
+        extend(
+            gpu,
+            &mut mfac,
+            &grads.iter().map(|g| as_f32(g)).collect::<Vec<_>>(),
+        )
+        .unwrap();
         grads.iter().for_each(|g| r.push(g));
         r.setup();
         let got = gpu
@@ -317,9 +324,7 @@ fn extend_past_m_wraps_the_ring_as_pushing_one_by_one_would() {
     // A non-finite entry in the third gradient: named, and the window left as it was.
     let mut bad = vec![vec![0.5f32; d]; 4];
     bad[2][100] = f32::NAN;
-    let bufs: Vec<_> = bad.iter().map(|g| gpu.upload(g).unwrap()).collect();
-    let views: Vec<_> = bufs.iter().map(|b| b.view()).collect();
-    match mfac.extend(gpu, &views) {
+    match extend(gpu, &mut mfac, &bad) {
         Err(Error::NonFinite {
             argument: "g",
             tensor: 2,

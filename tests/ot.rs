@@ -55,6 +55,39 @@ fn upload(gpu: &Gpu, a: &[f64], b: &[f64], c: &[f64]) -> Uploaded {
     }
 }
 
+impl Uploaded {
+    /// The problem on the dense cost, histograms renormalised.
+    fn dense(&self, gpu: &'static Gpu) -> OtProblem<'_> {
+        OtProblem::new(
+            gpu,
+            &self.a,
+            &self.b,
+            Cost::Dense(self.c.view()),
+            Masses::Renormalize,
+        )
+        .unwrap()
+    }
+}
+
+/// A random problem, f32-exact: points uniform in [0, 1]² (seeds `[x, y, a, b]`; equal x and
+/// y seeds at n = m give the same cloud twice), the squared-Euclidean cost scaled to [0, 1],
+/// positive histograms.
+struct Random {
+    a: Vec<f64>,
+    b: Vec<f64>,
+    c: Vec<f64>,
+}
+
+fn random(n: usize, m: usize, seeds: [u64; 4]) -> Random {
+    let x = exact(r::random_points(n, 2, seeds[0]));
+    let y = exact(r::random_points(m, 2, seeds[1]));
+    Random {
+        a: histogram(n, seeds[2]),
+        b: histogram(m, seeds[3]),
+        c: exact(r::scaled_to_unit_max(r::sq_euclidean_cost(&x, &y, 2))),
+    }
+}
+
 /// P from the GPU's potentials against P from the reference's, entrywise relative.
 #[track_caller]
 fn assert_plans_agree(
@@ -114,21 +147,11 @@ fn sinkhorn_converges_as_pot_on_awkward_sizes_at_eta_20() {
     let gpu = gpu();
     let reg = 0.05;
     for (n, m) in [(1, 7), (7, 1), (2, 3), (257, 131), (131, 257)] {
-        let x = r::random_points(n, 2, 10 + n as u64);
-        let y = r::random_points(m, 2, 20 + m as u64);
-        let c = exact(r::scaled_to_unit_max(r::sq_euclidean_cost(&x, &y, 2)));
-        let (a, b) = (histogram(n, 1), histogram(m, 2));
+        let Random { a, b, c } = random(n, m, [10 + n as u64, 20 + m as u64, 1, 2]);
         let want = r::sinkhorn_log(&a, &b, &c, reg, 1000, 1e-6, 10);
         assert!(want.converged);
         let g = upload(gpu, &a, &b, &c);
-        let problem = OtProblem::new(
-            gpu,
-            &g.a,
-            &g.b,
-            Cost::Dense(g.c.view()),
-            Masses::Renormalize,
-        )
-        .unwrap();
+        let problem = g.dense(gpu);
         let config = SinkhornConfig {
             tol: 1e-6,
             ..SinkhornConfig::new(reg as f32)
@@ -308,19 +331,9 @@ fn sns_reaches_sinkhorns_solution_in_a_few_newton_steps() {
     let gpu = gpu();
     let reg = 1.0 / 1200.0;
     for (n, m) in [(500, 500), (300, 200)] {
-        let x = exact(r::random_points(n, 2, 11));
-        let y = exact(r::random_points(m, 2, 12));
-        let c = exact(r::scaled_to_unit_max(r::sq_euclidean_cost(&x, &y, 2)));
-        let (a, b) = (histogram(n, 13), histogram(m, 14));
+        let Random { a, b, c } = random(n, m, [11, 12, 13, 14]);
         let g = upload(gpu, &a, &b, &c);
-        let problem = OtProblem::new(
-            gpu,
-            &g.a,
-            &g.b,
-            Cost::Dense(g.c.view()),
-            Masses::Renormalize,
-        )
-        .unwrap();
+        let problem = g.dense(gpu);
         let sns = problem.sns(&SnsConfig::new(reg as f32)).unwrap();
         let what = format!("SNS {n}×{m}");
         assert!(
@@ -377,19 +390,9 @@ fn sns_reaches_sinkhorns_solution_in_a_few_newton_steps() {
 fn top_k_and_the_dense_plan_follow_the_potentials() {
     let gpu = gpu();
     let (n, m, reg) = (37, 3, 0.05);
-    let x = r::random_points(n, 2, 21);
-    let y = r::random_points(m, 2, 22);
-    let c = exact(r::scaled_to_unit_max(r::sq_euclidean_cost(&x, &y, 2)));
-    let (a, b) = (histogram(n, 23), histogram(m, 24));
+    let Random { a, b, c } = random(n, m, [21, 22, 23, 24]);
     let g = upload(gpu, &a, &b, &c);
-    let problem = OtProblem::new(
-        gpu,
-        &g.a,
-        &g.b,
-        Cost::Dense(g.c.view()),
-        Masses::Renormalize,
-    )
-    .unwrap();
+    let problem = g.dense(gpu);
     let s = problem.sinkhorn(&SinkhornConfig::new(reg as f32)).unwrap();
     let (f, gg) = (
         as_f64(&gpu.read(&s.f).unwrap()),
@@ -430,19 +433,9 @@ fn top_k_and_the_dense_plan_follow_the_potentials() {
 fn non_convergence_is_reported_with_the_error_reached() {
     let gpu = gpu();
     let (n, reg) = (64, 1.0 / 1200.0);
-    let x = r::random_points(n, 2, 31);
-    let c = exact(r::scaled_to_unit_max(r::sq_euclidean_cost(&x, &x, 2)));
-    let a = histogram(n, 32);
-    let b = histogram(n, 33);
+    let Random { a, b, c } = random(n, n, [31, 31, 32, 33]);
     let g = upload(gpu, &a, &b, &c);
-    let problem = OtProblem::new(
-        gpu,
-        &g.a,
-        &g.b,
-        Cost::Dense(g.c.view()),
-        Masses::Renormalize,
-    )
-    .unwrap();
+    let problem = g.dense(gpu);
     // 25 iterations, checks after 1, 11 and 21; the final error is measured after 25.
     let got = problem
         .sinkhorn(&SinkhornConfig {

@@ -75,11 +75,22 @@ fn col_total(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
-// step: 2 z = 1 z₀ + shift·(3 d), the trial potentials (shift holds α·reg here).
+// step: the trial potentials 4 f′ = 1 f + α·(3 d)[..n] and 5 g′ = 2 g + α·d[n..] (d holds
+// reg·Δ, α is `shift` here), written to separate buffers as the OT kernels bind them.
+@group(0) @binding(1) var<storage, read> f_base: array<f32>;
+@group(0) @binding(2) var<storage, read> g_base: array<f32>;
+@group(0) @binding(3) var<storage, read> step_dir: array<f32>;
+@group(0) @binding(4) var<storage, read_write> f_trial: array<f32>;
+@group(0) @binding(5) var<storage, read_write> g_trial: array<f32>;
+
 @compute @workgroup_size(WG)
 fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     for (var t = linear_index(wid, nwg, lid); t < sns.n + sns.m; t += grid_stride(nwg)) {
-        hy[t] = hx[t] + sns.shift * diag[t];
+        if (t < sns.n) {
+            f_trial[t] = f_base[t] + sns.shift * step_dir[t];
+        } else {
+            g_trial[t - sns.n] = g_base[t - sns.n] + sns.shift * step_dir[t];
+        }
     }
 }

@@ -23,7 +23,8 @@ use bytemuck::{Pod, Zeroable};
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::record::Binding;
+use crate::kernel::Kernel;
+use crate::record::{Binding, Recorder};
 
 /// The ground cost C (n×m).
 #[derive(Clone, Copy, Debug)]
@@ -74,8 +75,10 @@ pub struct OtProblem<'a> {
     m: usize,
     a: GpuVec<f32>,
     b: GpuVec<f32>,
-    /// a and b on the host (SNS's line search sums in f64).
+    /// a and b on the host (SNS's line search sums in f64; SNS is native only).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     a_host: Vec<f64>,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     b_host: Vec<f64>,
     cost: Cost<'a>,
 }
@@ -291,42 +294,60 @@ impl<'a> OtProblem<'a> {
         }
     }
 
-    /// The `COST` override and bindings 1–3 (C, X, Y; an unused one repeats a used buffer).
-    pub(crate) fn cost_bindings(&self) -> (f64, [Binding<'a>; 3]) {
-        match self.cost {
-            Cost::Dense(c) => (
-                0.0,
-                [
-                    Binding::Storage(c, None),
-                    Binding::Storage(c, None),
-                    Binding::Storage(c, None),
-                ],
-            ),
-            Cost::Points { x, y, metric, .. } => (
-                match metric {
-                    Metric::SqEuclidean => 1.0,
-                    Metric::Lp(_) => 2.0,
-                },
-                [
-                    Binding::Storage(x, None),
-                    Binding::Storage(x, None),
-                    Binding::Storage(y, None),
-                ],
-            ),
-        }
+    /// Records `kernel`, one of the kernels that evaluate C (and P): bindings 0 the uniform,
+    /// 1–3 the cost (C, X, Y; an unused one repeats a used buffer), 4 f, 5 g (`None`: unbound),
+    /// then `rest` from 6 on. `per_row` kernels (one workgroup a row) take
+    /// [`Self::row_workgroup`] invocations, the others the tuned workgroup size.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_over_cost(
+        &self,
+        rec: &mut Recorder,
+        kernel: Kernel,
+        per_row: bool,
+        u: &OtUniform,
+        (f, g): (BufView<'_>, Option<BufView<'_>>),
+        rest: &[Binding<'_>],
+        grid: [u32; 3],
+    ) -> Result<()> {
+        let (kind, c, x, y) = match self.cost {
+            Cost::Dense(c) => (0.0, c, c, c),
+            Cost::Points { x, y, metric, .. } => match metric {
+                Metric::SqEuclidean => (1.0, x, x, y),
+                Metric::Lp(_) => (2.0, x, x, y),
+            },
+        };
+        let wg = if per_row {
+            self.row_workgroup()
+        } else {
+            self.gpu.tuning().workgroup_size
+        };
+        let mut bindings = vec![
+            Binding::Uniform(bytemuck::bytes_of(u)),
+            Binding::Storage(c, None),
+            Binding::Storage(x, None),
+            Binding::Storage(y, None),
+            Binding::Storage(f, None),
+            g.map_or(Binding::Skip, |g| Binding::Storage(g, None)),
+        ];
+        bindings.extend_from_slice(rest);
+        rec.dispatch(
+            kernel,
+            &[("WG", wg as f64), ("COST", kind)],
+            &bindings,
+            grid,
+        )
     }
 
     pub(crate) fn gpu(&self) -> &'a Gpu {
         self.gpu
     }
 
-    /// Constants of the one-workgroup-per-row kernels: a workgroup of one SIMD group on CPU
-    /// adapters ([`crate::Tuning::simd_lanes`]), whose barriers are then nearly free (with 256
+    /// Invocations of the one-workgroup-per-row kernels: one SIMD group on CPU adapters
+    /// ([`crate::Tuning::simd_lanes`]), whose barriers are then nearly free (with 256
     /// invocations a row's two reduction trees cost lavapipe ~30 µs), the tuned size elsewhere.
-    pub(crate) fn row_constants(&self) -> [(&'static str, f64); 2] {
+    pub(crate) fn row_workgroup(&self) -> u32 {
         let t = self.gpu.tuning();
-        let wg = t.simd_lanes.unwrap_or(t.workgroup_size);
-        [("WG", wg as f64), ("COST", self.cost_bindings().0)]
+        t.simd_lanes.unwrap_or(t.workgroup_size)
     }
 }
 

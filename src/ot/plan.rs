@@ -63,26 +63,20 @@ impl<'a> OtProblem<'a> {
         mass: BufView<'_>,
         cost: BufView<'_>,
     ) -> Result<()> {
-        let gpu = rec.gpu();
-        let (_, [c, x, y]) = self.cost_bindings();
-        rec.dispatch(
+        let grid = rec.gpu().grid_for_groups(self.n as u64)?;
+        self.record_over_cost(
+            rec,
             kernel!("ot/plan.wgsl", "row_sums"),
-            &self.row_constants(),
-            &[
-                Binding::Uniform(bytemuck::bytes_of(&self.uniform(reg))),
-                c,
-                x,
-                y,
-                Binding::Storage(f, None),
-                Binding::Storage(g, None),
-                Binding::Storage(mass, None),
-                Binding::Storage(cost, None),
-            ],
-            gpu.grid_for_groups(self.n as u64)?,
+            true,
+            &self.uniform(reg),
+            (f, Some(g)),
+            &[Binding::Storage(mass, None), Binding::Storage(cost, None)],
+            grid,
         )
     }
 
     /// Records Pᵀ·1 as `slices` partial sums per column into `partials` (slices·m).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn record_col_sums(
         &self,
         rec: &mut Recorder,
@@ -92,25 +86,18 @@ impl<'a> OtProblem<'a> {
         slices: usize,
         partials: BufView<'_>,
     ) -> Result<()> {
-        let gpu = rec.gpu();
-        let (kind, [c, x, y]) = self.cost_bindings();
         let u = OtUniform {
             slices: slices as u32,
             ..self.uniform(reg)
         };
-        let blocks = self.m.div_ceil(gpu.tuning().workgroup_size as usize);
-        rec.dispatch(
+        let blocks = self.m.div_ceil(rec.gpu().tuning().workgroup_size as usize);
+        self.record_over_cost(
+            rec,
             kernel!("ot/plan.wgsl", "col_sums"),
-            &[gpu.wg_constants()[0], ("COST", kind)],
-            &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                c,
-                x,
-                y,
-                Binding::Storage(f, None),
-                Binding::Storage(g, None),
-                Binding::Storage(partials, None),
-            ],
+            false,
+            &u,
+            (f, Some(g)),
+            &[Binding::Storage(partials, None)],
             [blocks as u32, slices as u32, 1],
         )
     }
@@ -134,18 +121,14 @@ impl<'a> OtProblem<'a> {
             });
         }
         let out = gpu.zeros(self.n * self.m)?;
-        let (kind, [c, x, y]) = self.cost_bindings();
         let mut rec = Recorder::new(gpu);
-        rec.dispatch(
+        self.record_over_cost(
+            &mut rec,
             kernel!("ot/plan.wgsl", "plan_dense"),
-            &[gpu.wg_constants()[0], ("COST", kind)],
+            false,
+            &self.uniform(reg),
+            (f.view(), Some(g.view())),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&self.uniform(reg))),
-                c,
-                x,
-                y,
-                Binding::Storage(f.view(), None),
-                Binding::Storage(g.view(), None),
                 Binding::Skip,
                 Binding::Skip,
                 Binding::Storage(out.view(), None),
@@ -177,6 +160,7 @@ impl<'a> OtProblem<'a> {
     /// Records SNS's sparsity pattern into `top` (see `select_rows` in `shaders/ot/plan.wgsl`):
     /// each row's entries within e^-14 of its largest, at most `top.k`, unsorted; rows that had
     /// more are counted into `capped[0]`.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn record_select_rows(
         &self,
         rec: &mut Recorder,
@@ -200,27 +184,23 @@ impl<'a> OtProblem<'a> {
         top: &TopK,
         capped: Option<BufView<'_>>,
     ) -> Result<()> {
-        let gpu = rec.gpu();
-        let (_, [c, x, y]) = self.cost_bindings();
         let u = OtUniform {
             k: top.k as u32,
             ..self.uniform(reg)
         };
-        rec.dispatch(
+        let grid = rec.gpu().grid_for_groups(self.n as u64)?;
+        self.record_over_cost(
+            rec,
             kernel,
-            &self.row_constants(),
+            true,
+            &u,
+            (f, Some(g)),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                c,
-                x,
-                y,
-                Binding::Storage(f, None),
-                Binding::Storage(g, None),
                 Binding::Storage(top.columns.view(), None),
                 Binding::Storage(top.values.view(), None),
                 capped.map_or(Binding::Skip, |v| Binding::Storage(v, None)),
             ],
-            gpu.grid_for_groups(self.n as u64)?,
+            grid,
         )
     }
 

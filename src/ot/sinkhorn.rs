@@ -202,29 +202,20 @@ impl<'a> OtProblem<'a> {
             check: check as u32,
             ..self.uniform(reg)
         };
-        let (cost, [c, x, y]) = self.cost_bindings();
-        let constants = [gpu.wg_constants()[0], ("COST", cost)];
-        let bytes = bytemuck::bytes_of(&u);
-        rec.dispatch(
+        self.record_over_cost(
+            rec,
             kernel!("ot/sinkhorn.wgsl", "col_partial"),
-            &constants,
-            &[
-                Binding::Uniform(bytes),
-                c,
-                x,
-                y,
-                Binding::Storage(state.f.view(), None),
-                Binding::Skip,
-                Binding::Skip,
-                Binding::Storage(state.partials.view(), None),
-            ],
+            false,
+            &u,
+            (state.f.view(), None),
+            &[Binding::Skip, Binding::Storage(state.partials.view(), None)],
             [blocks as u32, state.slices as u32, 1],
         )?;
         rec.dispatch(
             kernel!("ot/sinkhorn.wgsl", "col_finish"),
-            &constants,
+            &gpu.wg_constants(),
             &[
-                Binding::Uniform(bytes),
+                Binding::Uniform(bytemuck::bytes_of(&u)),
                 Binding::Skip,
                 Binding::Skip,
                 Binding::Skip,
@@ -256,21 +247,15 @@ impl<'a> OtProblem<'a> {
         state: &SinkhornState,
         reg: f32,
     ) -> Result<()> {
-        let gpu = rec.gpu();
-        let (_, [c, x, y]) = self.cost_bindings();
-        rec.dispatch(
+        let grid = rec.gpu().grid_for_groups(self.n as u64)?;
+        self.record_over_cost(
+            rec,
             kernel!("ot/sinkhorn.wgsl", "row_update"),
-            &self.row_constants(),
-            &[
-                Binding::Uniform(bytemuck::bytes_of(&self.uniform(reg))),
-                c,
-                x,
-                y,
-                Binding::Storage(state.f.view(), None),
-                Binding::Storage(state.g.view(), None),
-                Binding::Storage(self.a.view(), None),
-            ],
-            gpu.grid_for_groups(self.n as u64)?,
+            true,
+            &self.uniform(reg),
+            (state.f.view(), Some(state.g.view())),
+            &[Binding::Storage(self.a.view(), None)],
+            grid,
         )
     }
 

@@ -109,7 +109,7 @@ pub struct SnsSolution {
     pub newton_errors: Vec<f32>,
     /// Entries of P the sparse Hessian could keep per row.
     pub kept_per_row: usize,
-    /// Rows, summed over the Newton steps, whose largest bin of entries alone overflowed
+    /// Rows, summed over the Hessians built, whose largest bin of entries alone overflowed
     /// `kept_per_row` (then an arbitrary part of it was kept): a sign to raise `density`.
     pub capped_rows: usize,
     /// Whether the tolerance was met.
@@ -203,8 +203,31 @@ struct Evaluation {
     grad: Vec<f64>,
     error: f64,
     mass: f64,
-    /// Rows with more significant entries than the pattern holds.
-    capped_rows: usize,
+    /// Rows with more significant entries than the pattern holds (read with the pattern).
+    capped: GpuVec<u32>,
+}
+
+/// Potentials f (n) and g (m), kept apart: g inside one (n + m) buffer would start at a
+/// misaligned binding offset.
+struct Potentials {
+    f: GpuVec<f32>,
+    g: GpuVec<f32>,
+}
+
+/// The sparse Hessian's entries on the GPU (bindings 4–6 of `hessian_apply`) and the count of
+/// rows whose largest bin overflowed.
+struct Pattern {
+    indices: GpuVec<u32>,
+    values: GpuVec<f32>,
+    starts: GpuVec<u32>,
+    capped: usize,
+}
+
+/// Buffers every evaluation overwrites: the column sums' slices and the per-row costs.
+struct Scratch {
+    slices: usize,
+    partials: GpuVec<f32>,
+    row_cost: GpuVec<f32>,
 }
 
 impl<'a> OtProblem<'a> {
@@ -255,18 +278,24 @@ impl<'a> OtProblem<'a> {
         };
         let run =
             pollster::block_on(self.run_sinkhorn(&mut state, &stage1, config.sinkhorn_steps))?;
-        let mut z = gpu.zeros::<f32>(n + m)?;
-        let mut trial = gpu.zeros::<f32>(n + m)?;
-        let mut rec = Recorder::new(gpu);
-        crate::krylov::operator::record_copy(&mut rec, state.f.view(), 0, z.view(), 0, n)?;
-        crate::krylov::operator::record_copy(&mut rec, state.g.view(), 0, z.view(), n, m)?;
-        rec.submit()?;
-        drop(state);
-        let slices = n.div_ceil(64).clamp(1, 1024);
-        let mut current = self.evaluate(&z, config.reg, k, slices)?;
-        let mut solution = SnsSolution {
+        let mut z = Potentials {
+            f: state.f,
+            g: state.g,
+        };
+        let mut trial = Potentials {
             f: gpu.zeros(n)?,
             g: gpu.zeros(m)?,
+        };
+        let slices = n.div_ceil(64).clamp(1, 1024);
+        let scratch = Scratch {
+            slices,
+            partials: gpu.zeros(slices * m)?,
+            row_cost: gpu.zeros(n)?,
+        };
+        let mut current = self.evaluate(Recorder::new(gpu), &z, config.reg, k, &scratch)?;
+        let mut solution = SnsSolution {
+            f: gpu.zeros(1)?,
+            g: gpu.zeros(1)?,
             reg: config.reg,
             cost: 0.0,
             sinkhorn_iterations: run.iterations,
@@ -276,22 +305,23 @@ impl<'a> OtProblem<'a> {
             step_sizes: Vec::new(),
             newton_errors: vec![current.error as f32],
             kept_per_row: k,
-            capped_rows: current.capped_rows,
+            capped_rows: 0,
             converged: current.error < config.tol as f64,
             final_error: current.error as f32,
         };
         let direction = gpu.zeros::<f32>(n + m)?;
         while !solution.converged && solution.newton_iterations < config.max_newton {
-            let (indices, values, starts) = self.transposed(&current)?;
+            let pattern = self.transposed(&current)?;
+            solution.capped_rows += pattern.capped;
             let hessian = SparseHessian {
                 n,
                 m,
                 k,
                 shift: config.shift * current.error as f32,
                 diag: current.diag.view(),
-                indices: &indices,
-                values: &values,
-                starts: &starts,
+                indices: &pattern.indices,
+                values: &pattern.values,
+                starts: &pattern.starts,
             };
             // The last g is pinned (its step 0): the null direction (1, −1) is gone.
             let mut rhs: Vec<f32> = current.grad.iter().map(|&v| v as f32).collect();
@@ -329,8 +359,9 @@ impl<'a> OtProblem<'a> {
             let mut alpha = 1.0f64;
             let mut accepted = None;
             for _ in 0..=config.max_halvings {
-                self.record_step(&z, &direction, alpha as f32, &trial)?;
-                let next = self.evaluate(&trial, config.reg, k, slices)?;
+                let mut rec = Recorder::new(gpu);
+                self.record_step(&mut rec, &z, &direction, alpha as f32, &trial)?;
+                let next = self.evaluate(rec, &trial, config.reg, k, &scratch)?;
                 let rise = alpha * linear - config.reg as f64 * (next.mass - current.mass);
                 if rise >= 1e-4 * alpha * predicted || next.error < current.error {
                     accepted = Some(next);
@@ -343,30 +374,27 @@ impl<'a> OtProblem<'a> {
                 break;
             };
             std::mem::swap(&mut z, &mut trial);
-            solution.capped_rows += next.capped_rows;
             current = next;
             solution.step_sizes.push(alpha as f32);
             solution.newton_errors.push(current.error as f32);
             solution.final_error = current.error as f32;
             solution.converged = current.error < config.tol as f64;
         }
-        let mut rec = Recorder::new(gpu);
-        crate::krylov::operator::record_copy(&mut rec, z.view(), 0, solution.f.view(), 0, n)?;
-        crate::krylov::operator::record_copy(&mut rec, z.view(), n, solution.g.view(), 0, m)?;
-        rec.submit()?;
-        solution.cost = self.transport_cost(&solution.f, &solution.g, config.reg)?;
+        solution.cost = self.transport_cost(&z.f, &z.g, config.reg)?;
+        (solution.f, solution.g) = (z.f, z.g);
         Ok(solution)
     }
 
-    /// trial = z + α·d (d already holds reg·Δ).
+    /// Records trial = z + α·d (d already holds reg·Δ).
     fn record_step(
         &self,
-        z: &GpuVec<f32>,
+        rec: &mut Recorder,
+        z: &Potentials,
         d: &GpuVec<f32>,
         alpha: f32,
-        trial: &GpuVec<f32>,
+        trial: &Potentials,
     ) -> Result<()> {
-        let gpu = self.gpu();
+        let gpu = rec.gpu();
         let u = SnsUniform {
             n: self.n as u32,
             m: self.m as u32,
@@ -375,45 +403,48 @@ impl<'a> OtProblem<'a> {
             shift: alpha,
             _pad: [0.0; 3],
         };
-        let mut rec = Recorder::new(gpu);
         rec.dispatch(
             kernel!("ot/sns.wgsl", "step"),
             &gpu.wg_constants(),
             &[
                 Binding::Uniform(bytemuck::bytes_of(&u)),
-                Binding::Storage(z.view(), None),
-                Binding::Storage(trial.view(), None),
+                Binding::Storage(z.f.view(), None),
+                Binding::Storage(z.g.view(), None),
                 Binding::Storage(d.view(), None),
+                Binding::Storage(trial.f.view(), None),
+                Binding::Storage(trial.g.view(), None),
             ],
             gpu.elementwise_grid((self.n + self.m) as u64)?,
-        )?;
-        rec.submit()
+        )
     }
 
-    /// P's marginals and top-k rows at z = (f, g), with the gradient on the host.
-    fn evaluate(&self, z: &GpuVec<f32>, reg: f32, k: usize, slices: usize) -> Result<Evaluation> {
+    /// P's marginals and sparsity pattern at z, recorded after what `rec` holds and submitted
+    /// with it, with the gradient on the host (one readback).
+    fn evaluate(
+        &self,
+        mut rec: Recorder<'_>,
+        z: &Potentials,
+        reg: f32,
+        k: usize,
+        scratch: &Scratch,
+    ) -> Result<Evaluation> {
         let gpu = self.gpu();
         let (n, m) = (self.n, self.m);
-        // Separate potentials: g inside z would start at a misaligned binding offset.
-        let (fz, gz) = (gpu.zeros::<f32>(n)?, gpu.zeros::<f32>(m)?);
-        let (f, g) = (fz.view(), gz.view());
+        let (f, g) = (z.f.view(), z.g.view());
         let diag = gpu.zeros::<f32>(n + m)?;
-        let partials = gpu.zeros::<f32>(slices * m)?;
         let top = TopK {
             k,
             columns: gpu.zeros(n * k)?,
             values: gpu.zeros(n * k)?,
         };
-        let mut rec = Recorder::new(gpu);
-        crate::krylov::operator::record_copy(&mut rec, z.view(), 0, f, 0, n)?;
-        crate::krylov::operator::record_copy(&mut rec, z.view(), n, g, 0, m)?;
-        let row_cost = gpu.zeros::<f32>(n)?;
-        self.record_row_sums(&mut rec, f, g, reg, diag.view().sub(0, n), row_cost.view())?;
-        self.record_col_sums(&mut rec, f, g, reg, slices, partials.view())?;
+        let row_cost = scratch.row_cost.view();
+        self.record_row_sums(&mut rec, f, g, reg, diag.view().sub(0, n), row_cost)?;
+        let partials = scratch.partials.view();
+        self.record_col_sums(&mut rec, f, g, reg, scratch.slices, partials)?;
         let u = SnsUniform {
             n: n as u32,
             m: m as u32,
-            k: slices as u32,
+            k: scratch.slices as u32,
             pinned: 0,
             shift: 0.0,
             _pad: [0.0; 3],
@@ -423,7 +454,7 @@ impl<'a> OtProblem<'a> {
             &gpu.wg_constants(),
             &[
                 Binding::Uniform(bytemuck::bytes_of(&u)),
-                Binding::Storage(partials.view(), None),
+                Binding::Storage(partials, None),
                 Binding::Storage(diag.view(), None),
             ],
             gpu.elementwise_grid(m as u64)?,
@@ -431,7 +462,6 @@ impl<'a> OtProblem<'a> {
         let capped = gpu.upload(&[0u32])?;
         self.record_select_rows(&mut rec, f, g, reg, &top, capped.view())?;
         rec.submit()?;
-        let capped_rows = gpu.read(&capped)?[0] as usize;
         let sums = gpu.read(&diag)?;
         let grad: Vec<f64> = self
             .a_host
@@ -448,19 +478,21 @@ impl<'a> OtProblem<'a> {
             grad,
             error,
             mass,
-            capped_rows,
+            capped,
         })
     }
 
-    /// The kept entries as (indices, values, column starts) for the Hessian kernel: the ELL
-    /// rows as selected, then the same entries bucketed by column (rows ascending).
-    fn transposed(&self, e: &Evaluation) -> Result<(GpuVec<u32>, GpuVec<f32>, GpuVec<u32>)> {
+    /// The kept entries as the Hessian kernel reads them: the ELL rows as selected, then the
+    /// same entries bucketed by column (rows ascending).
+    fn transposed(&self, e: &Evaluation) -> Result<Pattern> {
         let gpu = self.gpu();
         let (n, m, k) = (self.n, self.m, e.top.k);
-        let columns = gpu.read(&e.top.columns)?;
-        let values = gpu.read(&e.top.values)?;
+        let ell = n * k;
+        let mut indices = gpu.read(&e.top.columns)?;
+        let mut values = gpu.read(&e.top.values)?;
+        let capped = gpu.read(&e.capped)?[0] as usize;
         let mut starts = vec![0u32; m + 1];
-        for &j in &columns {
+        for &j in &indices {
             if (j as usize) < m {
                 starts[j as usize + 1] += 1;
             }
@@ -468,23 +500,24 @@ impl<'a> OtProblem<'a> {
         for j in 0..m {
             starts[j + 1] += starts[j];
         }
+        indices.resize(ell + starts[m] as usize, 0);
+        values.resize(ell + starts[m] as usize, 0.0);
+        let (rows, by_column) = indices.split_at_mut(ell);
+        let (row_values, column_values) = values.split_at_mut(ell);
         let mut fill = starts.clone();
-        let mut indices = columns.clone();
-        let mut all_values = values.clone();
-        indices.resize(n * k + starts[m] as usize, 0);
-        all_values.resize(n * k + starts[m] as usize, 0.0);
-        for (e, (&j, &v)) in columns.iter().zip(&values).enumerate() {
+        for (e, (&j, &v)) in rows.iter().zip(row_values.iter()).enumerate() {
             if (j as usize) < m {
-                let at = n * k + fill[j as usize] as usize;
-                indices[at] = (e / k) as u32;
-                all_values[at] = v;
+                let at = fill[j as usize] as usize;
+                by_column[at] = (e / k) as u32;
+                column_values[at] = v;
                 fill[j as usize] += 1;
             }
         }
-        Ok((
-            gpu.upload(&indices)?,
-            gpu.upload(&all_values)?,
-            gpu.upload(&starts)?,
-        ))
+        Ok(Pattern {
+            indices: gpu.upload(&indices)?,
+            values: gpu.upload(&values)?,
+            starts: gpu.upload(&starts)?,
+            capped,
+        })
     }
 }
