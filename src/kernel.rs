@@ -52,6 +52,7 @@ pub static SHADERS: &[ShaderFile] = &[
     shader!("bench/sophiag_unfused.wgsl", "common/grid.wgsl"),
     shader!("diag/sophia.wgsl", "common/grid.wgsl", "common/float.wgsl"),
     shader!("diag/adahessian.wgsl", "common/grid.wgsl"),
+    shader!("diag/adamw.wgsl", "common/grid.wgsl"),
     shader!("diag/hutchinson.wgsl", "common/grid.wgsl"),
     shader!(
         "krylov/operators.wgsl",

@@ -1,12 +1,15 @@
 //! Diagonal-Hessian optimizers, each step one fused pass over memory: SophiaG, SophiaH,
-//! AdaHessian, and the Hutchinson diagonal estimator. Shaders: `shaders/diag/`.
+//! AdaHessian, and the Hutchinson diagonal estimator; and AdamW, the first-order baseline they
+//! are compared against. Shaders: `shaders/diag/`.
 
 mod adahessian;
+mod adamw;
 mod hutchinson;
 mod sophia;
 mod state;
 
 pub use adahessian::{AdaHessian, AdaHessianConfig, Averaging, TensorSpec};
+pub use adamw::{AdamW, AdamWConfig};
 pub use hutchinson::HutchinsonDiag;
 pub use sophia::{SophiaG, SophiaGConfig, SophiaH, SophiaHConfig};
 pub use state::{DiagState, TensorState};

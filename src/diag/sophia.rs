@@ -156,9 +156,9 @@ pub(crate) struct EmaUniform {
     _pad: [u32; 2],
 }
 
-/// Records one fused step of `kernel` over every tensor (θ, g, m, h bound in that order) and
-/// counts it.
-fn record_step<'a, P: Pod>(
+/// Records one fused step of `kernel` over every tensor (θ, g, m, h bound in that order; AdamW
+/// binds its v as h) and counts it.
+pub(super) fn record_step<'a, P: Pod>(
     rec: &mut Recorder,
     state: &mut Moments,
     kernel: Elementwise,

@@ -1,5 +1,6 @@
 //! Conjugate gradient with scipy's semantics and every scalar on the GPU:
-//! [`cg`] → `kernel!("krylov/cg.wgsl", "cg_update")` and friends.
+//! [`cg_async`] → `kernel!("krylov/cg.wgsl", "cg_update")` and friends. The async forms are the
+//! one implementation; [`cg`] and [`cg_batched`] block on them natively.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -121,7 +122,8 @@ struct Vectors {
     hist: GpuVec<f32>,
 }
 
-/// Solves A·x = b for a symmetric positive definite A (see [`cg_batched`]).
+/// Solves A·x = b for a symmetric positive definite A (see [`cg_batched`]). Blocking: the
+/// native wrapper of [`cg_async`].
 #[cfg(not(target_arch = "wasm32"))]
 pub fn cg<'a>(
     gpu: &Gpu,
@@ -130,13 +132,25 @@ pub fn cg<'a>(
     x0: Option<BufView<'a>>,
     options: &CgOptions,
 ) -> Result<CgResult> {
-    let (mut results, _) = cg_batched(
+    pollster::block_on(cg_async(gpu, op, b, x0, options))
+}
+
+/// Async form of [`cg`]: each convergence check yields (on the web) until its flags are read.
+pub async fn cg_async<'a>(
+    gpu: &Gpu,
+    op: &dyn LinearOperator,
+    b: impl Into<BufView<'a>>,
+    x0: Option<BufView<'a>>,
+    options: &CgOptions<'_>,
+) -> Result<CgResult> {
+    let (mut results, _) = cg_batched_async(
         gpu,
         op,
         &[b.into()],
         x0.map(|x| vec![x]).as_deref(),
         options,
-    )?;
+    )
+    .await?;
     results.pop().ok_or(Error::Empty { argument: "b" })
 }
 
@@ -146,7 +160,7 @@ pub fn cg<'a>(
 /// Errors: non-square operator or wrong lengths; non-finite b (checked first, one readback);
 /// `maxiter` 0, `rtol`/`atol` negative or non-finite; Jacobi on an operator without a
 /// diagonal or with a non-positive diagonal entry; [`Error::Breakdown`] when pᵀAp ≤ 0 (A is
-/// not SPD), naming the iteration.
+/// not SPD), naming the iteration. Blocking: the native wrapper of [`cg_batched_async`].
 #[cfg(not(target_arch = "wasm32"))]
 pub fn cg_batched(
     gpu: &Gpu,
@@ -154,6 +168,17 @@ pub fn cg_batched(
     bs: &[BufView<'_>],
     x0s: Option<&[BufView<'_>]>,
     options: &CgOptions,
+) -> Result<(Vec<CgResult>, CgStats)> {
+    pollster::block_on(cg_batched_async(gpu, op, bs, x0s, options))
+}
+
+/// Async form of [`cg_batched`], the one implementation: every readback is awaited.
+pub async fn cg_batched_async(
+    gpu: &Gpu,
+    op: &dyn LinearOperator,
+    bs: &[BufView<'_>],
+    x0s: Option<&[BufView<'_>]>,
+    options: &CgOptions<'_>,
 ) -> Result<(Vec<CgResult>, CgStats)> {
     let n = square_dim(op)?;
     if bs.is_empty() {
@@ -182,10 +207,10 @@ pub fn cg_batched(
         }
     }
     let mut stats = CgStats::default();
-    crate::finite::ensure_finite(gpu, "b", bs)?;
+    crate::finite::ensure_finite_async(gpu, "b", bs).await?;
     let checks = bs.len() + x0s.map_or(0, <[_]>::len);
     if let Some(x0s) = x0s {
-        crate::finite::ensure_finite(gpu, "x0", x0s)?;
+        crate::finite::ensure_finite_async(gpu, "x0", x0s).await?;
     }
     stats.submits += checks;
     stats.readbacks += checks;
@@ -230,7 +255,7 @@ pub fn cg_batched(
         Preconditioner::Jacobi => {
             stats.submits += 1;
             stats.readbacks += 1;
-            Some(jacobi_inverse(gpu, op, n)?)
+            Some(jacobi_inverse(gpu, op, n).await?)
         }
         _ => None,
     };
@@ -393,10 +418,11 @@ pub fn cg_batched(
     stats.dispatches_per_iteration = iteration.len();
 
     let mut recorded = 0;
-    let mut control = gpu.read(&ctl)?;
+    let mut control = gpu.read_async(&ctl).await?;
     // scipy returns x = b = 0 for b = 0, whatever x0 was.
     let zero_rhs: Vec<bool> = gpu
-        .read(&scal)?
+        .read_async(&scal)
+        .await?
         .chunks(SCALARS)
         .map(|c| c[BB] == 0.0)
         .collect();
@@ -412,12 +438,12 @@ pub fn cg_batched(
         gpu.take_uncaptured("cg")?;
         stats.submits += 1;
         recorded += times;
-        control = gpu.read(&ctl)?;
+        control = gpu.read_async(&ctl).await?;
         stats.readbacks += 1;
     }
     stats.iterations_recorded = recorded;
 
-    let scalars = gpu.read(&scal)?;
+    let scalars = gpu.read_async(&scal).await?;
     stats.readbacks += 1;
     let mut results = Vec::with_capacity(k);
     for (s, v) in systems.into_iter().enumerate() {
@@ -439,7 +465,7 @@ pub fn cg_batched(
         }
         let iterations = c[0] as usize;
         let history = if options.history {
-            let mut h = gpu.read(&v.hist)?;
+            let mut h = gpu.read_async(&v.hist).await?;
             stats.readbacks += 1;
             h.truncate(iterations + 1);
             Some(h)
@@ -464,8 +490,7 @@ pub fn cg_batched(
 }
 
 /// 1/diag(A), refusing operators without a diagonal and non-positive entries (not SPD).
-#[cfg(not(target_arch = "wasm32"))]
-fn jacobi_inverse(gpu: &Gpu, op: &dyn LinearOperator, n: usize) -> Result<GpuVec<f32>> {
+async fn jacobi_inverse(gpu: &Gpu, op: &dyn LinearOperator, n: usize) -> Result<GpuVec<f32>> {
     let d = gpu.zeros::<f32>(n)?;
     let mut rec = Recorder::new(gpu);
     if !op.record_diagonal(&mut rec, d.view())? {
@@ -475,7 +500,7 @@ fn jacobi_inverse(gpu: &Gpu, op: &dyn LinearOperator, n: usize) -> Result<GpuVec
         });
     }
     rec.submit()?;
-    let diag = gpu.read(&d)?;
+    let diag = gpu.read_async(&d).await?;
     if let Some(i) = diag.iter().position(|&v| !(v > 0.0 && v.is_finite())) {
         return Err(Error::Breakdown {
             method: "cg",

@@ -2,19 +2,21 @@
 //! semantics, batched, preconditioned), power iteration, Hutchinson trace, Lanczos and
 //! stochastic Lanczos quadrature (PyHessian's). Shaders: `shaders/krylov/`.
 
-#[cfg(not(target_arch = "wasm32"))]
 mod cg;
 pub mod density;
 pub mod lr;
 pub(crate) mod operator;
-// The solvers and spectrum tools read scalars back between steps with blocking reads; their
-// async forms for the browser come with the web demo.
+// The spectrum tools read scalars back between steps with blocking reads; their async forms
+// for the browser come with the web demo (CG's are in `cg`).
 #[cfg(not(target_arch = "wasm32"))]
 mod spectrum;
 pub mod tridiag;
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use cg::{cg, cg_batched, CgOptions, CgResult, CgStats, Preconditioner, DEFAULT_CHECK_EVERY};
+pub use cg::{cg, cg_batched};
+pub use cg::{
+    cg_async, cg_batched_async, CgOptions, CgResult, CgStats, Preconditioner, DEFAULT_CHECK_EVERY,
+};
 pub use density::{Density, DensityOptions};
 pub use operator::{
     BlockDiagonal, CsrMatrix, DenseMatrix, Direction, FnOperator, LinearOperator, Poisson, Shifted,

@@ -10,12 +10,10 @@
 
 mod plan;
 mod sinkhorn;
-#[cfg(not(target_arch = "wasm32"))]
 mod sns;
 
 pub use plan::{TopK, MAX_TOP_K};
 pub use sinkhorn::{SinkhornConfig, SinkhornSolution};
-#[cfg(not(target_arch = "wasm32"))]
 pub use sns::{SnsConfig, SnsSolution, MAX_KEPT};
 
 use bytemuck::{Pod, Zeroable};
@@ -75,10 +73,8 @@ pub struct OtProblem<'a> {
     m: usize,
     a: GpuVec<f32>,
     b: GpuVec<f32>,
-    /// a and b on the host (SNS's line search sums in f64; SNS is native only).
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    /// a and b on the host (SNS's line search sums in f64).
     a_host: Vec<f64>,
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     b_host: Vec<f64>,
     cost: Cost<'a>,
 }

@@ -76,7 +76,6 @@ impl<'a> OtProblem<'a> {
     }
 
     /// Records Pᵀ·1 as `slices` partial sums per column into `partials` (slices·m).
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn record_col_sums(
         &self,
         rec: &mut Recorder,
@@ -160,7 +159,6 @@ impl<'a> OtProblem<'a> {
     /// Records SNS's sparsity pattern into `top` (see `select_rows` in `shaders/ot/plan.wgsl`):
     /// each row's entries within e^-14 of its largest, at most `top.k`, unsorted; rows that had
     /// more are counted into `capped[0]`.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn record_select_rows(
         &self,
         rec: &mut Recorder,

@@ -231,7 +231,8 @@ struct Scratch {
 }
 
 impl<'a> OtProblem<'a> {
-    /// Solves with Sinkhorn-Newton-Sparse (blocking: CG and the line search read back).
+    /// Solves with Sinkhorn-Newton-Sparse (blocking: the native wrapper of
+    /// [`OtProblem::sns_async`]; CG and the line search read back).
     ///
     /// Stage 1 runs `sinkhorn_steps` Sinkhorn iterations. Stage 2 repeats until ‖∇‖ < tol:
     /// keep the ⌈λ·m⌉ largest entries of each row of P (selected on the GPU; the n·k kept
@@ -246,8 +247,15 @@ impl<'a> OtProblem<'a> {
     ///
     /// Errors: invalid settings ([`Error::InvalidParameter`]); a zero entry in a or b
     /// ([`Error::Mass`]); [`Error::Breakdown`] from CG if the sparse Hessian is not positive
-    /// definite. Native only (CG blocks).
+    /// definite.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn sns(&self, config: &SnsConfig) -> Result<SnsSolution> {
+        pollster::block_on(self.sns_async(config))
+    }
+
+    /// Async form of [`OtProblem::sns`], the one implementation: every readback (Sinkhorn's
+    /// checks, each evaluation's marginals, the pattern, CG's flags and solution) is awaited.
+    pub async fn sns_async(&self, config: &SnsConfig) -> Result<SnsSolution> {
         config.check()?;
         // A zero mass empties its row or column of P, and with it the Hessian's diagonal.
         for (name, w) in [("a", &self.a_host), ("b", &self.b_host)] {
@@ -276,8 +284,9 @@ impl<'a> OtProblem<'a> {
             tol: config.tol,
             check_every: 10,
         };
-        let run =
-            pollster::block_on(self.run_sinkhorn(&mut state, &stage1, config.sinkhorn_steps))?;
+        let run = self
+            .run_sinkhorn(&mut state, &stage1, config.sinkhorn_steps)
+            .await?;
         let mut z = Potentials {
             f: state.f,
             g: state.g,
@@ -292,7 +301,9 @@ impl<'a> OtProblem<'a> {
             partials: gpu.zeros(slices * m)?,
             row_cost: gpu.zeros(n)?,
         };
-        let mut current = self.evaluate(Recorder::new(gpu), &z, config.reg, k, &scratch)?;
+        let mut current = self
+            .evaluate(Recorder::new(gpu), &z, config.reg, k, &scratch)
+            .await?;
         let mut solution = SnsSolution {
             f: gpu.zeros(1)?,
             g: gpu.zeros(1)?,
@@ -311,7 +322,7 @@ impl<'a> OtProblem<'a> {
         };
         let direction = gpu.zeros::<f32>(n + m)?;
         while !solution.converged && solution.newton_iterations < config.max_newton {
-            let pattern = self.transposed(&current)?;
+            let pattern = self.transposed(&current).await?;
             solution.capped_rows += pattern.capped;
             let hessian = SparseHessian {
                 n,
@@ -327,7 +338,7 @@ impl<'a> OtProblem<'a> {
             let mut rhs: Vec<f32> = current.grad.iter().map(|&v| v as f32).collect();
             rhs[n + m - 1] = 0.0;
             let rhs = gpu.upload(&rhs)?;
-            let cg = crate::krylov::cg(
+            let cg = crate::krylov::cg_async(
                 gpu,
                 &hessian,
                 &rhs,
@@ -338,11 +349,13 @@ impl<'a> OtProblem<'a> {
                     preconditioner: Preconditioner::Jacobi,
                     ..Default::default()
                 },
-            )?;
+            )
+            .await?;
             solution.cg_iterations.push(cg.iterations);
             // Δ = reg·H⁻¹∇.
             let delta: Vec<f64> = gpu
-                .read(&cg.x)?
+                .read_async(&cg.x)
+                .await?
                 .iter()
                 .map(|&v| v as f64 * config.reg as f64)
                 .collect();
@@ -361,7 +374,7 @@ impl<'a> OtProblem<'a> {
             for _ in 0..=config.max_halvings {
                 let mut rec = Recorder::new(gpu);
                 self.record_step(&mut rec, &z, &direction, alpha as f32, &trial)?;
-                let next = self.evaluate(rec, &trial, config.reg, k, &scratch)?;
+                let next = self.evaluate(rec, &trial, config.reg, k, &scratch).await?;
                 let rise = alpha * linear - config.reg as f64 * (next.mass - current.mass);
                 if rise >= 1e-4 * alpha * predicted || next.error < current.error {
                     accepted = Some(next);
@@ -380,7 +393,7 @@ impl<'a> OtProblem<'a> {
             solution.final_error = current.error as f32;
             solution.converged = current.error < config.tol as f64;
         }
-        solution.cost = self.transport_cost(&z.f, &z.g, config.reg)?;
+        solution.cost = self.transport_cost_async(&z.f, &z.g, config.reg).await?;
         (solution.f, solution.g) = (z.f, z.g);
         Ok(solution)
     }
@@ -420,7 +433,7 @@ impl<'a> OtProblem<'a> {
 
     /// P's marginals and sparsity pattern at z, recorded after what `rec` holds and submitted
     /// with it, with the gradient on the host (one readback).
-    fn evaluate(
+    async fn evaluate(
         &self,
         mut rec: Recorder<'_>,
         z: &Potentials,
@@ -462,7 +475,7 @@ impl<'a> OtProblem<'a> {
         let capped = gpu.upload(&[0u32])?;
         self.record_select_rows(&mut rec, f, g, reg, &top, capped.view())?;
         rec.submit()?;
-        let sums = gpu.read(&diag)?;
+        let sums = gpu.read_async(&diag).await?;
         let grad: Vec<f64> = self
             .a_host
             .iter()
@@ -484,13 +497,13 @@ impl<'a> OtProblem<'a> {
 
     /// The kept entries as the Hessian kernel reads them: the ELL rows as selected, then the
     /// same entries bucketed by column (rows ascending).
-    fn transposed(&self, e: &Evaluation) -> Result<Pattern> {
+    async fn transposed(&self, e: &Evaluation) -> Result<Pattern> {
         let gpu = self.gpu();
         let (n, m, k) = (self.n, self.m, e.top.k);
         let ell = n * k;
-        let mut indices = gpu.read(&e.top.columns)?;
-        let mut values = gpu.read(&e.top.values)?;
-        let capped = gpu.read(&e.capped)?[0] as usize;
+        let mut indices = gpu.read_async(&e.top.columns).await?;
+        let mut values = gpu.read_async(&e.top.values).await?;
+        let capped = gpu.read_async(&e.capped).await?[0] as usize;
         let mut starts = vec![0u32; m + 1];
         for &j in &indices {
             if (j as usize) < m {

@@ -194,6 +194,48 @@ pub fn hutchinson_accumulate(est: &mut [f64], zhz: &[f64], k: u64) {
     }
 }
 
+/// AdamW hyper-parameters (`torch.optim.AdamW`, amsgrad off).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWParams {
+    /// Learning rate.
+    pub lr: f64,
+    /// EMA coefficient of the gradient.
+    pub beta1: f64,
+    /// EMA coefficient of the squared gradient.
+    pub beta2: f64,
+    /// Added to √v̂.
+    pub eps: f64,
+    /// Decoupled weight decay, applied as θ·(1 − lr·wd) before the update.
+    pub weight_decay: f64,
+}
+
+/// One AdamW step; `t` is the 1-based step count after incrementing it for this step.
+///
+/// Per element: θ ← θ·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
+/// m̂ = m / (1 − β1^t), v̂ = v / (1 − β2^t); θ ← θ − lr·m̂ / (√v̂ + ε).
+/// Panics if the slices differ in length or `t` is 0.
+pub fn adamw_step(
+    p: &AdamWParams,
+    t: u64,
+    theta: &mut [f64],
+    m: &mut [f64],
+    v: &mut [f64],
+    g: &[f64],
+) {
+    assert!(t >= 1, "step count is 1-based");
+    same_len(theta.len(), &[m.len(), v.len(), g.len()]);
+    let bc1 = 1.0 - p.beta1.powi(t as i32);
+    let bc2 = 1.0 - p.beta2.powi(t as i32);
+    for (((th, m), v), &g) in theta.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        *th *= 1.0 - p.lr * p.weight_decay;
+        *m = p.beta1 * *m + (1.0 - p.beta1) * g;
+        *v = p.beta2 * *v + (1.0 - p.beta2) * g * g;
+        let m_hat = *m / bc1;
+        let v_hat = *v / bc2;
+        *th -= p.lr * m_hat / (v_hat.sqrt() + p.eps);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +417,30 @@ mod tests {
         for (j, &e) in est.iter().enumerate() {
             close(e, samples.iter().map(|s| s[j]).sum::<f64>() / 3.0);
         }
+    }
+
+    #[test]
+    fn adamw_first_two_steps_by_hand() {
+        let p = AdamWParams {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.5,
+        };
+        // t = 1: m̂ = g and v̂ = g², so θ' = θ(1 − 0.05) − 0.1·g/(|g| + ε).
+        let (mut th, mut m, mut v) = ([2.0], [0.0], [0.0]);
+        adamw_step(&p, 1, &mut th, &mut m, &mut v, &[-4.0]);
+        close(m[0], -0.4);
+        close(v[0], 0.16);
+        close(th[0], 1.9 + 0.1 * 4.0 / (4.0 + 1e-8));
+        // t = 2 with g = 2: m = −0.36 + 0.2 = −0.16, bc1 = 0.19; v = 0.1584 + 0.04 = 0.1984,
+        // bc2 = 0.0199.
+        let th1 = th[0];
+        adamw_step(&p, 2, &mut th, &mut m, &mut v, &[2.0]);
+        close(m[0], -0.16);
+        close(v[0], 0.1984);
+        let denom = (0.1984f64 / 0.0199).sqrt() + 1e-8;
+        close(th[0], th1 * 0.95 - 0.1 * (-0.16 / 0.19) / denom);
     }
 }
