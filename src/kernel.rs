@@ -100,6 +100,12 @@ pub static SHADERS: &[ShaderFile] = &[
         "common/grid.wgsl",
         "common/workgroup_reduce.wgsl"
     ),
+    shader!(
+        "toy/mlp.wgsl",
+        "common/grid.wgsl",
+        "common/workgroup_reduce.wgsl",
+        "common/philox.wgsl"
+    ),
 ];
 
 fn find(path: &str) -> Option<&'static ShaderFile> {

@@ -37,6 +37,7 @@ pub mod reduce;
 pub mod reference;
 pub mod rng;
 mod tensors;
+pub mod toy;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;

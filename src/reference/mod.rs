@@ -7,3 +7,4 @@ pub mod krylov;
 pub mod linalg;
 pub mod ot;
 pub mod philox;
+pub mod toy;
