@@ -38,7 +38,6 @@ pub mod reference;
 pub mod rng;
 mod tensors;
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 
 pub use buffer::{BufView, GpuVec};
