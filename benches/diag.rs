@@ -63,9 +63,9 @@ fn diag(c: &mut Criterion) {
             };
             group.bench_function(BenchmarkId::new(name, n), |b| {
                 b.iter_custom(|iters| {
-                    let (ms, _) = time_runs(&gpu, iters as usize, true, |rec| case.record(rec))
+                    let runs = time_runs(&gpu, iters as usize, true, |rec| case.record(rec))
                         .expect("timing a kernel");
-                    Duration::from_secs_f64(ms.iter().sum::<f64>() * 1e-3)
+                    Duration::from_secs_f64(runs.ms.iter().sum::<f64>() * 1e-3)
                 })
             });
         }

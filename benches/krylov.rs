@@ -30,9 +30,9 @@ fn krylov(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(8 * n as u64));
         group.bench_function(BenchmarkId::new("poisson2d_apply", n), |b| {
             b.iter_custom(|iters| {
-                let (ms, _) = time_runs(&gpu, iters as usize, true, |rec| case.record(rec))
+                let runs = time_runs(&gpu, iters as usize, true, |rec| case.record(rec))
                     .expect("timing the stencil");
-                Duration::from_secs_f64(ms.iter().sum::<f64>() * 1e-3)
+                Duration::from_secs_f64(runs.ms.iter().sum::<f64>() * 1e-3)
             })
         });
     }

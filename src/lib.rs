@@ -39,7 +39,6 @@ pub mod rng;
 mod tensors;
 pub mod toy;
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 
 pub use buffer::{BufView, GpuVec};

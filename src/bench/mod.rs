@@ -1,13 +1,24 @@
-//! Timing and the adapter's own roofline, shared by `curvgpu bench` and the criterion benches.
+//! Timing and the adapter's own roofline, shared by `curvgpu bench`, the criterion benches and
+//! the browser (everything but the solver runs compiles for wasm32, through async forms).
 
 pub mod kernels;
 pub mod problems;
 pub mod roofline;
+// Whole-solver runs drive blocking solvers and time f64 CPU references beside them.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod solvers;
+pub mod table;
+pub mod timer;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod transport;
 
-use std::time::Instant;
+#[cfg(not(target_arch = "wasm32"))]
+pub use table::kernel_table;
+pub use table::{kernel_table_async, KernelRow, KernelTable, Progress, TableOptions, Work};
 
+use web_time::Instant;
+
+use crate::buffer::GpuVec;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::record::{PassTimestamps, Recorder};
@@ -46,20 +57,58 @@ pub fn median(samples: &[f64]) -> f64 {
     }
 }
 
-/// Times `reps` runs of whatever `record` records, after one untimed warm-up run.
-/// Returns per-run milliseconds and the method used (timestamps when `use_timestamps` and the
-/// adapter has them).
-pub fn time_runs(
+/// The timed runs of one measurement.
+#[derive(Clone, Debug)]
+pub struct Runs {
+    /// Milliseconds of each run.
+    pub ms: Vec<f64>,
+    /// How they were taken.
+    pub method: TimingMethod,
+    /// Raw timestamps, the begin and end of each run's pass, in ticks of `period_ns` (empty
+    /// for wall clock): what [`timer::timestamp_resolution_ns`] reads the clock's step from.
+    pub stamps: Vec<u64>,
+    /// Nanoseconds per timestamp tick.
+    pub period_ns: f64,
+}
+
+impl Runs {
+    /// Median milliseconds.
+    pub fn median_ms(&self) -> f64 {
+        median(&self.ms)
+    }
+}
+
+/// Blocks (natively) or yields (on the web, where nothing may block) until the GPU has done
+/// everything submitted before: the web has no `wait`, but a read resolves only after the
+/// work queued ahead of it, so a 4-byte read of `probe` stands in for it.
+async fn settle(gpu: &Gpu, probe: &GpuVec<u32>) -> Result<()> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = probe;
+        gpu.wait()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        gpu.read_async(probe).await.map(drop)
+    }
+}
+
+/// Times `reps` runs of whatever `record` records, after one untimed warm-up run: GPU
+/// timestamps around each run's pass when `use_timestamps` and the adapter has them, else the
+/// host clock around submit and a wait for the GPU (on the web, where there is no wait, a
+/// 4-byte readback, included in the time).
+pub async fn time_runs_async(
     gpu: &Gpu,
     reps: usize,
     use_timestamps: bool,
     mut record: impl FnMut(&mut Recorder) -> Result<()>,
-) -> Result<(Vec<f64>, TimingMethod)> {
+) -> Result<Runs> {
     let reps = reps.max(1);
+    let probe = gpu.zeros::<u32>(1)?;
     let mut warm = Recorder::new(gpu);
     record(&mut warm)?;
     warm.submit()?;
-    gpu.wait()?;
+    settle(gpu, &probe).await?;
     if use_timestamps && gpu.has_timestamps() {
         let count = 2 * reps as u32;
         let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
@@ -90,13 +139,22 @@ pub fn time_runs(
         encoder.resolve_query_set(&set, 0..count, &resolve, 0);
         encoder.copy_buffer_to_buffer(&resolve, 0, ticks.buffer(), 0, 8 * count as u64);
         gpu.queue.submit([encoder.finish()]);
-        let words = gpu.read(&ticks)?;
-        let period_ns = gpu.queue.get_timestamp_period() as f64;
-        let stamp = |i: usize| (words[2 * i] as u64 | ((words[2 * i + 1] as u64) << 32)) as f64;
-        let ms = (0..reps)
-            .map(|r| (stamp(2 * r + 1) - stamp(2 * r)) * period_ns * 1e-6)
+        let words = gpu.read_async(&ticks).await?;
+        let stamps: Vec<u64> = words
+            .chunks_exact(2)
+            .map(|w| w[0] as u64 | ((w[1] as u64) << 32))
             .collect();
-        return Ok((ms, TimingMethod::GpuTimestamps));
+        let period_ns = gpu.queue.get_timestamp_period() as f64;
+        let ms = stamps
+            .chunks_exact(2)
+            .map(|s| (s[1] as f64 - s[0] as f64) * period_ns * 1e-6)
+            .collect();
+        return Ok(Runs {
+            ms,
+            method: TimingMethod::GpuTimestamps,
+            stamps,
+            period_ns,
+        });
     }
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -107,11 +165,27 @@ pub fn time_runs(
         let cmd = encoder.finish();
         let t0 = Instant::now();
         gpu.queue.submit([cmd]);
-        gpu.wait()?;
+        settle(gpu, &probe).await?;
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     if ms.iter().any(|x| !x.is_finite()) {
         return Err(Error::Poll("non-finite timing".into()));
     }
-    Ok((ms, TimingMethod::WallClock))
+    Ok(Runs {
+        ms,
+        method: TimingMethod::WallClock,
+        stamps: Vec::new(),
+        period_ns: 1.0,
+    })
+}
+
+/// Blocking form of [`time_runs_async`].
+#[cfg(not(target_arch = "wasm32"))]
+pub fn time_runs(
+    gpu: &Gpu,
+    reps: usize,
+    use_timestamps: bool,
+    record: impl FnMut(&mut Recorder) -> Result<()>,
+) -> Result<Runs> {
+    pollster::block_on(time_runs_async(gpu, reps, use_timestamps, record))
 }

@@ -27,8 +27,16 @@ pub struct Work {
     pub bytes: Option<f64>,
 }
 
-/// Allocates problem `name` and says how to record one run; `None` for an unknown name.
+/// Allocates problem `name` and says how to record one run; `None` for an unknown name
+/// (blocking form of [`problem_async`]).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn problem(gpu: &Gpu, name: &str) -> Result<Option<(Case, Work)>> {
+    pollster::block_on(problem_async(gpu, name))
+}
+
+/// Allocates problem `name` and says how to record one run; `None` for an unknown name.
+/// Async because M-FAC's window is filled through readbacks.
+pub async fn problem_async(gpu: &Gpu, name: &str) -> Result<Option<(Case, Work)>> {
     Ok(Some(match name {
         "gemm_1024" => {
             let side = 1024;
@@ -50,7 +58,7 @@ pub fn problem(gpu: &Gpu, name: &str) -> Result<Option<(Case, Work)>> {
         "kfac_inverse_8x1024" => spd_inverses(gpu, 8, 1024)?,
         "mkor_refresh_64x256" => mkor_refreshes(gpu, 64, 256)?,
         "mkor_refresh_8x1024" => mkor_refreshes(gpu, 8, 1024)?,
-        "mfac_ihvp_4m_64" => mfac_ihvp(gpu, 1 << 22, 64)?,
+        "mfac_ihvp_4m_64" => mfac_ihvp(gpu, 1 << 22, 64).await?,
         _ => return Ok(None),
     }))
 }
@@ -121,16 +129,17 @@ fn mkor_refreshes(gpu: &Gpu, count: usize, n: usize) -> Result<(Case, Work)> {
 }
 
 /// One M-FAC inverse-Fisher–vector product with a full window of `m` Gaussian gradients of
-/// length `d` (pushed through [`crate::mfac::Mfac::push`] first). Bytes: the window read twice
+/// length `d` (pushed through [`crate::mfac::Mfac::push_async`] first). Bytes: the window read twice
 /// (G·x, then Gᵀ·w), x twice and y once: 4·(2md + 3d); the O(m²) substitution is negligible.
-fn mfac_ihvp(gpu: &Gpu, d: usize, m: usize) -> Result<(Case, Work)> {
+async fn mfac_ihvp(gpu: &Gpu, d: usize, m: usize) -> Result<(Case, Work)> {
     let config = crate::mfac::MfacConfig {
         m,
         ..Default::default()
     };
     let mut mfac = crate::mfac::Mfac::new(gpu, d, config)?;
     for i in 0..m {
-        mfac.push(gpu, &crate::rng::gaussian(gpu, d, 10 + i as u64, 0)?)?;
+        let g = crate::rng::gaussian(gpu, d, 10 + i as u64, 0)?;
+        mfac.push_async(gpu, &g).await?;
     }
     let x = crate::rng::gaussian(gpu, d, 6, 0)?;
     let y = gpu.zeros::<f32>(d)?;

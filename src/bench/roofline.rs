@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{median, time_runs, TimingMethod};
+use super::{time_runs_async, timer, Runs, TimingMethod};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernel;
@@ -41,6 +41,9 @@ pub struct Roofline {
     pub fma_shapes: Vec<Shape>,
     /// How the times were taken.
     pub timing: TimingMethod,
+    /// The step of the clock behind them, nanoseconds (`None`: finer than 1 µs or not
+    /// detectable; see [`timer`]).
+    pub timer_resolution_ns: Option<f64>,
 }
 
 /// Workgroup caps tried for copies: `None` is one item per invocation. The kernels' own
@@ -55,8 +58,35 @@ const COPY_GRIDS: [Option<u32>; 6] = [
     Some(8192),
 ];
 
-/// Measures copy bandwidth over `n` f32 (n a multiple of 4) and FMA throughput.
+/// Measures copy bandwidth over `n` f32 (n a multiple of 4) and FMA throughput (blocking
+/// form of [`measure_async`]).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn measure(gpu: &Gpu, n: usize, reps: usize) -> Result<Roofline> {
+    pollster::block_on(measure_async(gpu, n, reps))
+}
+
+/// Measures copy bandwidth over `n` f32 (n a multiple of 4) and FMA throughput, every shape
+/// with `reps` timed runs, on GPU timestamps where the adapter has them.
+pub async fn measure_async(gpu: &Gpu, n: usize, reps: usize) -> Result<Roofline> {
+    let mut stamps = Vec::new();
+    measure_pooling(gpu, n, reps, &mut stamps).await
+}
+
+/// [`measure_async`], appending every raw timestamp to `stamps` so a caller timing more on
+/// the same clock can read its step from all of them.
+pub(crate) async fn measure_pooling(
+    gpu: &Gpu,
+    n: usize,
+    reps: usize,
+    stamps: &mut Vec<u64>,
+) -> Result<Roofline> {
+    let first = stamps.len();
+    let mut period_ns = 1.0;
+    let mut keep = |runs: Runs| {
+        stamps.extend_from_slice(&runs.stamps);
+        period_ns = runs.period_ns;
+        (runs.median_ms(), runs.method)
+    };
     let n = n.max(4) / 4 * 4;
     let src = gpu.zeros::<f32>(n)?;
     let dst = gpu.zeros::<f32>(n)?;
@@ -80,7 +110,7 @@ pub fn measure(gpu: &Gpu, n: usize, reps: usize) -> Result<Roofline> {
                 "copy_f32" => kernel!("bench/roofline.wgsl", "copy_f32"),
                 _ => kernel!("bench/roofline.wgsl", "copy_vec4"),
             };
-            let (ms, t) = time_runs(gpu, reps, true, |rec: &mut Recorder| {
+            let runs = time_runs_async(gpu, reps, true, |rec: &mut Recorder| {
                 rec.dispatch(
                     k,
                     &[("WG", 256.0)],
@@ -91,9 +121,10 @@ pub fn measure(gpu: &Gpu, n: usize, reps: usize) -> Result<Roofline> {
                     ],
                     grid,
                 )
-            })?;
+            })
+            .await?;
+            let (m, t) = keep(runs);
             timing = t;
-            let m = median(&ms);
             copy_shapes.push(Shape {
                 name: format!(
                     "{entry} grid={}",
@@ -113,7 +144,7 @@ pub fn measure(gpu: &Gpu, n: usize, reps: usize) -> Result<Roofline> {
             iters,
         };
         let grid = gpu.grid_for_groups((invocations as u64).div_ceil(wg as u64))?;
-        let (ms, _) = time_runs(gpu, reps, true, |rec: &mut Recorder| {
+        let runs = time_runs_async(gpu, reps, true, |rec: &mut Recorder| {
             rec.dispatch(
                 kernel!("bench/roofline.wgsl", "fma_vec4"),
                 &[("WG", wg as f64)],
@@ -123,8 +154,9 @@ pub fn measure(gpu: &Gpu, n: usize, reps: usize) -> Result<Roofline> {
                 ],
                 grid,
             )
-        })?;
-        let m = median(&ms);
+        })
+        .await?;
+        let (m, _) = keep(runs);
         let flops = 2.0 * 8.0 * 4.0 * iters as f64 * invocations as f64;
         fma_shapes.push(Shape {
             name: format!("fma_vec4 wg={wg} iters={iters}"),
@@ -133,11 +165,16 @@ pub fn measure(gpu: &Gpu, n: usize, reps: usize) -> Result<Roofline> {
         });
     }
     let best = |s: &[Shape]| s.iter().map(|x| x.rate).fold(0.0, f64::max);
+    let timer_resolution_ns = match timing {
+        TimingMethod::GpuTimestamps => timer::timestamp_resolution_ns(&stamps[first..], period_ns),
+        TimingMethod::WallClock => timer::wall_clock_resolution_ns(),
+    };
     Ok(Roofline {
         copy_gbps: best(&copy_shapes),
         fma_gflops: best(&fma_shapes),
         copy_shapes,
         fma_shapes,
         timing,
+        timer_resolution_ns,
     })
 }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use curvgpu::bench::{self, kernels, problems, roofline, solvers, transport, TimingMethod};
-use curvgpu::{Gpu, Recorder};
+use curvgpu::bench::table::{kernel_table, KernelRow, Progress, TableOptions, Work};
+use curvgpu::bench::{solvers, transport};
+use curvgpu::Gpu;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -103,25 +104,6 @@ fn info() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-struct Row {
-    name: String,
-    n: usize,
-    bytes: f64,
-    median_ms: f64,
-    gbps: f64,
-    fraction: f64,
-}
-
-/// A fixed problem measured against the FMA roofline (e.g. `gemm_1024`).
-struct ComputeRow {
-    name: &'static str,
-    n: usize,
-    flops: f64,
-    median_ms: f64,
-    gflops: f64,
-    fma_fraction: f64,
-}
-
 fn run_bench(
     json_path: Option<PathBuf>,
     log2_sizes: &[u32],
@@ -132,21 +114,12 @@ fn run_bench(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let gpu = Gpu::new()?;
     let info = gpu.adapter_info().clone();
-    let chosen = |k: &&str| only.is_empty() || only.iter().any(|o| o == k);
-    let names: Vec<&str> = kernels::KERNELS.iter().copied().filter(chosen).collect();
-    let fixed: Vec<&str> = problems::PROBLEMS.iter().copied().filter(chosen).collect();
-    if names.is_empty() && fixed.is_empty() {
-        return Err(format!(
-            "no known kernel in {only:?}; known: {:?} and {:?}",
-            kernels::KERNELS,
-            problems::PROBLEMS
-        )
-        .into());
-    }
-    if let Some(bad) = log2_sizes.iter().find(|&&s| s > 28) {
-        return Err(format!("--log2-sizes {bad}: at most 28").into());
-    }
-    let largest = 1usize << log2_sizes.iter().copied().max().unwrap_or(24);
+    let options = TableOptions {
+        log2_sizes: log2_sizes.to_vec(),
+        reps,
+        kernels: only.to_vec(),
+        use_timestamps: !wall_clock,
+    };
     eprintln!(
         "adapter: {} ({:?}, {:?}); tuning {:?}",
         info.name,
@@ -155,85 +128,17 @@ fn run_bench(
         gpu.tuning()
     );
     let bar = ProgressBar::new(
-        (names.len() * log2_sizes.len()
-            + fixed.len()
-            + 1
-            + (4 + transport::PROBLEMS.len()) * with_solvers as usize) as u64,
+        (options.cases() + 1 + (4 + transport::PROBLEMS.len()) * with_solvers as usize) as u64,
     );
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("roofline");
-    let roof = roofline::measure(&gpu, largest, reps.clamp(3, 10))?;
-    bar.inc(1);
-    let timing = if wall_clock || !gpu.has_timestamps() {
-        TimingMethod::WallClock
-    } else {
-        TimingMethod::GpuTimestamps
-    };
-    // Median milliseconds of `reps` timed runs of a case.
-    let median_ms = |case: &mut kernels::Case| -> curvgpu::Result<f64> {
-        let use_timestamps = timing == TimingMethod::GpuTimestamps;
-        let (ms, _) = bench::time_runs(&gpu, reps, use_timestamps, |rec: &mut Recorder| {
-            case.record(rec)
-        })?;
-        Ok(bench::median(&ms))
-    };
-    let mut rows = Vec::new();
-    for name in &names {
-        for &s in log2_sizes {
-            let n = 1usize << s;
-            bar.set_message(format!("{name} n=2^{s}"));
-            let bytes_per = kernels::bytes_per_element(name).unwrap_or(f64::NAN);
-            let Some(mut case) = kernels::case(&gpu, name, n)? else {
-                continue;
-            };
-            let median_ms = median_ms(&mut case)?;
-            let bytes = bytes_per * n as f64;
-            let gbps = bytes / (median_ms * 1e-3) / 1e9;
-            rows.push(Row {
-                name: name.to_string(),
-                n,
-                bytes,
-                median_ms,
-                gbps,
-                fraction: gbps / roof.copy_gbps,
-            });
-            bar.inc(1);
-        }
-    }
-    let mut compute_rows = Vec::new();
-    for &name in &fixed {
-        bar.set_message(name);
-        let Some((mut case, work)) = problems::problem(&gpu, name)? else {
-            continue;
-        };
-        let median_ms = median_ms(&mut case)?;
-        if let Some(flops) = work.flops {
-            let gflops = flops / (median_ms * 1e-3) / 1e9;
-            compute_rows.push(ComputeRow {
-                name,
-                n: work.n,
-                flops,
-                median_ms,
-                gflops,
-                fma_fraction: gflops / roof.fma_gflops,
-            });
-        }
-        if let Some(bytes) = work.bytes {
-            let gbps = bytes / (median_ms * 1e-3) / 1e9;
-            rows.push(Row {
-                name: name.into(),
-                n: work.n,
-                bytes,
-                median_ms,
-                gbps,
-                fraction: gbps / roof.copy_gbps,
-            });
-        }
-        bar.inc(1);
-    }
+    let mut table = kernel_table(&gpu, &options, |p| match p {
+        Progress::Roofline(_) | Progress::Row(_) => bar.inc(1),
+        Progress::Next(what) => bar.set_message(what.to_string()),
+    })?;
     let mut solver_runs = Vec::new();
     let mut cg_iteration_stats = None;
     if with_solvers {
@@ -242,15 +147,13 @@ fn run_bench(
         let (ms, stats) = solvers::cg_iteration_ms(&gpu, side)?;
         let n = side * side;
         let bytes = solvers::CG_BYTES_PER_UNKNOWN * n as f64;
-        let gbps = bytes / (ms * 1e-3) / 1e9;
-        rows.push(Row {
-            name: "cg_iteration_poisson2d_1024".into(),
+        table.rows.push(KernelRow::new(
+            "cg_iteration_poisson2d_1024",
             n,
-            bytes,
-            median_ms: ms,
-            gbps,
-            fraction: gbps / roof.copy_gbps,
-        });
+            Work::Bytes(bytes),
+            ms,
+            &table.roofline,
+        ));
         cg_iteration_stats = Some(stats);
         bar.inc(1);
         bar.set_message("time to solution, poisson 1024², rtol 1e-6");
@@ -261,28 +164,24 @@ fn run_bench(
         let ms = transport::sinkhorn_iteration_ms(&gpu, side, false)?;
         // Each iteration reads C twice (the column and the row log-sum-exps).
         let bytes = 2.0 * 4.0 * (side * side) as f64;
-        let gbps = bytes / (ms * 1e-3) / 1e9;
-        rows.push(Row {
-            name: "sinkhorn_iteration_dense_4096".into(),
-            n: side,
-            bytes,
-            median_ms: ms,
-            gbps,
-            fraction: gbps / roof.copy_gbps,
-        });
+        table.rows.push(KernelRow::new(
+            "sinkhorn_iteration_dense_4096",
+            side,
+            Work::Bytes(bytes),
+            ms,
+            &table.roofline,
+        ));
         bar.inc(1);
         bar.set_message("sinkhorn iteration, points 4096²");
         let ms = transport::sinkhorn_iteration_ms(&gpu, side, true)?;
         let flops = 2.0 * (side * side) as f64 * transport::points_flops_per_entry(2);
-        let gflops = flops / (ms * 1e-3) / 1e9;
-        compute_rows.push(ComputeRow {
-            name: "sinkhorn_iteration_points_4096",
-            n: side,
-            flops,
-            median_ms: ms,
-            gflops,
-            fma_fraction: gflops / roof.fma_gflops,
-        });
+        table.rows.push(KernelRow::new(
+            "sinkhorn_iteration_points_4096",
+            side,
+            Work::Flops(flops),
+            ms,
+            &table.roofline,
+        ));
         bar.inc(1);
         for name in transport::PROBLEMS {
             bar.set_message(format!("sinkhorn and sns, {name}"));
@@ -293,58 +192,7 @@ fn run_bench(
         }
     }
     bar.finish_and_clear();
-
-    println!(
-        "adapter: {} — {:?} / {:?} — timing: {}",
-        info.name,
-        info.backend,
-        info.device_type,
-        timing.as_str()
-    );
-    println!(
-        "roofline: copy {:.2} GB/s ({}), FMA {:.1} GFLOP/s",
-        roof.copy_gbps,
-        best_name(&roof.copy_shapes),
-        roof.fma_gflops
-    );
-    println!(
-        "{:<26} {:>10} {:>12} {:>11} {:>9} {:>9}",
-        "kernel", "n", "bytes", "median ms", "GB/s", "roofline"
-    );
-    for r in &rows {
-        println!(
-            "{:<26} {:>10} {:>12.0} {:>11.3} {:>9.2} {:>9.2}",
-            r.name, r.n, r.bytes, r.median_ms, r.gbps, r.fraction
-        );
-    }
-    if !compute_rows.is_empty() {
-        println!(
-            "{:<26} {:>10} {:>12} {:>11} {:>9} {:>9}",
-            "problem", "n", "flops", "median ms", "GFLOP/s", "FMA roof"
-        );
-        for r in &compute_rows {
-            println!(
-                "{:<26} {:>10} {:>12.3e} {:>11.3} {:>9.2} {:>9.2}",
-                r.name, r.n, r.flops, r.median_ms, r.gflops, r.fma_fraction
-            );
-        }
-    }
-    let at = |name: &str| rows.iter().filter(|r| r.name == name).max_by_key(|r| r.n);
-    let speedup = match (at("sophiag_step"), at("sophiag_step_unfused")) {
-        (Some(f), Some(u)) if f.n == u.n => Some((f.n, u.median_ms / f.median_ms)),
-        _ => None,
-    };
-    if let Some((n, x)) = speedup {
-        println!("fused sophiag_step is {x:.2}× faster than sophiag_step_unfused at n = {n} (target ≥ 2×)");
-    }
-    for k in ["sophiag_step", "adahessian_step"] {
-        if let Some(r) = at(k) {
-            println!(
-                "{k} at n = {}: {:.2} of the copy roofline (target ≥ 0.80)",
-                r.n, r.fraction
-            );
-        }
-    }
+    print!("{table}");
 
     if let Some(s) = cg_iteration_stats {
         println!(
@@ -395,6 +243,7 @@ fn run_bench(
     }
 
     if let Some(path) = json_path {
+        let roof = &table.roofline;
         let doc = json!({
             "adapter": {
                 "name": info.name,
@@ -403,7 +252,8 @@ fn run_bench(
                 "driver": info.driver,
                 "driver_info": info.driver_info,
             },
-            "timing": timing.as_str(),
+            "timing": table.timing.as_str(),
+            "timer_resolution_ns": table.timer_resolution_ns,
             "tuning": {
                 "workgroup_size": gpu.tuning().workgroup_size,
                 "max_workgroups": gpu.tuning().max_workgroups,
@@ -416,27 +266,33 @@ fn run_bench(
                 "copy_gbps": roof.copy_gbps,
                 "fma_gflops": roof.fma_gflops,
                 "timing": roof.timing.as_str(),
+                "timer_resolution_ns": roof.timer_resolution_ns,
                 "copy_shapes": roof.copy_shapes.iter().map(|s| json!({"name": s.name, "median_ms": s.median_ms, "gbps": s.rate})).collect::<Vec<_>>(),
                 "fma_shapes": roof.fma_shapes.iter().map(|s| json!({"name": s.name, "median_ms": s.median_ms, "gflops": s.rate})).collect::<Vec<_>>(),
             },
-            "kernels": rows.iter().map(|r| json!({
-                "name": r.name,
-                "n": r.n,
-                "bytes": r.bytes,
-                "median_ms": r.median_ms,
-                "gbps": r.gbps,
-                "roofline_fraction": r.fraction,
-                "reps": reps,
-            })).chain(compute_rows.iter().map(|r| json!({
-                "name": r.name,
-                "n": r.n,
-                "flops": r.flops,
-                "median_ms": r.median_ms,
-                "gflops": r.gflops,
-                "fma_fraction": r.fma_fraction,
-                "reps": reps,
-            }))).collect::<Vec<_>>(),
-            "fused_speedup": speedup.map(|(n, x)| json!({"n": n, "sophiag_step_vs_unfused": x})),
+            "kernels": table.bandwidth_rows().chain(table.compute_rows()).map(|r| match r.work {
+                Work::Bytes(bytes) => json!({
+                    "name": r.kernel,
+                    "n": r.n,
+                    "bytes": bytes,
+                    "median_ms": r.median_ms,
+                    "gbps": r.rate,
+                    "roofline_fraction": r.fraction,
+                    "reps": reps,
+                    "coarse": r.coarse,
+                }),
+                Work::Flops(flops) => json!({
+                    "name": r.kernel,
+                    "n": r.n,
+                    "flops": flops,
+                    "median_ms": r.median_ms,
+                    "gflops": r.rate,
+                    "fma_fraction": r.fraction,
+                    "reps": reps,
+                    "coarse": r.coarse,
+                }),
+            }).collect::<Vec<_>>(),
+            "fused_speedup": table.fused_speedup().map(|(n, x)| json!({"n": n, "sophiag_step_vs_unfused": x})),
             "solvers": solver_runs.iter().map(|s| json!({
                 "name": s.name,
                 "problem": s.problem,
@@ -455,11 +311,4 @@ fn run_bench(
         eprintln!("wrote {}", path.display());
     }
     Ok(())
-}
-
-fn best_name(shapes: &[roofline::Shape]) -> String {
-    shapes
-        .iter()
-        .max_by(|a, b| a.rate.total_cmp(&b.rate))
-        .map_or_else(String::new, |s| s.name.clone())
 }
