@@ -179,7 +179,51 @@ fn poisoned() -> Error {
     }
 }
 
+/// Which file a line of [`source`]'s text comes from: (path, 1-based line in that file).
+fn origin(composed: &str, line: u32) -> Option<(&str, usize)> {
+    let mut at = None;
+    for (k, text) in composed.lines().enumerate().take(line as usize) {
+        if let Some(path) = text.strip_prefix("// ---- ") {
+            at = Some((path, k + 1));
+        }
+    }
+    at.map(|(path, header)| (path, line as usize - header))
+}
+
 impl Gpu {
+    /// Compiles every registered shader on this device and returns the compiler's errors as one
+    /// [`Error::Shader`] (each error with its file and line). A browser reports shader errors
+    /// only asynchronously, so on the web a broken shader otherwise shows up later as an
+    /// "invalid pipeline" without the reason; and the browser's compiler (Tint in Chrome) is
+    /// stricter than naga in places (uniformity analysis, literal ranges). Natively each
+    /// shader is already checked when first used.
+    pub async fn check_shaders_async(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        for file in SHADERS {
+            let module = self.module(file.path)?;
+            let info = module.get_compilation_info().await;
+            let composed = source(file.path)?;
+            for m in info.messages {
+                if m.message_type != wgpu::CompilationMessageType::Error {
+                    continue;
+                }
+                let at = m
+                    .location
+                    .and_then(|l| origin(&composed, l.line_number))
+                    .map(|(path, line)| format!(" ({path}:{line})"))
+                    .unwrap_or_default();
+                errors.push(format!("{}{at}: {}", file.path, m.message));
+            }
+        }
+        match errors.first() {
+            None => Ok(()),
+            Some(first) => Err(Error::Shader {
+                name: first.split([' ', ':']).next().unwrap_or_default().into(),
+                message: errors.join("\n"),
+            }),
+        }
+    }
+
     fn module(&self, shader: &'static str) -> Result<wgpu::ShaderModule> {
         let mut modules = self.pipelines.modules.lock().map_err(|_| poisoned())?;
         if let Some(m) = modules.get(shader) {
@@ -248,5 +292,19 @@ impl Gpu {
             .map_err(|_| poisoned())?
             .insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn origin_maps_a_composed_line_to_its_file() {
+        let composed = "// ---- a.wgsl\nfn a() {}\n\n// ---- b.wgsl\nfn b() {}\nfn c() {}\n";
+        assert_eq!(origin(composed, 2), Some(("a.wgsl", 1)));
+        assert_eq!(origin(composed, 3), Some(("a.wgsl", 2)));
+        assert_eq!(origin(composed, 6), Some(("b.wgsl", 2)));
+        assert_eq!(origin("fn a() {}\n", 1), None);
     }
 }

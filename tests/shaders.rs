@@ -2,6 +2,8 @@
 //! GLSL ES 3.1 for every entry point, so Metal, DX12 and GL stay reachable even though only
 //! Vulkan and GL run here.
 
+mod common;
+
 use curvgpu::kernel::{source, SHADERS};
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
@@ -148,4 +150,12 @@ fn a_broken_shader_is_reported_by_name_not_a_panic() {
     // The registry refuses names it does not hold, with the name in the error.
     let err = source("diag/no_such_shader.wgsl").unwrap_err().to_string();
     assert!(err.contains("diag/no_such_shader.wgsl"), "{err}");
+}
+
+/// The device's own compiler accepts every shader (on the web this is the browser's, which the
+/// demo's browser test runs; here wgpu's naga on the test adapter).
+#[test]
+fn every_shader_compiles_on_the_test_device() {
+    let gpu = common::gpu();
+    pollster::block_on(gpu.check_shaders_async()).unwrap();
 }

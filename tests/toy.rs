@@ -194,6 +194,35 @@ fn hvp_is_symmetric() {
     );
 }
 
+/// The Hutchinson probe is the HVP's own column totals times z: the same f32 products, so it
+/// must equal z ⊙ (H·z) from `hvp` bit for bit (on a general z and a Rademacher one).
+#[test]
+fn hutchinson_probe_is_z_times_the_hvp() {
+    for (name, gpu) in both_gpus() {
+        let s = shape(32, 3);
+        let data = dataset(257, 3, 11);
+        let mlp = Mlp::new(gpu, s, &data).unwrap();
+        let params = gpu.upload(&vector(s.param_count(), 12).0).unwrap();
+        let general = vector(s.param_count(), 13).0;
+        let rademacher: Vec<f32> = general.iter().map(|&v| v.signum()).collect();
+        for z32 in [general, rademacher] {
+            let z = gpu.upload(&z32).unwrap();
+            let zhz = gpu.zeros::<f32>(s.param_count()).unwrap();
+            let mut rec = curvgpu::Recorder::new(gpu);
+            mlp.record_hutchinson_probe(&mut rec, &params, &z, &zhz)
+                .unwrap();
+            rec.submit().unwrap();
+            let hz = mlp.hvp(gpu, &params, &z).unwrap();
+            let want: Vec<f32> = z32.iter().zip(&hz).map(|(a, b)| a * b).collect();
+            assert_eq!(gpu.read(&zhz).unwrap(), want, "{name}");
+            assert!(
+                want.iter().any(|&v| v != 0.0),
+                "{name}: an all-zero probe tests nothing"
+            );
+        }
+    }
+}
+
 #[test]
 fn sampled_gradient_and_accuracy_match_the_reference() {
     for (name, gpu) in both_gpus() {

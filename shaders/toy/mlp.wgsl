@@ -77,7 +77,9 @@ fn forward(i: u32) -> f32 {
         }
         h[j] = stable_tanh(a);
     }
-    var zmax = -3.4028235e38;
+    // Below every finite logit; f32's own limit, −3.4028235e38, is out of range as a WGSL
+    // literal for Tint (the decimal rounds above it).
+    var zmax = -3.4028234e38;
     for (var c = 0u; c < toy.classes; c++) {
         var z = theta[off_b2() + c];
         for (var j = 0u; j < toy.hidden; j++) {
@@ -234,17 +236,34 @@ fn toy_sample_correct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
 }
 
-// out[g] = scale · Σ_i scratch[(first_col + g)·n + i], one workgroup g per column: invocation
-// l adds rows l, l + WG, … in order, then the workgroup's fixed tree adds the WG partials.
-@compute @workgroup_size(WG)
-fn toy_column_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let base = (cols.first_col + wid.x) * cols.n;
+// scale · Σ_i scratch[(first_col + g)·n + i] for workgroup g's column: invocation l adds rows
+// l, l + WG, … in order, then the workgroup's fixed tree adds the WG partials (uniform control
+// flow: every invocation calls it).
+fn column_total(g: u32, lid: u32) -> f32 {
+    let base = (cols.first_col + g) * cols.n;
     var s = 0.0;
     for (var i = lid; i < cols.n; i += WG) {
         s += scratch[base + i];
     }
-    let total = workgroup_sum(lid, s);
+    return workgroup_sum(lid, s) * cols.scale;
+}
+
+// out[g] = the column total, one workgroup g per column.
+@compute @workgroup_size(WG)
+fn toy_column_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let total = column_total(wid.x, lid);
     if (lid == 0u) {
-        out[wid.x] = total * cols.scale;
+        out[wid.x] = total;
+    }
+}
+
+// out[g] = dir[g] · the column total: z ⊙ (H·z) from the HVP's columns, the Hutchinson term
+// AdaHessian and SophiaH take, without a separate product pass.
+@compute @workgroup_size(WG)
+fn toy_column_sums_times_dir(@builtin(workgroup_id) wid: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let total = column_total(wid.x, lid);
+    if (lid == 0u) {
+        out[wid.x] = dir[wid.x] * total;
     }
 }

@@ -6,8 +6,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::buffer::GpuVec;
 use crate::diag::{
-    AdaHessian, AdaHessianConfig, Averaging, HutchinsonDiag, SophiaG, SophiaGConfig, SophiaH,
-    SophiaHConfig, TensorSpec,
+    AdaHessian, AdaHessianConfig, AdamW, AdamWConfig, Averaging, HutchinsonDiag, SophiaG,
+    SophiaGConfig, SophiaH, SophiaHConfig, TensorSpec,
 };
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -25,6 +25,7 @@ pub const KERNELS: &[&str] = &[
     "sophiah_step",
     "adahessian_step",
     "adahessian_step_conv3x3",
+    "adamw_step",
     "hutchinson_accumulate",
     "rademacher",
     "dot",
@@ -42,6 +43,8 @@ pub fn bytes_per_element(kernel: &str) -> Option<f64> {
         "sophiag_refresh" | "hutchinson_accumulate" => 12.0,
         // read θ, g, m, v, z⊙Hz; write θ, m, v
         "adahessian_step" => 32.0,
+        // read θ, g, m, v; write θ, m, v
+        "adamw_step" => 28.0,
         // the fused step reading per-window means (4/9 B) plus the mean pass (4 + 4/9 B)
         "adahessian_step_conv3x3" => 28.0 + 4.0 + 8.0 / 9.0,
         // write z
@@ -200,6 +203,11 @@ pub fn case(gpu: &Gpu, kernel: &str, n: usize) -> Result<Option<Case>> {
         "sophiah_step" => {
             let (theta, grad) = (v(1)?, v(2)?);
             let mut opt = SophiaH::new(gpu, n, SophiaHConfig::default())?;
+            Box::new(move |rec| opt.record(rec, &theta, &grad))
+        }
+        "adamw_step" => {
+            let (theta, grad) = (v(1)?, v(2)?);
+            let mut opt = AdamW::new(gpu, n, AdamWConfig::default())?;
             Box::new(move |rec| opt.record(rec, &theta, &grad))
         }
         "adahessian_step" => {

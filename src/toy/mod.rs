@@ -36,6 +36,7 @@ const SAMPLE_GRAD: Kernel = kernel!("toy/mlp.wgsl", "toy_sample_grad");
 const SAMPLE_HVP: Kernel = kernel!("toy/mlp.wgsl", "toy_sample_hvp");
 const SAMPLE_CORRECT: Kernel = kernel!("toy/mlp.wgsl", "toy_sample_correct");
 const COLUMN_SUMS: Kernel = kernel!("toy/mlp.wgsl", "toy_column_sums");
+const COLUMN_SUMS_TIMES_DIR: Kernel = kernel!("toy/mlp.wgsl", "toy_column_sums_times_dir");
 
 /// The network's sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,12 +240,14 @@ impl Mlp {
     }
 
     /// Records out[g] = scale · Σ_i scratch column (first_col + g), for every g < out.len().
+    /// Column sums of the scratch into `out`, times `dir` elementwise when given.
     fn record_columns(
         &self,
         rec: &mut Recorder,
         first_col: usize,
         scale: f32,
         out: &GpuVec<f32>,
+        dir: Option<&GpuVec<f32>>,
     ) -> Result<()> {
         let gpu = rec.gpu();
         let uniform = ColumnsUniform {
@@ -253,15 +256,19 @@ impl Mlp {
             scale,
             _pad: 0,
         };
+        let (kernel, dir) = match dir {
+            Some(d) => (COLUMN_SUMS_TIMES_DIR, Binding::Storage(d.view(), None)),
+            None => (COLUMN_SUMS, Binding::Skip),
+        };
         rec.dispatch(
-            COLUMN_SUMS,
+            kernel,
             &gpu.wg_constants(),
             &[
                 Binding::Uniform(bytemuck::bytes_of(&uniform)),
                 Binding::Skip,
                 Binding::Skip,
                 Binding::Skip,
-                Binding::Skip,
+                dir,
                 Binding::Storage(self.scratch.view(), None),
                 Binding::Storage(out.view(), None),
             ],
@@ -296,8 +303,8 @@ impl Mlp {
         self.check_out(rec.gpu(), "loss", loss, 1)?;
         self.check_out(rec.gpu(), "grad", grad, self.param_count())?;
         self.record_samples(rec, SAMPLE_GRAD, params, None, None)?;
-        self.record_columns(rec, 0, self.mean_scale(), grad)?;
-        self.record_columns(rec, self.param_count(), self.mean_scale(), loss)
+        self.record_columns(rec, 0, self.mean_scale(), grad, None)?;
+        self.record_columns(rec, self.param_count(), self.mean_scale(), loss, None)
     }
 
     /// Records the exact Hessian of the mean loss times `v` into `hv` (Pearlmutter's
@@ -311,7 +318,22 @@ impl Mlp {
     ) -> Result<()> {
         self.check_out(rec.gpu(), "hv", hv, self.param_count())?;
         self.record_samples(rec, SAMPLE_HVP, params, Some(v), None)?;
-        self.record_columns(rec, 0, self.mean_scale(), hv)
+        self.record_columns(rec, 0, self.mean_scale(), hv, None)
+    }
+
+    /// Records z ⊙ (H·z) into `zhz` for a probe `z` (e.g. [`crate::rng::record_rademacher`]):
+    /// the Hutchinson term [`crate::diag::AdaHessian`] and [`crate::diag::SophiaH`] take, in
+    /// the HVP's own passes.
+    pub fn record_hutchinson_probe(
+        &self,
+        rec: &mut Recorder,
+        params: &GpuVec<f32>,
+        z: &GpuVec<f32>,
+        zhz: &GpuVec<f32>,
+    ) -> Result<()> {
+        self.check_out(rec.gpu(), "zhz", zhz, self.param_count())?;
+        self.record_samples(rec, SAMPLE_HVP, params, Some(z), None)?;
+        self.record_columns(rec, 0, self.mean_scale(), zhz, Some(z))
     }
 
     /// Records the gradient of the mean loss with each label replaced by ŷ_i drawn from the
@@ -331,7 +353,7 @@ impl Mlp {
     ) -> Result<()> {
         self.check_out(rec.gpu(), "grad", grad, self.param_count())?;
         self.record_samples(rec, SAMPLE_GRAD, params, None, Some(seed))?;
-        self.record_columns(rec, 0, self.mean_scale(), grad)
+        self.record_columns(rec, 0, self.mean_scale(), grad, None)
     }
 
     /// Records the fraction of samples whose largest logit (the first, on ties) is their label
@@ -344,7 +366,7 @@ impl Mlp {
     ) -> Result<()> {
         self.check_out(rec.gpu(), "out", out, 1)?;
         self.record_samples(rec, SAMPLE_CORRECT, params, None, None)?;
-        self.record_columns(rec, 0, self.mean_scale(), out)
+        self.record_columns(rec, 0, self.mean_scale(), out, None)
     }
 }
 
