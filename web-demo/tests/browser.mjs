@@ -37,6 +37,7 @@ try {
   writeFileSync(join(outDir, "console.log"), log.join("\n") + "\n");
   assert.equal(result.status, "done", `the page reported: ${result.error}\n${log.join("\n")}`);
   check(result, expected);
+  await checkWithoutWebGpu(browser);
   console.log(`web-demo: every check passed on ${result.adapter.label} (${result.adapter.backend}); screenshot ${join(outDir, "web-demo.png")}`);
 } catch (e) {
   failed = true;
@@ -106,4 +107,26 @@ function check(result, expected) {
   for (const r of b.rows) assert.ok(r.median_ms > 0 && isFinite(r.fraction), `${r.kernel}: ${JSON.stringify(r)}`);
   console.log(`  bench: copy roofline ${b.copy_gbps.toFixed(2)} GB/s, ${b.rows.length} kernel rows, timing ${b.timing}` +
     (b.timer_resolution_ns ? `, timestamps rounded to ${b.timer_resolution_ns / 1e3} µs` : ""));
+}
+
+// Without WebGPU the page must say so, not stay blank: once with no navigator.gpu at all, once
+// with a navigator.gpu that finds no adapter (as on a machine whose GPU is blocklisted).
+async function checkWithoutWebGpu(browser) {
+  const cases = {
+    "no navigator.gpu": () => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }),
+    "no adapter": () => { if (navigator.gpu) navigator.gpu.requestAdapter = async () => null; },
+  };
+  for (const [what, disable] of Object.entries(cases)) {
+    const page = await browser.newPage();
+    await page.addInitScript(disable);
+    await page.goto(url);
+    await page.waitForFunction(() => window.curvgpuResult, null, { timeout: 60 * 1000 });
+    const message = await page.locator("#unavailable").innerText();
+    assert.ok(await page.locator("#unavailable").isVisible(), `${what}: no message shown`);
+    assert.match(message, /WebGPU/, `${what}: the message does not name WebGPU: ${message}`);
+    assert.equal(await page.locator("#optimizers").isVisible(), false, `${what}: the demos are still shown`);
+    await page.screenshot({ path: join(outDir, `without-webgpu-${what.replaceAll(" ", "-")}.png`) });
+    console.log(`  ${what}: the page says "${message.slice(0, 80)}…"`);
+    await page.close();
+  }
 }
