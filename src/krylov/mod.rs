@@ -6,9 +6,6 @@ mod cg;
 pub mod density;
 pub mod lr;
 pub(crate) mod operator;
-// The spectrum tools read scalars back between steps with blocking reads; their async forms
-// for the browser come with the web demo (CG's are in `cg`).
-#[cfg(not(target_arch = "wasm32"))]
 mod spectrum;
 pub mod tridiag;
 
@@ -23,8 +20,8 @@ pub use operator::{
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use spectrum::{hutchinson_trace, lanczos, spectral_density, top_eigenvalues};
-#[cfg(not(target_arch = "wasm32"))]
 pub use spectrum::{
+    hutchinson_trace_async, lanczos_async, spectral_density_async, top_eigenvalues_async,
     BlockTrace, Eigenpairs, LanczosTridiagonal, PowerOptions, SlqOptions, SpectralDensity,
     TraceEstimate, TraceOptions,
 };

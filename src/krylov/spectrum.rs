@@ -202,8 +202,20 @@ fn check_iter(name: &'static str, max_iter: usize, tol: f64) -> Result<()> {
 /// The top-k eigenvalues by power iteration with deflation, as PyHessian's `eigenvalues`:
 /// Gaussian start normalised by ‖v‖ + 1e-6; each iteration orthogonalises against the
 /// eigenvectors found, λ = vᵀAv, v ← Av/(‖Av‖ + 1e-6); stop on relative change < tol.
-/// Power iteration finds the eigenvalues largest in magnitude.
+/// Power iteration finds the eigenvalues largest in magnitude. Blocking: the native wrapper
+/// of [`top_eigenvalues_async`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn top_eigenvalues(
+    gpu: &Gpu,
+    op: &dyn LinearOperator,
+    options: &PowerOptions,
+) -> Result<Eigenpairs> {
+    pollster::block_on(top_eigenvalues_async(gpu, op, options))
+}
+
+/// Async form of [`top_eigenvalues`], the one implementation: each iteration's vᵀAv is
+/// awaited (the stopping rule needs it on the host).
+pub async fn top_eigenvalues_async(
     gpu: &Gpu,
     op: &dyn LinearOperator,
     options: &PowerOptions,
@@ -260,7 +272,7 @@ pub fn top_eigenvalues(
             )?;
             record_normalize(&mut rec, &scal, 2, hv.view(), v.view())?;
             rec.submit()?;
-            let lambda = gpu.read(&scal)?[0] as f64;
+            let lambda = gpu.read_async(&scal).await?[0] as f64;
             if !lambda.is_finite() {
                 return Err(Error::Breakdown {
                     method: "power iteration",
@@ -348,8 +360,19 @@ struct Ranges {
 }
 
 /// tr(A) ≈ mean of zᵀAz over Rademacher z, with PyHessian's stopping rule, and per-block
-/// traces from the same probes.
+/// traces from the same probes. Blocking: the native wrapper of [`hutchinson_trace_async`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn hutchinson_trace(
+    gpu: &Gpu,
+    op: &dyn LinearOperator,
+    options: &TraceOptions,
+) -> Result<TraceEstimate> {
+    pollster::block_on(hutchinson_trace_async(gpu, op, options))
+}
+
+/// Async form of [`hutchinson_trace`], the one implementation: each probe's zᵀAz (and its
+/// per-block sums) is awaited.
+pub async fn hutchinson_trace_async(
     gpu: &Gpu,
     op: &dyn LinearOperator,
     options: &TraceOptions,
@@ -408,7 +431,7 @@ pub fn hutchinson_trace(
             )?;
         }
         rec.submit()?;
-        let sample = gpu.read(&scal)?[0] as f64;
+        let sample = gpu.read_async(&scal).await?[0] as f64;
         if !sample.is_finite() {
             return Err(Error::Breakdown {
                 method: "hutchinson trace",
@@ -418,7 +441,10 @@ pub fn hutchinson_trace(
         }
         samples.push(sample);
         if !options.blocks.is_empty() {
-            for (acc, s) in block_samples.iter_mut().zip(gpu.read(&block_sums)?) {
+            for (acc, s) in block_samples
+                .iter_mut()
+                .zip(gpu.read_async(&block_sums).await?)
+            {
                 *acc += s as f64;
             }
         }
@@ -461,8 +487,21 @@ pub struct LanczosTridiagonal {
 /// `steps` Lanczos steps from the Rademacher vector (seed, offset) normalised, with full
 /// re-orthogonalisation (PyHessian's density loop). All steps are one submission; α and β come
 /// back at the end. Stops early (fewer steps) when β falls to f32 noise: the Krylov space
-/// is exhausted and the quadrature is then exact.
+/// is exhausted and the quadrature is then exact. Blocking: the native wrapper of
+/// [`lanczos_async`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn lanczos(
+    gpu: &Gpu,
+    op: &dyn LinearOperator,
+    steps: usize,
+    seed: u64,
+    offset: u64,
+) -> Result<LanczosTridiagonal> {
+    pollster::block_on(lanczos_async(gpu, op, steps, seed, offset))
+}
+
+/// Async form of [`lanczos`], the one implementation: the one readback of α and β is awaited.
+pub async fn lanczos_async(
     gpu: &Gpu,
     op: &dyn LinearOperator,
     steps: usize,
@@ -536,7 +575,7 @@ pub fn lanczos(
         )?;
     }
     rec.submit()?;
-    let s = gpu.read(&scal)?;
+    let s = gpu.read_async(&scal).await?;
     let alpha: Vec<f64> = (0..steps).map(|i| s[2 * i] as f64).collect();
     let beta: Vec<f64> = (1..steps).map(|i| (s[2 * i + 1] as f64).sqrt()).collect();
     if let Some(i) = alpha.iter().chain(&beta).position(|x| !x.is_finite()) {
@@ -596,8 +635,20 @@ pub struct SpectralDensity {
 }
 
 /// Stochastic Lanczos quadrature: per run, nodes = eig(T) and weights = (first eigenvector
-/// components)², then PyHessian's Gaussian-kernel density on its grid.
+/// components)², then PyHessian's Gaussian-kernel density on its grid. Blocking: the native
+/// wrapper of [`spectral_density_async`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn spectral_density(
+    gpu: &Gpu,
+    op: &dyn LinearOperator,
+    options: &SlqOptions,
+) -> Result<SpectralDensity> {
+    pollster::block_on(spectral_density_async(gpu, op, options))
+}
+
+/// Async form of [`spectral_density`], the one implementation: each run's Lanczos readback is
+/// awaited.
+pub async fn spectral_density_async(
     gpu: &Gpu,
     op: &dyn LinearOperator,
     options: &SlqOptions,
@@ -609,7 +660,7 @@ pub fn spectral_density(
     let steps = options.steps.min(n);
     let mut runs = Vec::with_capacity(options.runs);
     for r in 0..options.runs {
-        let t = lanczos(gpu, op, steps, options.seed, (r * n) as u64)?;
+        let t = lanczos_async(gpu, op, steps, options.seed, (r * n) as u64).await?;
         let eig = tridiagonal_eigen(&t.alpha, &t.beta)?;
         let weights = eig.first_components.iter().map(|c| c * c).collect();
         runs.push((eig.values, weights));

@@ -411,28 +411,43 @@ pub fn record_spd_inverse(
     Ok(())
 }
 
-/// Factors every matrix of `batch` in place (A = L·Lᵀ, L in the lower triangle). Blocking.
+/// Factors every matrix of `batch` in place (A = L·Lᵀ, L in the lower triangle). Blocking:
+/// the native wrapper of [`cholesky_async`].
 ///
 /// Errors: as [`record_cholesky`], and [`Error::NotPositiveDefinite`] naming the first matrix
 /// that is not SPD and its failing pivot.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn cholesky(gpu: &Gpu, batch: &Batch, factors: &GpuVec<f32>) -> Result<()> {
+    pollster::block_on(cholesky_async(gpu, batch, factors))
+}
+
+/// Async form of [`cholesky`], the one implementation: the status words are awaited.
+pub async fn cholesky_async(gpu: &Gpu, batch: &Batch, factors: &GpuVec<f32>) -> Result<()> {
     let workspace = CholeskyWorkspace::new(gpu, batch)?;
     let mut rec = Recorder::new(gpu);
     record_cholesky(&mut rec, batch, factors.view(), &workspace)?;
     rec.submit()?;
-    workspace.check(gpu, "factors")
+    workspace.check_async(gpu, "factors").await
 }
 
 /// The inverses of the SPD matrices of `batch` (same layout); `factors` is left holding L.
-/// Blocking. Errors: as [`cholesky`].
+/// Blocking: the native wrapper of [`spd_inverse_async`]. Errors: as [`cholesky`].
 #[cfg(not(target_arch = "wasm32"))]
 pub fn spd_inverse(gpu: &Gpu, batch: &Batch, factors: &GpuVec<f32>) -> Result<GpuVec<f32>> {
+    pollster::block_on(spd_inverse_async(gpu, batch, factors))
+}
+
+/// Async form of [`spd_inverse`], the one implementation: the status words are awaited.
+pub async fn spd_inverse_async(
+    gpu: &Gpu,
+    batch: &Batch,
+    factors: &GpuVec<f32>,
+) -> Result<GpuVec<f32>> {
     let workspace = CholeskyWorkspace::new(gpu, batch)?;
     let inverses = gpu.zeros::<f32>(batch.len())?;
     let mut rec = Recorder::new(gpu);
     record_spd_inverse(&mut rec, batch, factors.view(), inverses.view(), &workspace)?;
     rec.submit()?;
-    workspace.check(gpu, "factors")?;
+    workspace.check_async(gpu, "factors").await?;
     Ok(inverses)
 }

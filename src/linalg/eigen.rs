@@ -5,15 +5,12 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::Batch;
 use crate::buffer::GpuVec;
-#[cfg(not(target_arch = "wasm32"))]
-use {
-    super::Batch,
-    crate::error::{Error, Result},
-    crate::gpu::Gpu,
-    crate::kernel,
-    crate::record::{Binding, Recorder},
-};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernel;
+use crate::record::{Binding, Recorder};
 
 /// Stopping rule and post-processing of [`symmetric_eigen`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -67,8 +64,8 @@ struct RoundUniform {
 }
 
 /// The eigendecomposition A = V·diag(λ)·Vᵀ of every symmetric matrix of `batch` in `matrices`
-/// (left unchanged; only the lower triangle's symmetry is assumed, not checked). Blocking: one
-/// readback of two norms per matrix per sweep.
+/// (left unchanged; only the lower triangle's symmetry is assumed, not checked). Blocking: the
+/// native wrapper of [`symmetric_eigen_async`].
 ///
 /// Errors: `matrices` not holding the batch, `tol` not finite and > 0, `max_sweeps` 0,
 /// non-finite entries ([`Error::NonFinite`]), [`Error::NoConvergence`] after `max_sweeps`.
@@ -79,12 +76,23 @@ pub fn symmetric_eigen(
     matrices: &GpuVec<f32>,
     options: &JacobiOptions,
 ) -> Result<Eigenpairs> {
+    pollster::block_on(symmetric_eigen_async(gpu, batch, matrices, options))
+}
+
+/// Async form of [`symmetric_eigen`], the one implementation: one awaited readback of two
+/// norms per matrix per sweep, and the final eigenpairs.
+pub async fn symmetric_eigen_async(
+    gpu: &Gpu,
+    batch: &Batch,
+    matrices: &GpuVec<f32>,
+    options: &JacobiOptions,
+) -> Result<Eigenpairs> {
     matrices.view().check(gpu, "matrices", batch.len())?;
     crate::check::positive("tol", options.tol)?;
     if options.max_sweeps == 0 {
         return Err(Error::param("max_sweeps", 0.0, "at least 1"));
     }
-    crate::finite::ensure_finite(gpu, "matrices", &[matrices.view()])?;
+    crate::finite::ensure_finite_async(gpu, "matrices", &[matrices.view()]).await?;
     let a = gpu.zeros::<f32>(batch.len())?;
     let v = gpu.upload(&batch.identities())?;
     let mut rec = Recorder::new(gpu);
@@ -126,10 +134,11 @@ pub fn symmetric_eigen(
             )?;
         }
         rec.submit()?;
-        let squares = gpu.read(&norms)?;
+        let squares = gpu.read_async(&norms).await?;
         let converged = squares.chunks(2).all(|s| s[0] as f64 <= tol2 * s[1] as f64);
         if converged {
-            return finish(gpu, batch, &gpu.read(&a)?, &v, options, sweeps);
+            let a = gpu.read_async(&a).await?;
+            return finish(gpu, batch, &a, &v, options, sweeps).await;
         }
         if sweeps == options.max_sweeps {
             return Err(Error::NoConvergence {
@@ -192,8 +201,7 @@ pub fn symmetric_eigen(
 }
 
 /// Sorts each matrix's eigenpairs ascending (clamping negatives when asked) on the host.
-#[cfg(not(target_arch = "wasm32"))]
-fn finish(
+async fn finish(
     gpu: &Gpu,
     batch: &Batch,
     a: &[f32],
@@ -201,7 +209,7 @@ fn finish(
     options: &JacobiOptions,
     sweeps: usize,
 ) -> Result<Eigenpairs> {
-    let vecs = gpu.read(v)?;
+    let vecs = gpu.read_async(v).await?;
     let mut values = Vec::new();
     let mut value_offsets = Vec::new();
     let mut sorted = vec![0.0f32; batch.len()];

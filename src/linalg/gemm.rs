@@ -272,9 +272,22 @@ pub(crate) fn record_gemm_with(
 }
 
 /// C = α·op(A)·op(B) into a new packed vector (β, C's leading dimension and offset are
-/// ignored: there is no previous C). Blocking.
+/// ignored: there is no previous C). Errors: as [`record_gemm`]. The native wrapper of
+/// [`gemm_async`].
 #[cfg(not(target_arch = "wasm32"))]
 pub fn gemm<'a>(
+    gpu: &Gpu,
+    shape: &Gemm,
+    a: impl Into<BufView<'a>>,
+    b: impl Into<BufView<'a>>,
+) -> Result<crate::buffer::GpuVec<f32>> {
+    pollster::block_on(gemm_async(gpu, shape, a, b))
+}
+
+/// Async form of [`gemm`], the one implementation. It records and submits without reading
+/// anything back, so it is ready on its first poll; it is async so that the browser and native
+/// code call the convenience forms of `linalg` alike.
+pub async fn gemm_async<'a>(
     gpu: &Gpu,
     shape: &Gemm,
     a: impl Into<BufView<'a>>,

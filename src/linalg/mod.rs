@@ -10,10 +10,13 @@ mod gemm;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use cholesky::{cholesky, spd_inverse};
-pub use cholesky::{record_cholesky, record_spd_inverse, Batch, CholeskyWorkspace};
+pub use cholesky::{
+    cholesky_async, record_cholesky, record_spd_inverse, spd_inverse_async, Batch,
+    CholeskyWorkspace,
+};
 #[cfg(not(target_arch = "wasm32"))]
 pub use eigen::symmetric_eigen;
-pub use eigen::{Eigenpairs, JacobiOptions};
+pub use eigen::{symmetric_eigen_async, Eigenpairs, JacobiOptions};
 #[cfg(not(target_arch = "wasm32"))]
 pub use gemm::gemm;
-pub use gemm::{record_gemm, Gemm};
+pub use gemm::{gemm_async, record_gemm, Gemm};
