@@ -245,7 +245,9 @@ impl AdaHessian {
         self.state.step
     }
 
-    /// One step over every tensor: records, submits, does not wait.
+    /// One step over every tensor: records, submits, does not wait. With `check_finite` the
+    /// gradients and z⊙Hz are checked first (blocking readbacks). Blocking only for that
+    /// check: the native wrapper of [`AdaHessian::step_async`].
     #[cfg(not(target_arch = "wasm32"))]
     pub fn step<'a>(
         &mut self,
@@ -254,10 +256,23 @@ impl AdaHessian {
         grads: impl Tensors<'a>,
         zhz: impl Tensors<'a>,
     ) -> Result<()> {
+        pollster::block_on(self.step_async(gpu, params, grads, zhz))
+    }
+
+    /// One step over every tensor: records, submits, does not wait. With `check_finite` the
+    /// gradients and z⊙Hz are checked first (awaited readbacks). Async form of
+    /// `AdaHessian::step`, the one the browser uses.
+    pub async fn step_async<'a>(
+        &mut self,
+        gpu: &Gpu,
+        params: impl Tensors<'a>,
+        grads: impl Tensors<'a>,
+        zhz: impl Tensors<'a>,
+    ) -> Result<()> {
         let (grads, zhz) = (grads.views(), zhz.views());
         if self.config.check_finite {
-            crate::finite::ensure_finite(gpu, "grads", &grads)?;
-            crate::finite::ensure_finite(gpu, "zhz", &zhz)?;
+            crate::finite::ensure_finite_async(gpu, "grads", &grads).await?;
+            crate::finite::ensure_finite_async(gpu, "zhz", &zhz).await?;
         }
         let mut rec = Recorder::new(gpu);
         self.record(&mut rec, params, grads, zhz)?;

@@ -128,8 +128,8 @@ impl AdamW {
     }
 
     /// One optimizer step over every tensor: records, submits, does not wait.
-    /// With `check_finite` the gradients are checked first (blocking readback). In the browser
-    /// use [`AdamW::record`] and [`Recorder::submit`].
+    /// With `check_finite` the gradients are checked first (blocking readback). Blocking only
+    /// for that check: the native wrapper of [`AdamW::step_async`].
     #[cfg(not(target_arch = "wasm32"))]
     pub fn step<'a>(
         &mut self,
@@ -137,9 +137,21 @@ impl AdamW {
         params: impl Tensors<'a>,
         grads: impl Tensors<'a>,
     ) -> Result<()> {
+        pollster::block_on(self.step_async(gpu, params, grads))
+    }
+
+    /// One optimizer step over every tensor: records, submits, does not wait. With
+    /// `check_finite` the gradients are checked first (one awaited readback). Async form of
+    /// `AdamW::step`, the one the browser uses.
+    pub async fn step_async<'a>(
+        &mut self,
+        gpu: &Gpu,
+        params: impl Tensors<'a>,
+        grads: impl Tensors<'a>,
+    ) -> Result<()> {
         let grads = grads.views();
         if self.config.check_finite {
-            crate::finite::ensure_finite(gpu, "grads", &grads)?;
+            crate::finite::ensure_finite_async(gpu, "grads", &grads).await?;
         }
         let mut rec = Recorder::new(gpu);
         self.record(&mut rec, params, grads)?;

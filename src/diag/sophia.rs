@@ -230,6 +230,7 @@ macro_rules! sophia_common {
 
         /// One optimizer step over every tensor: records, submits, does not wait.
         /// With `check_finite` the gradients are checked first (blocking readback).
+        /// Blocking only for that check: the native wrapper of [`Self::step_async`].
         #[cfg(not(target_arch = "wasm32"))]
         pub fn step<'a>(
             &mut self,
@@ -237,9 +238,21 @@ macro_rules! sophia_common {
             params: impl Tensors<'a>,
             grads: impl Tensors<'a>,
         ) -> Result<()> {
+            pollster::block_on(self.step_async(gpu, params, grads))
+        }
+
+        /// One optimizer step over every tensor: records, submits, does not wait. With
+        /// `check_finite` the gradients are checked first (one awaited readback). Async form
+        /// of `step`, the one the browser uses.
+        pub async fn step_async<'a>(
+            &mut self,
+            gpu: &Gpu,
+            params: impl Tensors<'a>,
+            grads: impl Tensors<'a>,
+        ) -> Result<()> {
             let grads = grads.views();
             if self.config.check_finite {
-                crate::finite::ensure_finite(gpu, "grads", &grads)?;
+                crate::finite::ensure_finite_async(gpu, "grads", &grads).await?;
             }
             let mut rec = Recorder::new(gpu);
             self.record(&mut rec, params, grads)?;
@@ -262,7 +275,7 @@ macro_rules! sophia_common {
         }
 
         /// h ← β2·h + (1 − β2)·sample for every tensor: records, submits, does not wait.
-        #[cfg(not(target_arch = "wasm32"))]
+        /// Never blocks (there is no finite check here), so it is the same on every target.
         pub fn refresh_hessian<'a>(&mut self, gpu: &Gpu, samples: impl Tensors<'a>) -> Result<()> {
             let mut rec = Recorder::new(gpu);
             self.record_refresh(&mut rec, samples)?;

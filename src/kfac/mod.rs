@@ -459,10 +459,17 @@ impl Kfac {
 
     /// Reads the factorisations' status after a refresh: [`Error::NotPositiveDefinite`]
     /// (argument `kfac_a` or `kfac_g`, `factor` = the layer) when a damped factor was not SPD.
+    /// Blocking: the native wrapper of [`Kfac::check_inverses_async`].
     #[cfg(not(target_arch = "wasm32"))]
     pub fn check_inverses(&self, gpu: &Gpu) -> Result<()> {
-        self.a.workspace.check(gpu, "kfac_a")?;
-        self.g.workspace.check(gpu, "kfac_g")
+        pollster::block_on(self.check_inverses_async(gpu))
+    }
+
+    /// Reads the factorisations' status after a refresh (two awaited readbacks): the async
+    /// form of `Kfac::check_inverses`, with its errors.
+    pub async fn check_inverses_async(&self, gpu: &Gpu) -> Result<()> {
+        self.a.workspace.check_async(gpu, "kfac_a").await?;
+        self.g.workspace.check_async(gpu, "kfac_g").await
     }
 
     /// Records out_i = G′_i⁻¹·∇W_i·A′_i⁻¹ for every layer from the last refreshed inverses;
@@ -495,19 +502,22 @@ impl Kfac {
     /// Eigendecomposes every layer's running A and G (the eigen path's refresh; blocking, one
     /// readback per Jacobi sweep) and, under π-damping, fixes each layer's scales c/c_G and
     /// c/c_A from the eigenvalues' means.
+    /// Blocking: the native wrapper of [`Kfac::refresh_eigen_async`].
     #[cfg(not(target_arch = "wasm32"))]
     pub fn refresh_eigen(&mut self, gpu: &Gpu) -> Result<()> {
+        pollster::block_on(self.refresh_eigen_async(gpu))
+    }
+
+    /// The eigen path's refresh with awaited readbacks: the async form of
+    /// `Kfac::refresh_eigen`, with its errors.
+    pub async fn refresh_eigen_async(&mut self, gpu: &Gpu) -> Result<()> {
         let options = crate::linalg::JacobiOptions {
             clamp_negative: true,
             ..Default::default()
         };
         for side in [&mut self.a, &mut self.g] {
-            side.eigen = Some(crate::linalg::symmetric_eigen(
-                gpu,
-                &side.batch,
-                &side.running,
-                &options,
-            )?);
+            side.eigen =
+                Some(symmetric_eigen_async(gpu, &side.batch, &side.running, &options).await?);
         }
         let (Some(ea), Some(eg)) = (&self.a.eigen, &self.g.eigen) else {
             return Ok(());
@@ -668,8 +678,23 @@ impl Kfac {
     /// One K-FAC step in one submission: update the factors, refresh the inverses on the
     /// first step and every `inverse_update_period` steps after, precondition every layer's
     /// gradient into `outs`. Blocking only when it refreshed (to check the factorisations).
+    /// The native wrapper of [`Kfac::step_async`].
     #[cfg(not(target_arch = "wasm32"))]
     pub fn step(
+        &mut self,
+        gpu: &Gpu,
+        batch: usize,
+        xs: &[BufView<'_>],
+        dys: &[BufView<'_>],
+        grads: &[BufView<'_>],
+        outs: &[BufView<'_>],
+    ) -> Result<()> {
+        pollster::block_on(self.step_async(gpu, batch, xs, dys, grads, outs))
+    }
+
+    /// One K-FAC step in one submission, awaiting the readbacks a refresh needs: the async
+    /// form of `Kfac::step`, with its errors.
+    pub async fn step_async(
         &mut self,
         gpu: &Gpu,
         batch: usize,
@@ -684,7 +709,7 @@ impl Kfac {
         self.record_update_factors(&mut rec, batch, xs, dys)?;
         if refresh && eigen {
             rec.submit()?;
-            self.refresh_eigen(gpu)?;
+            self.refresh_eigen_async(gpu).await?;
             rec = Recorder::new(gpu);
         } else if refresh {
             self.record_refresh_inverses(&mut rec)?;
@@ -693,8 +718,29 @@ impl Kfac {
         rec.submit()?;
         self.steps += 1;
         if refresh && !eigen {
-            self.check_inverses(gpu)?;
+            self.check_inverses_async(gpu).await?;
         }
         Ok(())
+    }
+}
+
+/// PENDING (linalg twins, branch wt-twins-a): stands in for `linalg::symmetric_eigen_async`,
+/// which lands there; on merging, delete this and call that one.
+async fn symmetric_eigen_async(
+    gpu: &Gpu,
+    batch: &Batch,
+    matrices: &GpuVec<f32>,
+    options: &crate::linalg::JacobiOptions,
+) -> Result<Eigenpairs> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::linalg::symmetric_eigen(gpu, batch, matrices, options)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (gpu, batch, matrices, options);
+        Err(Error::State(
+            "K-FAC's eigen path needs linalg::symmetric_eigen_async (pending)".into(),
+        ))
     }
 }

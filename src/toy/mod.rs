@@ -370,42 +370,86 @@ impl Mlp {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+/// Conveniences that allocate, submit and read back: the `*_async` forms are the one
+/// implementation, the blocking names their native wrappers.
 impl Mlp {
-    /// Mean loss and gradient at `params`: records, submits and reads back (blocking).
+    /// Mean loss and gradient at `params`: records, submits and reads back (blocking; the
+    /// native wrapper of [`Mlp::loss_grad_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn loss_grad(&self, gpu: &Gpu, params: &GpuVec<f32>) -> Result<(f32, Vec<f32>)> {
+        pollster::block_on(self.loss_grad_async(gpu, params))
+    }
+
+    /// Mean loss and gradient at `params`: records, submits and awaits the readback (async
+    /// form of `Mlp::loss_grad`).
+    pub async fn loss_grad_async(
+        &self,
+        gpu: &Gpu,
+        params: &GpuVec<f32>,
+    ) -> Result<(f32, Vec<f32>)> {
         let loss = gpu.zeros::<f32>(1)?;
         let grad = gpu.zeros::<f32>(self.param_count())?;
         let mut rec = Recorder::new(gpu);
         self.record_loss_grad(&mut rec, params, &loss, &grad)?;
         rec.submit()?;
-        Ok((gpu.read(&loss)?[0], gpu.read(&grad)?))
+        let loss = gpu.read_async(&loss).await?[0];
+        Ok((loss, gpu.read_async(&grad).await?))
     }
 
-    /// H·v at `params` (blocking).
+    /// H·v at `params` (blocking; the native wrapper of [`Mlp::hvp_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn hvp(&self, gpu: &Gpu, params: &GpuVec<f32>, v: &GpuVec<f32>) -> Result<Vec<f32>> {
+        pollster::block_on(self.hvp_async(gpu, params, v))
+    }
+
+    /// H·v at `params` (async form of `Mlp::hvp`).
+    pub async fn hvp_async(
+        &self,
+        gpu: &Gpu,
+        params: &GpuVec<f32>,
+        v: &GpuVec<f32>,
+    ) -> Result<Vec<f32>> {
         let hv = gpu.zeros::<f32>(self.param_count())?;
         let mut rec = Recorder::new(gpu);
         self.record_hvp(&mut rec, params, v, &hv)?;
         rec.submit()?;
-        gpu.read(&hv)
+        gpu.read_async(&hv).await
     }
 
-    /// The sampled-label gradient for `seed` (blocking).
+    /// The sampled-label gradient for `seed` (blocking; the native wrapper of
+    /// [`Mlp::sampled_grad_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn sampled_grad(&self, gpu: &Gpu, params: &GpuVec<f32>, seed: u64) -> Result<Vec<f32>> {
+        pollster::block_on(self.sampled_grad_async(gpu, params, seed))
+    }
+
+    /// The sampled-label gradient for `seed` (async form of `Mlp::sampled_grad`).
+    pub async fn sampled_grad_async(
+        &self,
+        gpu: &Gpu,
+        params: &GpuVec<f32>,
+        seed: u64,
+    ) -> Result<Vec<f32>> {
         let grad = gpu.zeros::<f32>(self.param_count())?;
         let mut rec = Recorder::new(gpu);
         self.record_sampled_grad(&mut rec, params, seed, &grad)?;
         rec.submit()?;
-        gpu.read(&grad)
+        gpu.read_async(&grad).await
     }
 
-    /// Training accuracy at `params` (blocking).
+    /// Training accuracy at `params` (blocking; the native wrapper of
+    /// [`Mlp::accuracy_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn accuracy(&self, gpu: &Gpu, params: &GpuVec<f32>) -> Result<f32> {
+        pollster::block_on(self.accuracy_async(gpu, params))
+    }
+
+    /// Training accuracy at `params` (async form of `Mlp::accuracy`).
+    pub async fn accuracy_async(&self, gpu: &Gpu, params: &GpuVec<f32>) -> Result<f32> {
         let out = gpu.zeros::<f32>(1)?;
         let mut rec = Recorder::new(gpu);
         self.record_accuracy(&mut rec, params, &out)?;
         rec.submit()?;
-        Ok(gpu.read(&out)?[0])
+        Ok(gpu.read_async(&out).await?[0])
     }
 }
