@@ -88,16 +88,6 @@ async fn scan(gpu: &Gpu, xs: &[BufView<'_>], negative: bool) -> Result<Found> {
 
 /// `Err(Error::NonFinite)` naming `argument`, the first bad tensor of `views` and its first bad
 /// index, if there is one (one submission, one readback).
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn ensure_finite(
-    gpu: &Gpu,
-    argument: &'static str,
-    views: &[BufView<'_>],
-) -> Result<()> {
-    pollster::block_on(ensure_finite_async(gpu, argument, views))
-}
-
-/// Async form of [`ensure_finite`].
 pub(crate) async fn ensure_finite_async(
     gpu: &Gpu,
     argument: &'static str,

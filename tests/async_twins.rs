@@ -43,19 +43,6 @@ const NATIVE_MODULES: &[(&str, &str)] = &[
     ),
 ];
 
-/// PENDING: twins being added on the linalg/spectrum branch (wt-twins-a) at the same time as
-/// this test. Whoever merges both empties this list (the staleness check forces it).
-const PENDING: &[(&str, &str)] = &[
-    ("krylov/spectrum.rs", "top_eigenvalues"),
-    ("krylov/spectrum.rs", "hutchinson_trace"),
-    ("krylov/spectrum.rs", "lanczos"),
-    ("krylov/spectrum.rs", "spectral_density"),
-    ("linalg/cholesky.rs", "cholesky"),
-    ("linalg/cholesky.rs", "spd_inverse"),
-    ("linalg/eigen.rs", "symmetric_eigen"),
-    ("linalg/gemm.rs", "gemm"),
-];
-
 /// A native-only `pub` function: file under `src/`, line (1-based), name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Gated {
@@ -302,7 +289,7 @@ fn complaints(scan: &Scan) -> Vec<String> {
         if scan.twins.contains(&(g.file.clone(), g.name.clone())) {
             continue;
         }
-        if NO_TWIN.iter().any(|(f, n, _)| (*f, *n) == key) || PENDING.contains(&key) {
+        if NO_TWIN.iter().any(|(f, n, _)| (*f, *n) == key) {
             used.insert(key);
             continue;
         }
@@ -316,11 +303,7 @@ fn complaints(scan: &Scan) -> Vec<String> {
             g.file, g.line, g.name, g.file, g.name, g.name
         ));
     }
-    for (f, n) in NO_TWIN
-        .iter()
-        .map(|(f, n, _)| (*f, *n))
-        .chain(PENDING.iter().copied())
-    {
+    for (f, n) in NO_TWIN.iter().map(|(f, n, _)| (*f, *n)) {
         if !used.contains(&(f, n)) {
             out.push(format!(
                 "allow-list entry src/{f} `{n}` is stale: no twinless native-only fn by that name"

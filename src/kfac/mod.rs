@@ -516,8 +516,10 @@ impl Kfac {
             ..Default::default()
         };
         for side in [&mut self.a, &mut self.g] {
-            side.eigen =
-                Some(symmetric_eigen_async(gpu, &side.batch, &side.running, &options).await?);
+            side.eigen = Some(
+                crate::linalg::symmetric_eigen_async(gpu, &side.batch, &side.running, &options)
+                    .await?,
+            );
         }
         let (Some(ea), Some(eg)) = (&self.a.eigen, &self.g.eigen) else {
             return Ok(());
@@ -721,26 +723,5 @@ impl Kfac {
             self.check_inverses_async(gpu).await?;
         }
         Ok(())
-    }
-}
-
-/// PENDING (linalg twins, branch wt-twins-a): stands in for `linalg::symmetric_eigen_async`,
-/// which lands there; on merging, delete this and call that one.
-async fn symmetric_eigen_async(
-    gpu: &Gpu,
-    batch: &Batch,
-    matrices: &GpuVec<f32>,
-    options: &crate::linalg::JacobiOptions,
-) -> Result<Eigenpairs> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        crate::linalg::symmetric_eigen(gpu, batch, matrices, options)
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = (gpu, batch, matrices, options);
-        Err(Error::State(
-            "K-FAC's eigen path needs linalg::symmetric_eigen_async (pending)".into(),
-        ))
     }
 }
