@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::sophia::record_step;
-use super::state::{checkpoint_methods, DiagState, Moments};
+use super::state::{checkpoint_methods, step_methods, DiagState, Moments};
 use crate::check;
 use crate::elementwise::Elementwise;
 use crate::error::Result;
@@ -99,23 +99,7 @@ impl AdamW {
         })
     }
 
-    /// The hyper-parameters in use.
-    pub fn config(&self) -> &AdamWConfig {
-        &self.config
-    }
-
-    /// Replaces the hyper-parameters (validated); takes effect from the next recorded step.
-    /// The step count, and so the bias correction, carries on.
-    pub fn set_config(&mut self, config: AdamWConfig) -> Result<()> {
-        config.validate()?;
-        self.config = config;
-        Ok(())
-    }
-
-    /// Steps recorded so far (t of the last step; the bias corrections use it).
-    pub fn steps(&self) -> u64 {
-        self.state.step
-    }
+    step_methods!(AdamWConfig);
 
     /// The first moments m (PyTorch's `exp_avg`), one per tensor (device-resident).
     pub fn momentum(&self) -> &[crate::buffer::GpuVec<f32>] {
@@ -125,52 +109,6 @@ impl AdamW {
     /// The second moments v (PyTorch's `exp_avg_sq`), one per tensor (device-resident).
     pub fn second_moment(&self) -> &[crate::buffer::GpuVec<f32>] {
         &self.state.h
-    }
-
-    /// One optimizer step over every tensor: records, submits, does not wait.
-    /// With `check_finite` the gradients are checked first (blocking readback). Blocking only
-    /// for that check: the native wrapper of [`AdamW::step_async`].
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn step<'a>(
-        &mut self,
-        gpu: &Gpu,
-        params: impl Tensors<'a>,
-        grads: impl Tensors<'a>,
-    ) -> Result<()> {
-        pollster::block_on(self.step_async(gpu, params, grads))
-    }
-
-    /// One optimizer step over every tensor: records, submits, does not wait. With
-    /// `check_finite` the gradients are checked first (one awaited readback). Async form of
-    /// `AdamW::step`, the one the browser uses.
-    pub async fn step_async<'a>(
-        &mut self,
-        gpu: &Gpu,
-        params: impl Tensors<'a>,
-        grads: impl Tensors<'a>,
-    ) -> Result<()> {
-        let grads = grads.views();
-        if self.config.check_finite {
-            crate::finite::ensure_finite_async(gpu, "grads", &grads).await?;
-        }
-        let mut rec = Recorder::new(gpu);
-        self.record(&mut rec, params, grads)?;
-        rec.submit()
-    }
-
-    /// Records one step into the caller's encoder with the caller's buffers: no copies, no
-    /// submit. Never checks finiteness (the gradients may not be computed yet).
-    pub fn record_step<'a>(
-        &mut self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        params: impl Tensors<'a>,
-        grads: impl Tensors<'a>,
-    ) -> Result<()> {
-        let mut rec = Recorder::new(gpu);
-        self.record(&mut rec, params, grads)?;
-        rec.encode(encoder);
-        Ok(())
     }
 
     /// Records one step of every tensor into `rec` (one pass, the caller submits).

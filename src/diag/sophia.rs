@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::state::{checkpoint_methods, DiagState, Moments};
+use super::state::{checkpoint_methods, step_methods, DiagState, Moments};
 use crate::buffer::BufView;
 use crate::check;
 use crate::elementwise::{self, Elementwise};
@@ -201,22 +201,7 @@ fn record_ema(
 
 macro_rules! sophia_common {
     ($config:ty) => {
-        /// The hyper-parameters in use.
-        pub fn config(&self) -> &$config {
-            &self.config
-        }
-
-        /// Replaces the hyper-parameters (validated); takes effect from the next recorded step.
-        pub fn set_config(&mut self, config: $config) -> Result<()> {
-            config.validate()?;
-            self.config = config;
-            Ok(())
-        }
-
-        /// Steps recorded so far.
-        pub fn steps(&self) -> u64 {
-            self.state.step
-        }
+        step_methods!($config);
 
         /// The curvature estimates h, one per tensor (device-resident).
         pub fn hessian(&self) -> &[crate::buffer::GpuVec<f32>] {
@@ -226,52 +211,6 @@ macro_rules! sophia_common {
         /// The first moments m, one per tensor (device-resident).
         pub fn momentum(&self) -> &[crate::buffer::GpuVec<f32>] {
             &self.state.m
-        }
-
-        /// One optimizer step over every tensor: records, submits, does not wait.
-        /// With `check_finite` the gradients are checked first (blocking readback).
-        /// Blocking only for that check: the native wrapper of [`Self::step_async`].
-        #[cfg(not(target_arch = "wasm32"))]
-        pub fn step<'a>(
-            &mut self,
-            gpu: &Gpu,
-            params: impl Tensors<'a>,
-            grads: impl Tensors<'a>,
-        ) -> Result<()> {
-            pollster::block_on(self.step_async(gpu, params, grads))
-        }
-
-        /// One optimizer step over every tensor: records, submits, does not wait. With
-        /// `check_finite` the gradients are checked first (one awaited readback). Async form
-        /// of `step`, the one the browser uses.
-        pub async fn step_async<'a>(
-            &mut self,
-            gpu: &Gpu,
-            params: impl Tensors<'a>,
-            grads: impl Tensors<'a>,
-        ) -> Result<()> {
-            let grads = grads.views();
-            if self.config.check_finite {
-                crate::finite::ensure_finite_async(gpu, "grads", &grads).await?;
-            }
-            let mut rec = Recorder::new(gpu);
-            self.record(&mut rec, params, grads)?;
-            rec.submit()
-        }
-
-        /// Records one step into the caller's encoder with the caller's buffers: no copies,
-        /// no submit. Never checks finiteness (the gradients may not be computed yet).
-        pub fn record_step<'a>(
-            &mut self,
-            gpu: &Gpu,
-            encoder: &mut wgpu::CommandEncoder,
-            params: impl Tensors<'a>,
-            grads: impl Tensors<'a>,
-        ) -> Result<()> {
-            let mut rec = Recorder::new(gpu);
-            self.record(&mut rec, params, grads)?;
-            rec.encode(encoder);
-            Ok(())
         }
 
         /// h ← β2·h + (1 − β2)·sample for every tensor: records, submits, does not wait.

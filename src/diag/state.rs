@@ -26,6 +26,78 @@ pub struct TensorState {
     pub h: Vec<f32>,
 }
 
+/// `config`, `set_config`, `steps` and the gradient step (`step`, `step_async`, `record_step`)
+/// for an optimizer holding `config: $config` (with `check_finite`) and `state: Moments`, whose
+/// `record(rec, params, grads)` records one step.
+macro_rules! step_methods {
+    ($config:ty) => {
+        /// The hyper-parameters in use.
+        pub fn config(&self) -> &$config {
+            &self.config
+        }
+
+        /// Replaces the hyper-parameters (validated); takes effect from the next recorded step.
+        /// The step count carries on.
+        pub fn set_config(&mut self, config: $config) -> Result<()> {
+            config.validate()?;
+            self.config = config;
+            Ok(())
+        }
+
+        /// Steps recorded so far.
+        pub fn steps(&self) -> u64 {
+            self.state.step
+        }
+
+        /// One optimizer step over every tensor: records, submits, does not wait.
+        /// With `check_finite` the gradients are checked first (blocking readback).
+        /// Blocking only for that check: the native wrapper of [`Self::step_async`].
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn step<'a>(
+            &mut self,
+            gpu: &Gpu,
+            params: impl Tensors<'a>,
+            grads: impl Tensors<'a>,
+        ) -> Result<()> {
+            pollster::block_on(self.step_async(gpu, params, grads))
+        }
+
+        /// One optimizer step over every tensor: records, submits, does not wait. With
+        /// `check_finite` the gradients are checked first (one awaited readback). Async form
+        /// of `step`, the one the browser uses.
+        pub async fn step_async<'a>(
+            &mut self,
+            gpu: &Gpu,
+            params: impl Tensors<'a>,
+            grads: impl Tensors<'a>,
+        ) -> Result<()> {
+            let grads = grads.views();
+            if self.config.check_finite {
+                crate::finite::ensure_finite_async(gpu, "grads", &grads).await?;
+            }
+            let mut rec = Recorder::new(gpu);
+            self.record(&mut rec, params, grads)?;
+            rec.submit()
+        }
+
+        /// Records one step into the caller's encoder with the caller's buffers: no copies,
+        /// no submit. Never checks finiteness (the gradients may not be computed yet).
+        pub fn record_step<'a>(
+            &mut self,
+            gpu: &Gpu,
+            encoder: &mut wgpu::CommandEncoder,
+            params: impl Tensors<'a>,
+            grads: impl Tensors<'a>,
+        ) -> Result<()> {
+            let mut rec = Recorder::new(gpu);
+            self.record(&mut rec, params, grads)?;
+            rec.encode(encoder);
+            Ok(())
+        }
+    };
+}
+pub(crate) use step_methods;
+
 /// `export_state`, `export_state_async` and `import_state` for a type holding `state: Moments`.
 macro_rules! checkpoint_methods {
     () => {
