@@ -401,22 +401,27 @@ impl Gpu {
     }
 
     /// Runs `f` inside a validation error scope and turns a captured error into [`Error::Wgpu`].
-    /// On the web the scope's result is only available asynchronously, so there the check is
-    /// skipped and errors reach the device's uncaptured-error handler.
+    /// On the web a scope's result is only available asynchronously, and a scope dropped
+    /// unpopped discards what it caught; so there no scope is pushed, and errors reach the
+    /// device's uncaptured-error handler (reported at the next submit, and for shaders by
+    /// [`Gpu::check_shaders_async`]).
     pub(crate) fn scoped<T>(&self, operation: &'static str, f: impl FnOnce() -> T) -> Result<T> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let value = f();
         #[cfg(not(target_arch = "wasm32"))]
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Wgpu {
-                operation,
-                message: e.to_string(),
-            });
+        {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let value = f();
+            match pollster::block_on(scope.pop()) {
+                Some(e) => Err(Error::Wgpu {
+                    operation,
+                    message: e.to_string(),
+                }),
+                None => Ok(value),
+            }
         }
         #[cfg(target_arch = "wasm32")]
         {
-            let _ = (scope, operation);
+            let _ = operation;
+            Ok(f())
         }
-        Ok(value)
     }
 }

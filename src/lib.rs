@@ -41,6 +41,9 @@ pub mod toy;
 
 pub mod bench;
 
+/// The wgpu this crate is built on, for naming its types (encoders, buffers) at the same version.
+pub use wgpu;
+
 pub use buffer::{BufView, GpuVec};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Tuning};

@@ -7,6 +7,23 @@ const COLORS = { SophiaG: "#d1495b", AdaHessian: "#00798c", AdamW: "#edae49", si
 const testMode = new URLSearchParams(location.search).has("test");
 const $ = (id) => document.getElementById(id);
 
+// A number for a table cell; null (JSON's NaN/∞, e.g. a rate from a clock that did not tick) as a dash.
+const fmt = (x, digits) => (x === null || x === undefined || !isFinite(x) ? "—" : x.toFixed(digits));
+
+// One demo at a time: the page's wasm state (the race, the device queue) is shared.
+let busy = false;
+async function exclusive(run) {
+  if (busy) return undefined;
+  busy = true;
+  document.querySelectorAll("button").forEach((b) => (b.disabled = true));
+  try {
+    return await run();
+  } finally {
+    busy = false;
+    document.querySelectorAll("button").forEach((b) => (b.disabled = false));
+  }
+}
+
 function showUnavailable(message) {
   $("unavailable").hidden = false;
   $("unavailable").textContent = message;
@@ -150,10 +167,10 @@ async function runBench() {
   const resolution = b.timer_resolution_ns
     ? `The browser rounds GPU timestamps to ${(b.timer_resolution_ns / 1e3).toFixed(0)} µs; figures marked * are under 10× that and only coarse.`
     : b.timing === "gpu-timestamps" ? "GPU timestamps, no rounding detected." : "Wall-clock timing (this adapter has no timestamp queries).";
-  $("bench-timer").textContent = `${b.adapter || $("adapter").dataset.label}: copy roofline ${b.copy_gbps.toFixed(2)} GB/s. ${resolution}`;
-  $("bench-timer").textContent += ` FMA roofline ${b.fma_gflops.toFixed(1)} GFLOP/s.`;
+  $("bench-timer").textContent = `${b.adapter || $("adapter").dataset.label}: copy roofline ${fmt(b.copy_gbps, 2)} GB/s, ` +
+    `FMA roofline ${fmt(b.fma_gflops, 1)} GFLOP/s. ${resolution}`;
   table($("bench-table"), ["kernel", "n", "median ms", "rate", "of roofline"],
-    b.rows.map((r) => [r.kernel, r.n, r.median_ms.toFixed(3) + (r.coarse ? " *" : ""), `${r.rate.toFixed(2)} ${r.unit}`, r.fraction.toFixed(2)]));
+    b.rows.map((r) => [r.kernel, r.n, fmt(r.median_ms, 3) + (r.coarse ? " *" : ""), `${fmt(r.rate, 2)} ${r.unit}`, fmt(r.fraction, 2)]));
   return b;
 }
 
@@ -175,17 +192,19 @@ async function main() {
   adapter.label = adapter.name || [info.vendor, info.architecture, info.description].filter(Boolean).join(" ") || "an unnamed adapter";
   $("adapter").dataset.label = adapter.label;
   $("adapter").textContent = `Running on ${adapter.label} (${adapter.backend}, ${adapter.device_type}).`;
-  $("race-run").onclick = () => runOptimizers();
-  $("ot-run").onclick = () => runTransport($("ot-problem").value);
-  $("bench-run").onclick = () => runBench();
-  const result = { adapter };
-  result.optimizers = await runOptimizers();
-  result.transport = [await runTransport("points")];
-  if (testMode) {
-    result.transport.push(await runTransport("images"));
-    result.bench = await runBench();
-  }
-  return result;
+  $("race-run").onclick = () => exclusive(runOptimizers);
+  $("ot-run").onclick = () => exclusive(() => runTransport($("ot-problem").value));
+  $("bench-run").onclick = () => exclusive(runBench);
+  return exclusive(async () => {
+    const result = { adapter };
+    result.optimizers = await runOptimizers();
+    result.transport = [await runTransport("points")];
+    if (testMode) {
+      result.transport.push(await runTransport("images"));
+      result.bench = await runBench();
+    }
+    return result;
+  });
 }
 
 main()
@@ -193,5 +212,6 @@ main()
   .catch((e) => {
     console.error(e);
     window.curvgpuResult = { status: "error", error: String(e.message ?? e) };
-    showUnavailable(`The demo failed: ${e.message ?? e}`);
+    $("unavailable").hidden = false;
+    $("unavailable").textContent = `A demo failed: ${e.message ?? e}`;
   });

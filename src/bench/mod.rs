@@ -93,7 +93,12 @@ async fn settle(gpu: &Gpu, probe: &GpuVec<u32>) -> Result<()> {
     }
 }
 
-/// Times `reps` runs of whatever `record` records, after one untimed warm-up run: GPU
+/// Untimed warm-up: runs until this many milliseconds have passed, at most [`WARM_UP_MAX_RUNS`].
+const WARM_UP_MS: f64 = 50.0;
+/// Cap on warm-up runs (small kernels on a fast GPU would otherwise run thousands).
+const WARM_UP_MAX_RUNS: usize = 50;
+
+/// Times `reps` runs of whatever `record` records, after untimed warm-up runs: GPU
 /// timestamps around each run's pass when `use_timestamps` and the adapter has them, else the
 /// host clock around submit and a wait for the GPU (on the web, where there is no wait, a
 /// 4-byte readback, included in the time).
@@ -105,10 +110,19 @@ pub async fn time_runs_async(
 ) -> Result<Runs> {
     let reps = reps.max(1);
     let probe = gpu.zeros::<u32>(1)?;
-    let mut warm = Recorder::new(gpu);
-    record(&mut warm)?;
-    warm.submit()?;
-    settle(gpu, &probe).await?;
+    // Warm up for a while, not once: a GPU left idle (by a host-side reference solve, say)
+    // drops its clocks, and a few milliseconds of timed work run before they come back (an
+    // H200 timed a Sinkhorn iteration 5× slower right after 22 s of host-only work).
+    let warm_start = Instant::now();
+    for _ in 0..WARM_UP_MAX_RUNS {
+        let mut warm = Recorder::new(gpu);
+        record(&mut warm)?;
+        warm.submit()?;
+        settle(gpu, &probe).await?;
+        if warm_start.elapsed().as_secs_f64() * 1e3 >= WARM_UP_MS {
+            break;
+        }
+    }
     if use_timestamps && gpu.has_timestamps() {
         let count = 2 * reps as u32;
         let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {

@@ -98,7 +98,8 @@ pub struct KernelRow {
 }
 
 impl KernelRow {
-    /// A row from its work and median, against `roofline`.
+    /// A row from its work and median, against `roofline`. A median of 0 (a coarse clock that
+    /// did not tick) gives a NaN rate and fraction, which JSON writes as `null`.
     pub fn new(
         kernel: impl Into<String>,
         n: usize,
@@ -110,7 +111,12 @@ impl KernelRow {
             Work::Bytes(b) => (b, roofline.copy_gbps),
             Work::Flops(f) => (f, roofline.fma_gflops),
         };
-        let rate = amount / (median_ms * 1e-3) / 1e9;
+        // A run inside one step of a coarse clock measures 0 ms: no rate, rather than ∞.
+        let rate = if median_ms > 0.0 {
+            amount / (median_ms * 1e-3) / 1e9
+        } else {
+            f64::NAN
+        };
         KernelRow {
             kernel: kernel.into(),
             n,

@@ -1,8 +1,10 @@
 //! How fine the clock behind a measurement is. Browsers coarsen both clocks on purpose: Chrome
 //! masks the low 16 bits of every WebGPU timestamp (Dawn's `kTimestampQuantizationMask`, a
 //! 65,536 ns step its release notes round to "100 µs") unless
-//! `--enable-webgpu-developer-features` is on, and `performance.now()` moves in steps of 5 to
-//! 100 µs. A median below a few steps is then a count of steps, not a time.
+//! `--enable-webgpu-developer-features` is on (headless Chromium 156 with
+//! `--enable-unsafe-webgpu`, as the browser test runs it, showed no rounding either), and
+//! `performance.now()` moves in steps of 5 to 100 µs. A median below a few steps is then a
+//! count of steps, not a time, and a pass inside one step measures 0.
 
 use web_time::{Duration, Instant};
 

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use curvgpu::diag::{AdaHessian, AdaHessianConfig, AdamW, AdamWConfig, SophiaG, SophiaGConfig};
 use curvgpu::toy::{spirals, Mlp, MlpShape};
-use curvgpu::{Gpu, GpuVec, Recorder, Result};
+use curvgpu::{Error, Gpu, GpuVec, Recorder, Result};
 use serde::{Deserialize, Serialize};
 
 /// Everything that fixes a race; the page and the native run use [`RaceConfig::default`].
@@ -62,6 +62,35 @@ impl Default for RaceConfig {
     }
 }
 
+/// The longest race a page may ask for (the history buffers grow with it).
+pub const MAX_STEPS: usize = 100_000;
+/// The most points per spiral arm a page may ask for.
+pub const MAX_POINTS_PER_CLASS: usize = 10_000;
+
+impl RaceConfig {
+    /// Checks what the demo itself relies on; the model and the optimizers check the rest.
+    pub fn validate(&self) -> Result<()> {
+        let count = |name: &'static str, value: usize, max: usize| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(Error::InvalidParameter {
+                    name,
+                    value: value as f64,
+                    requirement: "at least 1 and within the demo's limit",
+                })
+            }
+        };
+        count("steps", self.steps, MAX_STEPS)?;
+        count(
+            "points_per_class",
+            self.points_per_class,
+            MAX_POINTS_PER_CLASS,
+        )?;
+        count("sophia_every", self.sophia_every, MAX_STEPS)
+    }
+}
+
 /// One optimizer's state in the race.
 enum Optimizer {
     SophiaG(Box<SophiaG>),
@@ -75,8 +104,21 @@ struct Runner {
     params: GpuVec<f32>,
     grad: GpuVec<f32>,
     loss: GpuVec<f32>,
-    /// Loss before each step, one slot per step of the race.
+    /// Loss before each step, one slot per step of the race, and after the last.
     history: GpuVec<f32>,
+}
+
+impl Runner {
+    /// Copies the loss just recorded into slot `t` of the history.
+    fn record_loss_copy(&self, encoder: &mut curvgpu::wgpu::CommandEncoder, t: usize) {
+        encoder.copy_buffer_to_buffer(
+            self.loss.buffer(),
+            self.loss.byte_offset(),
+            self.history.buffer(),
+            self.history.byte_offset() + 4 * t as u64,
+            4,
+        );
+    }
 }
 
 /// What a chunk of steps produced, per optimizer.
@@ -93,7 +135,8 @@ pub struct Progress {
 pub struct RunProgress {
     /// `"SophiaG"`, `"AdaHessian"` or `"AdamW"`.
     pub name: String,
-    /// Loss before each step taken so far (full-batch mean cross-entropy).
+    /// Loss before each step taken so far (full-batch mean cross-entropy), and once the race
+    /// is over the loss after its last step: `steps + 1` values in all.
     pub losses: Vec<f32>,
     /// First step whose loss is at or below the target, if reached.
     pub steps_to_target: Option<usize>,
@@ -117,6 +160,7 @@ pub struct Race {
 impl Race {
     /// Builds the dataset, the model and the three optimizers from one initial parameter vector.
     pub fn new(gpu: Rc<Gpu>, config: RaceConfig) -> Result<Self> {
+        config.validate()?;
         let data = spirals(
             config.points_per_class,
             config.classes,
@@ -171,7 +215,7 @@ impl Race {
                 params: gpu.upload(&init)?,
                 grad: gpu.zeros(p)?,
                 loss: gpu.zeros(1)?,
-                history: gpu.zeros(config.steps.max(1))?,
+                history: gpu.zeros(config.steps + 1)?,
             });
         }
         Ok(Race {
@@ -202,24 +246,26 @@ impl Race {
     }
 
     /// Takes up to `steps` more steps with every optimizer (one submission), then reads the
-    /// losses so far.
+    /// losses so far. The chunk that ends the race also records the loss after its last step.
     pub async fn advance(&mut self, steps: usize) -> Result<Progress> {
         let gpu = Rc::clone(&self.gpu);
-        let end = (self.step + steps).min(self.config.steps);
+        let end = self.step.saturating_add(steps).min(self.config.steps);
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         for t in self.step..end {
             for r in 0..self.runners.len() {
                 let mut rec = Recorder::new(&gpu);
                 self.record_step(&mut rec, r, t)?;
                 rec.encode(&mut encoder);
-                let runner = &self.runners[r];
-                encoder.copy_buffer_to_buffer(
-                    runner.loss.buffer(),
-                    runner.loss.byte_offset(),
-                    runner.history.buffer(),
-                    runner.history.byte_offset() + 4 * t as u64,
-                    4,
-                );
+                self.runners[r].record_loss_copy(&mut encoder, t);
+            }
+        }
+        if end == self.config.steps && self.step < end {
+            for runner in &self.runners {
+                let mut rec = Recorder::new(&gpu);
+                self.mlp
+                    .record_loss_grad(&mut rec, &runner.params, &runner.loss, &runner.grad)?;
+                rec.encode(&mut encoder);
+                runner.record_loss_copy(&mut encoder, end);
             }
         }
         gpu.queue().submit([encoder.finish()]);
@@ -237,7 +283,7 @@ impl Race {
             rec.submit()?;
             let accuracy = self.gpu.read_async(&self.accuracy).await?[0];
             let mut losses = self.gpu.read_async(&runner.history).await?;
-            losses.truncate(self.step);
+            losses.truncate(self.step + usize::from(self.finished()));
             let steps_to_target = losses.iter().position(|&l| l <= self.config.target_loss);
             runs.push(RunProgress {
                 name: runner.name.to_string(),

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use curvgpu::ot::{Cost, Masses, Metric, OtProblem, SinkhornConfig, SnsConfig};
 use curvgpu::reference::ot as data;
-use curvgpu::{Gpu, Result};
+use curvgpu::{Error, Gpu, Result};
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
@@ -98,6 +98,31 @@ pub struct TransportReport {
     pub plan_block: usize,
 }
 
+/// The most points per cloud a page may ask for: the dense plan read back for the heat map
+/// is n² floats (64 MiB here).
+pub const MAX_POINTS: usize = 4096;
+
+impl TransportConfig {
+    /// Checks what the demo itself relies on; the solvers check η, the tolerance and the budget.
+    pub fn validate(&self) -> Result<()> {
+        if self.problem == Problem::Points && !(1..=MAX_POINTS).contains(&self.points) {
+            return Err(Error::InvalidParameter {
+                name: "points",
+                value: self.points as f64,
+                requirement: "at least 1 and at most MAX_POINTS (4096)",
+            });
+        }
+        if !(self.eta.is_finite() && self.eta > 0.0) {
+            return Err(Error::InvalidParameter {
+                name: "eta",
+                value: self.eta as f64,
+                requirement: "finite and > 0",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Side of the synthetic images.
 const SIDE: usize = 28;
 
@@ -119,8 +144,13 @@ fn build(config: &TransportConfig) -> Data {
             let n = config.points;
             let x = data::random_points(n, 2, 2 * config.seed);
             let y = data::random_points(n, 2, 2 * config.seed + 1);
-            let max = data::sq_euclidean_cost(&x, &y, 2)
-                .into_iter()
+            // The largest squared distance, to scale the costs to [0, 1] (without the n×n matrix).
+            let max = x
+                .chunks_exact(2)
+                .flat_map(|p| {
+                    y.chunks_exact(2)
+                        .map(move |q| (p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2))
+                })
                 .fold(0.0f64, f64::max);
             Data {
                 a: vec![1.0 / n as f32; n],
@@ -152,6 +182,7 @@ fn build(config: &TransportConfig) -> Data {
 
 /// Solves `config`'s problem with both solvers on `gpu`.
 pub async fn run(gpu: Rc<Gpu>, config: TransportConfig) -> Result<TransportReport> {
+    config.validate()?;
     let d = build(&config);
     let reg = 1.0 / config.eta;
     let (a, b) = (gpu.upload(&d.a)?, gpu.upload(&d.b)?);
