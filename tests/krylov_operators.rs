@@ -27,8 +27,8 @@ use common::{
 };
 use curvgpu::buffer::STORAGE_USAGES;
 use curvgpu::krylov::{
-    cg, top_eigenvalues, top_eigenvalues_async, BlockDiagonal, CgOptions, CsrMatrix, DenseMatrix,
-    Direction, FnOperator, LinearOperator, Poisson, PowerOptions, Shifted,
+    cg, top_eigenvalues, BlockDiagonal, CgOptions, CsrMatrix, DenseMatrix, Direction, FnOperator,
+    LinearOperator, Poisson, PowerOptions, Shifted,
 };
 use curvgpu::reference::krylov as reference;
 use curvgpu::{BufView, Gpu, Recorder};
@@ -1096,31 +1096,5 @@ fn top_eigenvalues_of_a_user_wgsl_operator_are_the_analytic_ones() {
             );
             assert!(err <= tol, "{name}: λ{} = {value}, want {want}", n - k);
         }
-    }
-}
-
-#[test]
-fn top_eigenvalues_async_on_a_user_wgsl_operator_equals_the_blocking_form_bit_for_bit() {
-    // `top_eigenvalues` is `pollster::block_on(top_eigenvalues_async(..))`: one implementation
-    // and the same dispatches through the user's closure, so exact equality is the tolerance.
-    let n = 9;
-    let options = PowerOptions {
-        top_n: 2,
-        max_iter: 60,
-        tol: 1e-6,
-        seed: 8,
-    };
-    let gpu = common::gpu();
-    let user = Tridiagonal::new(gpu, n);
-    let op = FnOperator::new(n, n, |rec, x, y| user.record(rec, x, y));
-    let blocking = top_eigenvalues(gpu, &op, &options).unwrap();
-    let awaited = pollster::block_on(top_eigenvalues_async(gpu, &op, &options)).unwrap();
-    let bits = |x: &[f64]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&awaited.values), bits(&blocking.values));
-    assert_eq!(awaited.iterations, blocking.iterations);
-    for (x, y) in awaited.vectors.iter().zip(&blocking.vectors) {
-        let (x, y) = (gpu.read(x).unwrap(), gpu.read(y).unwrap());
-        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-        assert_eq!(bits(x), bits(y));
     }
 }

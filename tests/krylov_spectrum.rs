@@ -12,8 +12,7 @@ mod common;
 use common::*;
 use curvgpu::krylov::density::spectral_moment;
 use curvgpu::krylov::{
-    hutchinson_trace, hutchinson_trace_async, lanczos, lanczos_async, spectral_density,
-    spectral_density_async, top_eigenvalues, top_eigenvalues_async, tridiag::tridiagonal_eigen,
+    hutchinson_trace, lanczos, spectral_density, top_eigenvalues, tridiag::tridiagonal_eigen,
     DenseMatrix, PowerOptions, SlqOptions, TraceOptions,
 };
 use curvgpu::reference::{krylov as reference, philox};
@@ -223,71 +222,4 @@ fn slq_quadrature_moments_equal_the_start_vectors_rayleigh_moments() {
     let mass: f64 = slq.density.density.iter().sum::<f64>() * dx;
     assert!((mass - 1.0).abs() < 1e-9);
     assert!((slq.density.moment(1) - spectral_moment(&slq.runs, 1)).abs() < 1e-2 * exact_mean);
-}
-
-#[test]
-fn async_forms_equal_the_blocking_forms_bit_for_bit() {
-    // The blocking names are `pollster::block_on` of the async forms (one implementation, the
-    // same dispatches, deterministic reductions), so exact equality of every bit is the right
-    // tolerance: any difference means the two paths diverged.
-    let gpu = gpu();
-    let n = 41;
-    let lambda: Vec<f64> = (0..n).map(|i| 0.5 + i as f64 * 0.25).collect();
-    let a = reference::random_spd(n, &lambda, 23);
-    let op = DenseMatrix::new(gpu, n, n, &as_f32(&a)).unwrap();
-    let bits = |x: &[f64]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-
-    let power = PowerOptions {
-        top_n: 2,
-        max_iter: 40,
-        tol: 1e-5,
-        seed: 4,
-    };
-    let blocking = top_eigenvalues(gpu, &op, &power).unwrap();
-    let awaited = pollster::block_on(top_eigenvalues_async(gpu, &op, &power)).unwrap();
-    assert_eq!(bits(&awaited.values), bits(&blocking.values));
-    assert_eq!(awaited.iterations, blocking.iterations);
-    for (x, y) in awaited.vectors.iter().zip(&blocking.vectors) {
-        let (x, y) = (gpu.read(x).unwrap(), gpu.read(y).unwrap());
-        assert_eq!(
-            x.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
-    }
-
-    let trace = TraceOptions {
-        max_iter: 6,
-        tol: 0.0,
-        seed: 2,
-        blocks: vec![1, 17, 23],
-    };
-    let blocking = hutchinson_trace(gpu, &op, &trace).unwrap();
-    let awaited = pollster::block_on(hutchinson_trace_async(gpu, &op, &trace)).unwrap();
-    assert_eq!(bits(&awaited.samples), bits(&blocking.samples));
-    assert_eq!(awaited.trace.to_bits(), blocking.trace.to_bits());
-    assert_eq!(awaited.std_error.to_bits(), blocking.std_error.to_bits());
-    assert_eq!(awaited.blocks, blocking.blocks);
-
-    let blocking = lanczos(gpu, &op, 13, 5, 7).unwrap();
-    let awaited = pollster::block_on(lanczos_async(gpu, &op, 13, 5, 7)).unwrap();
-    assert_eq!(bits(&awaited.alpha), bits(&blocking.alpha));
-    assert_eq!(bits(&awaited.beta), bits(&blocking.beta));
-
-    let slq = SlqOptions {
-        steps: 11,
-        runs: 2,
-        seed: 3,
-        ..Default::default()
-    };
-    let blocking = spectral_density(gpu, &op, &slq).unwrap();
-    let awaited = pollster::block_on(spectral_density_async(gpu, &op, &slq)).unwrap();
-    assert_eq!(awaited.runs.len(), blocking.runs.len());
-    for ((xn, xw), (yn, yw)) in awaited.runs.iter().zip(&blocking.runs) {
-        assert_eq!(bits(xn), bits(yn));
-        assert_eq!(bits(xw), bits(yw));
-    }
-    assert_eq!(
-        format!("{:?}", awaited.density),
-        format!("{:?}", blocking.density)
-    );
 }

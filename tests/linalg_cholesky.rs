@@ -14,10 +14,7 @@
 mod common;
 
 use common::{as_f32, as_f64, both_gpus, gamma, gpu, EPS32};
-use curvgpu::linalg::{
-    cholesky, cholesky_async, record_cholesky, spd_inverse, spd_inverse_async, Batch,
-    CholeskyWorkspace,
-};
+use curvgpu::linalg::{cholesky, record_cholesky, spd_inverse, Batch, CholeskyWorkspace};
 use curvgpu::reference::krylov::random_spd;
 use curvgpu::reference::linalg as reference;
 use curvgpu::{Error, Recorder};
@@ -240,60 +237,4 @@ fn a_1000_squared_inverse_with_kappa_1e3_is_within_sqrt_n_kappa_u() {
     let bound = (n as f64).sqrt() * 1e3 * EPS32 / 2.0;
     println!("1000×1000, κ = 1e3: relative error {err:.2e} (bound {bound:.2e})");
     assert!(err <= bound, "{err:e} > {bound:e}");
-}
-
-#[test]
-fn async_forms_equal_the_blocking_forms_bit_for_bit() {
-    // `cholesky` and `spd_inverse` are `pollster::block_on` of their async forms (one
-    // implementation, the same dispatches), so exact equality of every bit is the tolerance,
-    // for the results and for the typed error of a matrix that is not SPD.
-    let gpu = gpu();
-    let sizes = [3, 33, 33];
-    let mats: Vec<Vec<f64>> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| spd(n, 1e2, 90 + i as u64))
-        .collect();
-    let batch = Batch::new(&sizes).unwrap();
-    let bits = |x: Vec<f32>| x.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-
-    let (f1, f2) = (
-        gpu.upload(&packed(&mats)).unwrap(),
-        gpu.upload(&packed(&mats)).unwrap(),
-    );
-    cholesky(gpu, &batch, &f1).unwrap();
-    pollster::block_on(cholesky_async(gpu, &batch, &f2)).unwrap();
-    assert_eq!(bits(gpu.read(&f2).unwrap()), bits(gpu.read(&f1).unwrap()));
-
-    let (f1, f2) = (
-        gpu.upload(&packed(&mats)).unwrap(),
-        gpu.upload(&packed(&mats)).unwrap(),
-    );
-    let blocking = spd_inverse(gpu, &batch, &f1).unwrap();
-    let awaited = pollster::block_on(spd_inverse_async(gpu, &batch, &f2)).unwrap();
-    assert_eq!(
-        bits(gpu.read(&awaited).unwrap()),
-        bits(gpu.read(&blocking).unwrap())
-    );
-    assert_eq!(bits(gpu.read(&f2).unwrap()), bits(gpu.read(&f1).unwrap()));
-
-    // −I is not SPD: both forms name matrix 0, pivot 0.
-    let one = Batch::new(&[3]).unwrap();
-    let minus_identity = [-1.0f32, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0];
-    let blocking = cholesky(gpu, &one, &gpu.upload(&minus_identity).unwrap()).unwrap_err();
-    let awaited = pollster::block_on(cholesky_async(
-        gpu,
-        &one,
-        &gpu.upload(&minus_identity).unwrap(),
-    ))
-    .unwrap_err();
-    assert!(matches!(
-        awaited,
-        Error::NotPositiveDefinite {
-            factor: 0,
-            pivot: 0,
-            ..
-        }
-    ));
-    assert_eq!(format!("{awaited:?}"), format!("{blocking:?}"));
 }

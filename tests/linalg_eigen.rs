@@ -12,7 +12,7 @@
 mod common;
 
 use common::{as_f32, as_f64, gamma, gpu, EPS32};
-use curvgpu::linalg::{symmetric_eigen, symmetric_eigen_async, Batch, JacobiOptions};
+use curvgpu::linalg::{symmetric_eigen, Batch, JacobiOptions};
 use curvgpu::reference::krylov::random_spd;
 use curvgpu::reference::linalg::{frobenius, gemm};
 use curvgpu::Error;
@@ -168,32 +168,4 @@ fn bad_input_is_a_typed_error() {
         Err(Error::NoConvergence { iterations: 2, .. }) => {}
         other => panic!("expected NoConvergence after 2 sweeps, got {other:?}"),
     }
-}
-
-#[test]
-fn symmetric_eigen_async_equals_symmetric_eigen_bit_for_bit() {
-    // `symmetric_eigen` is `pollster::block_on(symmetric_eigen_async(..))`: one implementation,
-    // the same sweeps, so exact equality of every bit is the tolerance.
-    let gpu = gpu();
-    let sizes = [1, 5, 17];
-    let packed: Vec<f32> = sizes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &n)| {
-            let spectrum: Vec<f64> = (0..n).map(|j| j as f64 - 2.5).collect();
-            as_f32(&random_spd(n, &spectrum, 60 + i as u64))
-        })
-        .collect();
-    let batch = Batch::new(&sizes).unwrap();
-    let input = gpu.upload(&packed).unwrap();
-    let options = JacobiOptions::default();
-    let blocking = symmetric_eigen(gpu, &batch, &input, &options).unwrap();
-    let awaited = pollster::block_on(symmetric_eigen_async(gpu, &batch, &input, &options)).unwrap();
-    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&awaited.values), bits(&blocking.values));
-    assert_eq!(awaited.value_offsets, blocking.value_offsets);
-    assert_eq!(awaited.sweeps, blocking.sweeps);
-    let read = |x| bits(&gpu.read(x).unwrap());
-    assert_eq!(read(&awaited.vectors), read(&blocking.vectors));
-    assert_eq!(read(&awaited.values_gpu), read(&blocking.values_gpu));
 }

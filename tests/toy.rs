@@ -22,33 +22,38 @@ use curvgpu::reference::toy as reference;
 use curvgpu::toy::{spirals, Dataset, Mlp, MlpShape};
 use curvgpu::{Error, Gpu};
 
-/// (N, hidden, classes): N = 1, the prime 97, 2^8 + 1 (more rows than a 256-wide column
-/// workgroup), 1,025 = 2^10 + 1 (each invocation of the column pass adds ≥ 5 rows), and a
-/// 64-wide, 8-class net whose 712 parameters need three 256-invocation per-sample... workgroups
-/// in the column pass's grid.
-const CASES: [(usize, usize, usize); 6] = [
-    (1, 1, 2),
-    (97, 7, 3),
-    (257, 32, 2),
-    (1_025, 32, 3),
-    (33, 64, 8),
-    (2, 1, 3),
+/// (N, inputs, hidden, classes): N = 1, the prime 97, 2^8 + 1 (more rows than a 256-wide
+/// column workgroup), 1,025 = 2^10 + 1 (each invocation of the column pass adds ≥ 5 rows), and
+/// a 64-wide, 8-class net whose 712 parameters mean 712 workgroups in the column pass (one per
+/// parameter); then D = 1, the prime D = 5, and D = 16 = MAX_INPUTS on the largest net
+/// (P = 1,608, every bound at its maximum).
+const CASES: [(usize, usize, usize, usize); 9] = [
+    (1, 2, 1, 2),
+    (97, 2, 7, 3),
+    (257, 2, 32, 2),
+    (1_025, 2, 32, 3),
+    (33, 2, 64, 8),
+    (2, 2, 1, 3),
+    (13, 1, 5, 2),
+    (61, 5, 17, 4),
+    (37, 16, 64, 8),
 ];
 
-fn dataset(n: usize, classes: usize, seed: u64) -> Dataset {
-    let x = uniform(2 * n, seed, -1.5, 1.5);
+/// N samples of `inputs` features uniform in ±1.5 and labels uniform over the classes.
+fn dataset(n: usize, inputs: usize, classes: usize, seed: u64) -> Dataset {
+    let x = uniform(inputs * n, seed, -1.5, 1.5);
     let y = uniform(n, seed + 1, 0.0, classes as f64);
     Dataset {
         x: x.iter().map(|&v| v as f32).collect(),
         labels: y.iter().map(|&v| v as u32).collect(),
-        inputs: 2,
+        inputs,
         classes,
     }
 }
 
-fn shape(hidden: usize, classes: usize) -> MlpShape {
+fn shape(inputs: usize, hidden: usize, classes: usize) -> MlpShape {
     MlpShape {
-        inputs: 2,
+        inputs,
         hidden,
         classes,
     }
@@ -101,7 +106,7 @@ fn term_scales(s: MlpShape, theta: &[f64], v: &[f64], data: &Dataset) -> (f64, f
     let x = f64s(&data.x);
     let (mut loss, mut grad, mut hv) = (0.0f64, 0.0f64, 0.0f64);
     for (i, &y) in data.labels.iter().enumerate() {
-        let xi = &x[2 * i..2 * i + 2];
+        let xi = &x[s.inputs * i..s.inputs * (i + 1)];
         let (l, g) = reference::sample_loss_grad(s, theta, xi, y as usize);
         loss = loss.max(l.abs());
         grad = g.iter().fold(grad, |m, t| m.max(t.abs()));
@@ -120,9 +125,9 @@ fn check(what: &str, got: &[f32], want: &[f64], atol: f64) -> f64 {
 #[test]
 fn loss_gradient_and_hvp_match_the_reference() {
     for (name, gpu) in both_gpus() {
-        for (case, &(n, hidden, classes)) in CASES.iter().enumerate() {
-            let s = shape(hidden, classes);
-            let data = dataset(n, classes, 10 + case as u64);
+        for (case, &(n, inputs, hidden, classes)) in CASES.iter().enumerate() {
+            let s = shape(inputs, hidden, classes);
+            let data = dataset(n, inputs, classes, 10 + case as u64);
             let mlp = Mlp::new(gpu, s, &data).unwrap();
             let (theta32, theta) = vector(s.param_count(), 100 + case as u64);
             let (v32, v) = vector(s.param_count(), 200 + case as u64);
@@ -139,7 +144,7 @@ fn loss_gradient_and_hvp_match_the_reference() {
             let unit = unit_tolerance(s, &theta, xmax);
             let (va, vl) = row_sums(s, &v, xmax);
             let (sl, sg, sh) = term_scales(s, &theta, &v, &data);
-            let what = format!("{name}, N={n} H={hidden} C={classes}");
+            let what = format!("{name}, N={n} D={inputs} H={hidden} C={classes}");
             let r = [
                 check(&format!("loss, {what}"), &[loss], &[want_loss], unit * sl),
                 check(&format!("grad, {what}"), &grad, &want_grad, unit * sg),
@@ -161,8 +166,8 @@ fn loss_gradient_and_hvp_match_the_reference() {
 #[test]
 fn hvp_is_symmetric() {
     let gpu = gpu();
-    let s = shape(32, 3);
-    let data = dataset(97, 3, 5);
+    let s = shape(2, 32, 3);
+    let data = dataset(97, 2, 3, 5);
     let mlp = Mlp::new(gpu, s, &data).unwrap();
     let (theta32, theta) = vector(s.param_count(), 6);
     let (v32, v) = vector(s.param_count(), 7);
@@ -199,8 +204,8 @@ fn hvp_is_symmetric() {
 #[test]
 fn hutchinson_probe_is_z_times_the_hvp() {
     for (name, gpu) in both_gpus() {
-        let s = shape(32, 3);
-        let data = dataset(257, 3, 11);
+        let s = shape(2, 32, 3);
+        let data = dataset(257, 2, 3, 11);
         let mlp = Mlp::new(gpu, s, &data).unwrap();
         let params = gpu.upload(&vector(s.param_count(), 12).0).unwrap();
         let general = vector(s.param_count(), 13).0;
@@ -226,16 +231,16 @@ fn hutchinson_probe_is_z_times_the_hvp() {
 #[test]
 fn sampled_gradient_and_accuracy_match_the_reference() {
     for (name, gpu) in both_gpus() {
-        for (case, &(n, hidden, classes)) in CASES.iter().enumerate() {
-            let s = shape(hidden, classes);
-            let data = dataset(n, classes, 30 + case as u64);
+        for (case, &(n, inputs, hidden, classes)) in CASES.iter().enumerate() {
+            let s = shape(inputs, hidden, classes);
+            let data = dataset(n, inputs, classes, 30 + case as u64);
             let mlp = Mlp::new(gpu, s, &data).unwrap();
             let (theta32, theta) = vector(s.param_count(), 300 + case as u64);
             let params = gpu.upload(&theta32).unwrap();
             let x = f64s(&data.x);
             let xmax = max_abs_x(&data);
             let unit = unit_tolerance(s, &theta, xmax);
-            let what = format!("{name}, N={n} H={hidden} C={classes}");
+            let what = format!("{name}, N={n} D={inputs} H={hidden} C={classes}");
 
             // A draw this close to a class boundary could legitimately land in the neighbouring
             // class in f32; take the first seed whose draws all stay 1e-5 clear. The worst-case
@@ -280,7 +285,7 @@ fn sampled_gradient_and_accuracy_match_the_reference() {
 #[test]
 fn results_are_bitwise_repeatable() {
     let gpu = gpu();
-    let s = shape(32, 3);
+    let s = shape(2, 32, 3);
     let data = spirals(100, 3, 0.1, 4).unwrap();
     let mlp = Mlp::new(gpu, s, &data).unwrap();
     let params = gpu.upload(&mlp.init_params(3)).unwrap();
@@ -325,8 +330,8 @@ fn spirals_are_deterministic_and_well_formed() {
 #[test]
 fn init_params_are_deterministic_and_bounded() {
     let gpu = gpu();
-    let s = shape(7, 3);
-    let mlp = Mlp::new(gpu, s, &dataset(5, 3, 1)).unwrap();
+    let s = shape(2, 7, 3);
+    let mlp = Mlp::new(gpu, s, &dataset(5, 2, 3, 1)).unwrap();
     let t = mlp.init_params(1);
     assert_eq!(t.len(), s.param_count());
     assert_eq!(t, mlp.init_params(1));
@@ -349,8 +354,8 @@ fn expect_err<T>(r: curvgpu::Result<T>, what: &str) -> Error {
 #[test]
 fn bad_input_is_a_typed_error() {
     let gpu = gpu();
-    let s = shape(4, 3);
-    let good = dataset(10, 3, 2);
+    let s = shape(2, 4, 3);
+    let good = dataset(10, 2, 3, 2);
     let mut empty = good.clone();
     empty.x.clear();
     empty.labels.clear();
@@ -383,22 +388,22 @@ fn bad_input_is_a_typed_error() {
         expect_err(Mlp::new(gpu, s, &short), "short x"),
         Error::LengthMismatch { .. }
     ));
-    for (bad, name) in [(shape(65, 3), "hidden"), (shape(0, 3), "hidden")] {
+    for (bad, name) in [(shape(2, 65, 3), "hidden"), (shape(2, 0, 3), "hidden")] {
         assert!(matches!(
             expect_err(Mlp::new(gpu, bad, &good), name),
             Error::InvalidParameter { name: n, .. } if n == name
         ));
     }
-    let nine = dataset(10, 9, 2);
+    let nine = dataset(10, 2, 9, 2);
     assert!(matches!(
-        expect_err(Mlp::new(gpu, shape(4, 9), &nine), "classes"),
+        expect_err(Mlp::new(gpu, shape(2, 4, 9), &nine), "classes"),
         Error::InvalidParameter {
             name: "classes",
             ..
         }
     ));
     assert!(matches!(
-        expect_err(Mlp::new(gpu, shape(4, 2), &good), "shape vs data"),
+        expect_err(Mlp::new(gpu, shape(2, 4, 2), &good), "shape vs data"),
         Error::Shape {
             argument: "data",
             ..
@@ -469,7 +474,7 @@ fn bad_input_is_a_typed_error() {
 #[test]
 fn gradient_descent_reduces_the_loss() {
     let gpu = gpu();
-    let s = shape(32, 3);
+    let s = shape(2, 32, 3);
     let data = spirals(60, 3, 0.05, 1).unwrap();
     let mlp = Mlp::new(gpu, s, &data).unwrap();
     let mut theta = mlp.init_params(2);

@@ -11,3 +11,9 @@ fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 fn grid_stride(nwg: vec3<u32>) -> u32 {
     return nwg.x * nwg.y * WG;
 }
+
+// The vectorised kernels cover the first ⌊n/4⌋·4 elements as vec4s; a 4-thread tail dispatch
+// covers the rest, thread `lid` taking element ⌊n/4⌋·4 + lid (the caller checks it is < n).
+fn tail_index(n: u32, lid: u32) -> u32 {
+    return (n / 4u) * 4u + lid;
+}

@@ -68,10 +68,6 @@ fn adahessian(theta: vec4<f32>, g: vec4<f32>, m: vec4<f32>, v: vec4<f32>, d: vec
     return State(theta_new, m_new, v_new);
 }
 
-fn tail_index(lid: u32) -> u32 {
-    return (p.n / 4u) * 4u + lid;
-}
-
 @compute @workgroup_size(WG)
 fn adahessian_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
@@ -100,7 +96,7 @@ fn adahessian_step_avg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 // Scalar tail; binding 5 holds |z ⊙ Hz| elementwise (segment 1) or the segment means.
 @compute @workgroup_size(4)
 fn adahessian_step_tail(@builtin(local_invocation_index) lid: u32) {
-    let i = tail_index(lid);
+    let i = tail_index(p.n, lid);
     if (i < p.n) {
         let d = abs(d1[i / p.segment]);
         let s = adahessian(vec4(theta1[i]), vec4(grad1[i]), vec4(m1[i]), vec4(v1[i]), vec4(d));

@@ -43,10 +43,6 @@ fn adamw(theta: vec4<f32>, g: vec4<f32>, m: vec4<f32>, v: vec4<f32>) -> Moments 
     return Moments(decayed - pa.step_size * (m_new / denom), m_new, v_new);
 }
 
-fn tail_index(n: u32, lid: u32) -> u32 {
-    return (n / 4u) * 4u + lid;
-}
-
 @compute @workgroup_size(WG)
 fn adamw_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {

@@ -82,10 +82,6 @@ fn sophiah(theta: vec4<f32>, g: vec4<f32>, m: vec4<f32>, h: vec4<f32>) -> Moment
     return Moments(theta - ph.lr * (u + ph.weight_decay * theta), m_new);
 }
 
-fn tail_index(n: u32, lid: u32) -> u32 {
-    return (n / 4u) * 4u + lid;
-}
-
 @compute @workgroup_size(WG)
 fn sophiag_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {

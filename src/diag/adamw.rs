@@ -3,8 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::sophia::record_step;
-use super::state::{checkpoint_methods, step_methods, DiagState, Moments};
+use super::state::{checkpoint_methods, record_step, step_methods, DiagState, Moments};
 use crate::check;
 use crate::elementwise::Elementwise;
 use crate::error::Result;

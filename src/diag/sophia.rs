@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::state::{checkpoint_methods, step_methods, DiagState, Moments};
+use super::state::{checkpoint_methods, record_step, step_methods, DiagState, Moments};
 use crate::buffer::BufView;
 use crate::check;
 use crate::elementwise::{self, Elementwise};
@@ -154,28 +154,6 @@ pub(crate) struct EmaUniform {
     n: u32,
     beta: f32,
     _pad: [u32; 2],
-}
-
-/// Records one fused step of `kernel` over every tensor (θ, g, m, h bound in that order; AdamW
-/// binds its v as h) and counts it.
-pub(super) fn record_step<'a, P: Pod>(
-    rec: &mut Recorder,
-    state: &mut Moments,
-    kernel: Elementwise,
-    params: impl Tensors<'a>,
-    grads: impl Tensors<'a>,
-    uniform: impl Fn(u32) -> P,
-) -> Result<()> {
-    let (params, grads) = (params.views(), grads.views());
-    state.check(rec.gpu(), "params", &params)?;
-    state.check(rec.gpu(), "grads", &grads)?;
-    for (i, (p, g)) in params.iter().zip(&grads).enumerate() {
-        let (m, h) = (&state.m[i], &state.h[i]);
-        let views = [*p, *g, m.view(), h.view()];
-        elementwise::record(rec, kernel, m.len(), &views, &[], 1, &uniform)?;
-    }
-    state.step += 1;
-    Ok(())
 }
 
 /// Records h ← β·h + (1 − β)·x² (`square`) or h ← β·h + (1 − β)·x for every tensor.

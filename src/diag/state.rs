@@ -1,15 +1,20 @@
 //! Optimizer state shared by the diagonal-Hessian family: per tensor a first moment `m` and a
 //! curvature estimate `h` (Sophia's h, AdaHessian's v), plus the step count; checkpointing.
 
+use bytemuck::Pod;
+
 use crate::buffer::{BufView, GpuVec};
 use crate::check;
+use crate::elementwise::{self, Elementwise};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::record::Recorder;
+use crate::tensors::Tensors;
 
 /// Host copy of an optimizer's state, for checkpoints.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DiagState {
-    /// Steps taken (SophiaH and AdaHessian bias corrections depend on it).
+    /// Steps taken (the bias corrections of SophiaH, AdaHessian and AdamW depend on it).
     pub step: u64,
     /// Hessian refreshes / probes taken (Sophia, Hutchinson).
     pub refreshes: u64,
@@ -119,6 +124,28 @@ macro_rules! checkpoint_methods {
     };
 }
 pub(crate) use checkpoint_methods;
+
+/// Records one fused step of `kernel` over every tensor (θ, g, m, h bound in that order; AdamW
+/// binds its v as h), the step of every `step_methods!` optimizer, and counts it.
+pub(super) fn record_step<'a, P: Pod>(
+    rec: &mut Recorder,
+    state: &mut Moments,
+    kernel: Elementwise,
+    params: impl Tensors<'a>,
+    grads: impl Tensors<'a>,
+    uniform: impl Fn(u32) -> P,
+) -> Result<()> {
+    let (params, grads) = (params.views(), grads.views());
+    state.check(rec.gpu(), "params", &params)?;
+    state.check(rec.gpu(), "grads", &grads)?;
+    for (i, (p, g)) in params.iter().zip(&grads).enumerate() {
+        let (m, h) = (&state.m[i], &state.h[i]);
+        let views = [*p, *g, m.view(), h.view()];
+        elementwise::record(rec, kernel, m.len(), &views, &[], 1, &uniform)?;
+    }
+    state.step += 1;
+    Ok(())
+}
 
 /// Device-side state of one optimizer.
 #[derive(Debug)]

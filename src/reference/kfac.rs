@@ -12,9 +12,9 @@
 //! `out`×`out`. Every function panics on slices of the wrong length (or the other
 //! preconditions it documents): these are test references, so a misuse should fail loudly.
 
-use super::krylov::SplitMix64;
 pub use super::linalg::identity;
 use super::linalg::{frobenius, gemm, spd_inverse, syrk_t};
+use super::splitmix::SplitMix64;
 
 /// The running-average decay of KAISA and kfac-jax (and MKOR's hard-coded blend weight).
 pub const FACTOR_DECAY: f64 = 0.95;
@@ -310,7 +310,7 @@ fn mlp_loss(batch: usize, output: &[f64], target: &[f64]) -> f64 {
 /// ∇W = dyᵀ·[x | 1]/B, the gradient of the batch-mean loss.
 pub fn mlp_fixture(seed: u64) -> MlpFixture {
     let batch = MLP_BATCH;
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let (in0, out_last) = (MLP_LAYERS[0].0, MLP_LAYERS[MLP_LAYERS.len() - 1].1);
     let input: Vec<f64> = (0..batch * in0).map(|_| rng.gaussian()).collect();
     let target: Vec<f64> = (0..batch * out_last).map(|_| rng.gaussian()).collect();
@@ -686,7 +686,7 @@ mod tests {
     use super::*;
 
     fn gaussians(n: usize, seed: u64) -> Vec<f64> {
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         (0..n).map(|_| rng.gaussian()).collect()
     }
 

@@ -5,6 +5,8 @@
 //! Every function panics on slices of the wrong length (or the other preconditions it
 //! documents): these are test references, so a misuse should fail loudly.
 
+use super::splitmix::SplitMix64;
+
 /// y = A·x for the 5-point Laplacian on an `nx`×`ny` grid with zero Dirichlet boundary,
 /// unscaled: y(i,j) = 4x(i,j) − x(i±1,j) − x(i,j±1), neighbours outside the grid counting as 0,
 /// at index i + nx·j.
@@ -227,36 +229,11 @@ pub fn lanczos(apply: impl Fn(&[f64], &mut [f64]), v0: &[f64], m: usize) -> (Vec
     (alpha, beta)
 }
 
-/// SplitMix64, the seed expander of Steele et al., with a Box–Muller Gaussian: the references'
-/// one source of deterministic data.
-pub(crate) struct SplitMix64(pub(crate) u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Standard normal by Box–Muller (cosine branch).
-    pub(crate) fn gaussian(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
-
 /// A random n×n orthogonal matrix, row-major, deterministic per `seed`: the Q of a
 /// Householder QR of a Gaussian matrix (SplitMix64 + Box–Muller), its columns signed so that
 /// R has a positive diagonal (which makes Q Haar-distributed).
 pub fn random_orthogonal(n: usize, seed: u64) -> Vec<f64> {
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut g: Vec<f64> = (0..n * n).map(|_| rng.gaussian()).collect();
     let mut reflectors: Vec<Vec<f64>> = Vec::with_capacity(n);
     let mut signs = vec![1.0; n];

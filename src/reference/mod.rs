@@ -7,4 +7,5 @@ pub mod krylov;
 pub mod linalg;
 pub mod ot;
 pub mod philox;
+pub mod splitmix;
 pub mod toy;

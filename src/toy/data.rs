@@ -3,6 +3,7 @@
 
 use crate::check;
 use crate::error::{Error, Result};
+use crate::reference::splitmix::{box_muller, SplitMix64};
 
 use super::MlpShape;
 
@@ -26,33 +27,12 @@ impl Dataset {
     }
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): tiny, seedable, and the same on every target.
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    pub(crate) fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal by Box–Muller (the cosine branch only: simple beats fast here).
-    fn gaussian(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform(); // (0, 1]: the logarithm stays finite
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
+/// A standard normal from `rng`: Box–Muller on u1 = 1 − U, in (0, 1], and then U, both from
+/// `SplitMix64::uniform` (the mapping the spirals were published with, kept bit for bit).
+fn gaussian(rng: &mut SplitMix64) -> f64 {
+    let u1 = 1.0 - rng.uniform();
+    let u2 = rng.uniform();
+    box_muller(u1, u2)
 }
 
 /// Angle, in radians, that each spiral arm sweeps from the centre to radius 1.
@@ -93,8 +73,8 @@ pub fn spirals(points_per_class: usize, classes: usize, noise: f32, seed: u64) -
         let r = (i + 1) as f64 / points_per_class as f64;
         for c in 0..classes {
             let angle = std::f64::consts::TAU * c as f64 / classes as f64 + SWEEP * r;
-            let dx = f64::from(noise) * rng.gaussian();
-            let dy = f64::from(noise) * rng.gaussian();
+            let dx = f64::from(noise) * gaussian(&mut rng);
+            let dy = f64::from(noise) * gaussian(&mut rng);
             x.push((r * angle.cos() + dx) as f32);
             x.push((r * angle.sin() + dy) as f32);
             labels.push(c as u32);

@@ -239,8 +239,8 @@ impl Mlp {
         )
     }
 
-    /// Records out[g] = scale · Σ_i scratch column (first_col + g), for every g < out.len().
-    /// Column sums of the scratch into `out`, times `dir` elementwise when given.
+    /// Records out[g] = scale · Σ_i scratch column (first_col + g) for every g < out.len(),
+    /// times dir[g] when `dir` is given: one workgroup per output.
     fn record_columns(
         &self,
         rec: &mut Recorder,
@@ -272,6 +272,9 @@ impl Mlp {
                 Binding::Storage(self.scratch.view(), None),
                 Binding::Storage(out.view(), None),
             ],
+            // One workgroup per parameter, and P ≤ 16·64 + 64 + 8·64 + 8 = 1,608 (MAX_INPUTS,
+            // MAX_HIDDEN, MAX_CLASSES) < 65,535, the smallest per-dimension limit WebGPU
+            // allows: the grid is always 1-D, which is why the shader reads wid.x only.
             gpu.grid_for_groups(out.len() as u64)?,
         )
     }
@@ -387,13 +390,11 @@ impl Mlp {
         gpu: &Gpu,
         params: &GpuVec<f32>,
     ) -> Result<(f32, Vec<f32>)> {
-        let loss = gpu.zeros::<f32>(1)?;
-        let grad = gpu.zeros::<f32>(self.param_count())?;
-        let mut rec = Recorder::new(gpu);
-        self.record_loss_grad(&mut rec, params, &loss, &grad)?;
-        rec.submit()?;
-        let loss = gpu.read_async(&loss).await?[0];
-        Ok((loss, gpu.read_async(&grad).await?))
+        let [loss, grad] = read_back(gpu, [1, self.param_count()], |rec, out| {
+            self.record_loss_grad(rec, params, &out[0], &out[1])
+        })
+        .await?;
+        Ok((loss[0], grad))
     }
 
     /// H·v at `params` (blocking; the native wrapper of [`Mlp::hvp_async`]).
@@ -409,11 +410,11 @@ impl Mlp {
         params: &GpuVec<f32>,
         v: &GpuVec<f32>,
     ) -> Result<Vec<f32>> {
-        let hv = gpu.zeros::<f32>(self.param_count())?;
-        let mut rec = Recorder::new(gpu);
-        self.record_hvp(&mut rec, params, v, &hv)?;
-        rec.submit()?;
-        gpu.read_async(&hv).await
+        let [hv] = read_back(gpu, [self.param_count()], |rec, out| {
+            self.record_hvp(rec, params, v, &out[0])
+        })
+        .await?;
+        Ok(hv)
     }
 
     /// The sampled-label gradient for `seed` (blocking; the native wrapper of
@@ -430,11 +431,11 @@ impl Mlp {
         params: &GpuVec<f32>,
         seed: u64,
     ) -> Result<Vec<f32>> {
-        let grad = gpu.zeros::<f32>(self.param_count())?;
-        let mut rec = Recorder::new(gpu);
-        self.record_sampled_grad(&mut rec, params, seed, &grad)?;
-        rec.submit()?;
-        gpu.read_async(&grad).await
+        let [grad] = read_back(gpu, [self.param_count()], |rec, out| {
+            self.record_sampled_grad(rec, params, seed, &out[0])
+        })
+        .await?;
+        Ok(grad)
     }
 
     /// Training accuracy at `params` (blocking; the native wrapper of
@@ -446,10 +447,31 @@ impl Mlp {
 
     /// Training accuracy at `params` (async form of `Mlp::accuracy`).
     pub async fn accuracy_async(&self, gpu: &Gpu, params: &GpuVec<f32>) -> Result<f32> {
-        let out = gpu.zeros::<f32>(1)?;
-        let mut rec = Recorder::new(gpu);
-        self.record_accuracy(&mut rec, params, &out)?;
-        rec.submit()?;
-        Ok(gpu.read_async(&out).await?[0])
+        let [acc] = read_back(gpu, [1], |rec, out| {
+            self.record_accuracy(rec, params, &out[0])
+        })
+        .await?;
+        Ok(acc[0])
     }
+}
+
+/// The conveniences' one body: allocates zeroed outputs of `lens`, has `record` record into
+/// them (in that order), submits, and awaits each readback.
+async fn read_back<const N: usize>(
+    gpu: &Gpu,
+    lens: [usize; N],
+    record: impl FnOnce(&mut Recorder, &[GpuVec<f32>]) -> Result<()>,
+) -> Result<[Vec<f32>; N]> {
+    let mut outs = Vec::with_capacity(N);
+    for len in lens {
+        outs.push(gpu.zeros::<f32>(len)?);
+    }
+    let mut rec = Recorder::new(gpu);
+    record(&mut rec, &outs)?;
+    rec.submit()?;
+    let mut host: [Vec<f32>; N] = std::array::from_fn(|_| Vec::new());
+    for (h, out) in host.iter_mut().zip(&outs) {
+        *h = gpu.read_async(out).await?;
+    }
+    Ok(host)
 }

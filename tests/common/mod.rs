@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use curvgpu::diag::{AdaHessianConfig, SophiaGConfig, SophiaHConfig};
 use curvgpu::reference::diag as reference;
+use curvgpu::reference::splitmix::SplitMix64;
 use curvgpu::{Error, Gpu, GpuOptions, Tuning};
 
 /// Machine epsilon of f32 (twice the unit roundoff u = 2⁻²⁴).
@@ -61,19 +62,12 @@ pub fn gpu_wide_grid() -> &'static Gpu {
     })
 }
 
-/// Deterministic values in [lo, hi) from a SplitMix64 stream (independent of the GPU's Philox).
+/// Deterministic values in [lo, hi) from a SplitMix64 stream (independent of the GPU's Philox),
+/// seeded with seed·γ + 1 (γ its golden-ratio increment) so that small neighbouring seeds
+/// start far apart.
 pub fn uniform(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            lo + (hi - lo) * ((z >> 11) as f64 / (1u64 << 53) as f64)
-        })
-        .collect()
+    let mut rng = SplitMix64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1));
+    (0..n).map(|_| lo + (hi - lo) * rng.uniform()).collect()
 }
 
 /// f64 data rounded to f32 (what is uploaded), and back to f64 for the reference, so both
