@@ -6,7 +6,7 @@ pub enum Error {
     /// No adapter matched the requested backend / name filter.
     #[error("no GPU adapter found ({0})")]
     NoAdapter(String),
-    /// `CURVGPU_BACKEND` (or [`crate::GpuOptions::backend`]) named something unknown.
+    /// `CURVGPU_BACKEND` (or [`crate::GpuOptions::backends`]) named something unknown.
     #[error("unknown backend `{0}`: expected vulkan, gl, metal, dx12 or webgpu")]
     UnknownBackend(String),
     /// The adapter refused to create a device.

@@ -142,7 +142,7 @@ pub fn source(path: &'static str) -> Result<String> {
     Ok(out)
 }
 
-/// A compute entry point in a registered shader. Built with [`kernel!`].
+/// A compute entry point in a registered shader. Built with [`crate::kernel!`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
     /// Path under `shaders/`.

@@ -3,8 +3,8 @@
 //! Sinkhorn-Newton-Sparse ([`OtProblem::sns`], Tang et al. 2024), on a dense cost matrix or on
 //! one computed on the fly from point clouds ([`Cost`]), which never stores n×m.
 //!
-//! Potentials are the duals f (n) and g (m) in cost units, P[i][j] = exp((f[i] + g[j] −
-//! C[i][j])/reg) (POT's `log_u`, `log_v` times reg). From a public function to its WGSL:
+//! Potentials are the duals f (n) and g (m) in cost units, `P[i][j] = exp((f[i] + g[j] −
+//! C[i][j])/reg)` (POT's `log_u`, `log_v` times reg). From a public function to its WGSL:
 //! [`OtProblem::sinkhorn`] → `kernel!("ot/sinkhorn.wgsl", "row_update")`, `col_partial`,
 //! `col_finish` → `shaders/ot/sinkhorn.wgsl` (the cost in `shaders/ot/cost.wgsl`).
 
@@ -30,7 +30,7 @@ pub enum Cost<'a> {
     /// A dense row-major n×m matrix, non-negative and finite, within one storage binding
     /// (larger problems: use [`Cost::Points`]).
     Dense(BufView<'a>),
-    /// C[i][j] = scale · metric(xᵢ, yⱼ), computed on the fly from points X (n×dim, row-major)
+    /// `C[i][j] = scale · metric(xᵢ, yⱼ)`, computed on the fly from points X (n×dim, row-major)
     /// and Y (m×dim); n×m is never stored.
     Points {
         /// n points of `dim` coordinates.
@@ -112,7 +112,7 @@ impl<'a> OtProblem<'a> {
     /// Errors: n or m = 0 ([`Error::Empty`]); a, b or a dense cost holding a negative or
     /// non-finite value ([`Error::Negative`], [`Error::NonFinite`]); zero total mass, or totals
     /// that differ under [`Masses::Equal`] ([`Error::Mass`]); a dense cost of the wrong length
-    /// or points of the wrong length or `dim` = 0 ([`Error::Length`], [`Error::Shape`]);
+    /// or points of the wrong length or `dim` = 0 ([`Error::LengthMismatch`], [`Error::Shape`]);
     /// p < 1 or a scale that is not positive and finite ([`Error::InvalidParameter`]); a dense
     /// cost past one storage binding ([`Error::TooLarge`]).
     #[cfg(not(target_arch = "wasm32"))]

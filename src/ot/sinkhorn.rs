@@ -52,7 +52,7 @@ impl SinkhornConfig {
 /// it reached; its potentials are those of its last iteration.
 #[derive(Debug)]
 pub struct SinkhornSolution {
-    /// Row potential (n), cost units: P[i][j] = exp((f[i] + g[j] − C[i][j])/reg).
+    /// Row potential (n), cost units: `P[i][j] = exp((f[i] + g[j] − C[i][j])/reg)`.
     pub f: GpuVec<f32>,
     /// Column potential (m).
     pub g: GpuVec<f32>,
