@@ -149,6 +149,9 @@ function drawPlan(report) {
 
 async function runTransport(problem) {
   $("ot-problem").value = problem;
+  $("ot-legend").innerHTML = [["sinkhorn", "Sinkhorn"], ["sns", "Sinkhorn-Newton-Sparse"]]
+    .map(([k, n]) => `<span><i class="swatch" style="background:${COLORS[k]}"></i>${n}</span>`).join("") +
+    (problem === "points" ? "<span>plan: source points (blue) joined to the target (red) receiving most of their mass</span>" : "");
   const report = JSON.parse(await demo.transport_run(JSON.stringify({ problem })));
   plotLog($("ot-errors"), report.solvers.map((s) => ({
     name: s.name, color: COLORS[s.name], marks: true, points: s.errors,
