@@ -202,14 +202,18 @@ impl Gpu {
         for file in SHADERS {
             let module = self.module(file.path)?;
             let info = module.get_compilation_info().await;
-            let composed = source(file.path)?;
+            let mut composed = None;
             for m in info.messages {
                 if m.message_type != wgpu::CompilationMessageType::Error {
                     continue;
                 }
+                let composed = match &mut composed {
+                    Some(text) => text,
+                    None => composed.insert(source(file.path)?),
+                };
                 let at = m
                     .location
-                    .and_then(|l| origin(&composed, l.line_number))
+                    .and_then(|l| origin(composed, l.line_number))
                     .map(|(path, line)| format!(" ({path}:{line})"))
                     .unwrap_or_default();
                 errors.push(format!("{}{at}: {}", file.path, m.message));

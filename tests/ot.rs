@@ -55,7 +55,37 @@ fn upload(gpu: &Gpu, a: &[f64], b: &[f64], c: &[f64]) -> Uploaded {
     }
 }
 
+/// A raw non-negative cost scaled to [0, 1] by an f32 factor: (the f32-exact scaled cost, the
+/// factor), so the dense and the on-the-fly forms see the same numbers.
+fn unit_scaled(raw: &[f64]) -> (Vec<f64>, f64) {
+    let max = raw.iter().cloned().fold(0.0, f64::max);
+    let scale = max.recip() as f32 as f64;
+    (exact(raw.iter().map(|v| v * scale).collect()), scale)
+}
+
 impl Uploaded {
+    /// The cost both ways: the uploaded dense matrix, and on the fly from points x and y
+    /// (2-D) with `metric` and `scale`.
+    fn both_forms<'a>(
+        &'a self,
+        x: &'a GpuVec<f32>,
+        y: &'a GpuVec<f32>,
+        metric: Metric,
+        scale: f64,
+    ) -> [(&'static str, Cost<'a>); 2] {
+        let points = Cost::Points {
+            x: x.view(),
+            y: y.view(),
+            dim: 2,
+            metric,
+            scale: scale as f32,
+        };
+        [
+            ("dense", Cost::Dense(self.c.view())),
+            ("on the fly", points),
+        ]
+    }
+
     /// The problem on the dense cost, histograms renormalised.
     fn dense(&self, gpu: &'static Gpu) -> OtProblem<'_> {
         OtProblem::new(
@@ -187,10 +217,7 @@ fn sinkhorn_at_eta_1200_matches_pot_step_for_step_dense_and_on_the_fly() {
     let (n, m, reg) = (500, 500, 1.0 / 1200.0);
     let x = exact(r::random_points(n, 2, 1));
     let y = exact(r::random_points(m, 2, 2));
-    let raw = r::sq_euclidean_cost(&x, &y, 2);
-    let max = raw.iter().cloned().fold(0.0, f64::max);
-    let scale = max.recip() as f32 as f64;
-    let c = exact(raw.iter().map(|v| v * scale).collect());
+    let (c, scale) = unit_scaled(&r::sq_euclidean_cost(&x, &y, 2));
     let (a, b) = (histogram(n, 3), histogram(m, 4));
     let want = r::sinkhorn_log(&a, &b, &c, reg, 300, 1e-9, 10);
     let g = upload(gpu, &a, &b, &c);
@@ -198,19 +225,12 @@ fn sinkhorn_at_eta_1200_matches_pot_step_for_step_dense_and_on_the_fly() {
         gpu.upload(&as_f32(&x)).unwrap(),
         gpu.upload(&as_f32(&y)).unwrap(),
     );
-    let points = Cost::Points {
-        x: gx.view(),
-        y: gy.view(),
-        dim: 2,
-        metric: Metric::SqEuclidean,
-        scale: scale as f32,
-    };
     let config = SinkhornConfig {
         max_iter: 300,
         tol: 1e-9,
         ..SinkhornConfig::new(reg as f32)
     };
-    for (form, cost) in [("dense", Cost::Dense(g.c.view())), ("on the fly", points)] {
+    for (form, cost) in g.both_forms(&gx, &gy, Metric::SqEuclidean, scale) {
         let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
         let got = problem.sinkhorn(&config).unwrap();
         assert!(!got.converged);
@@ -238,8 +258,8 @@ fn synthetic_images_with_l1_and_squared_l2_ground_costs() {
     // [0, 1]; η = 1200 for 150 iterations, dense and on the fly against the reference.
     let gpu = gpu();
     let side = 28;
-    let a = exact(r::blob_image(side, &[(7.0, 8.0, 2.5), (19.0, 20.0, 3.0)]));
-    let b = exact(r::blob_image(side, &[(20.0, 6.0, 3.5), (9.0, 21.0, 2.0)]));
+    let (a, b) = r::blob_image_pair(side);
+    let (a, b) = (exact(a), exact(b));
     let pixels = exact(r::pixel_grid(side));
     let gp = gpu.upload(&as_f32(&pixels)).unwrap();
     let reg = 1.0 / 1200.0;
@@ -251,24 +271,15 @@ fn synthetic_images_with_l1_and_squared_l2_ground_costs() {
             r::sq_euclidean_cost(&pixels, &pixels, 2),
         ),
     ] {
-        let max = raw.iter().cloned().fold(0.0, f64::max);
-        let scale = max.recip() as f32 as f64;
-        let c = exact(raw.iter().map(|v| v * scale).collect());
+        let (c, scale) = unit_scaled(&raw);
         let want = r::sinkhorn_log(&a, &b, &c, reg, 150, 1e-9, 10);
         let g = upload(gpu, &a, &b, &c);
-        let points = Cost::Points {
-            x: gp.view(),
-            y: gp.view(),
-            dim: 2,
-            metric,
-            scale: scale as f32,
-        };
         let config = SinkhornConfig {
             max_iter: 150,
             tol: 1e-9,
             ..SinkhornConfig::new(reg as f32)
         };
-        for (form, cost) in [("dense", Cost::Dense(g.c.view())), ("on the fly", points)] {
+        for (form, cost) in g.both_forms(&gp, &gp, metric, scale) {
             let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
             let got = problem.sinkhorn(&config).unwrap();
             let what = format!("{name}, {form}");

@@ -52,8 +52,7 @@ fn data(name: &str) -> Option<Data> {
     }
     if name == "images_784" {
         let side = 28;
-        let a = reference::blob_image(side, &[(7.0, 8.0, 2.5), (19.0, 20.0, 3.0)]);
-        let b = reference::blob_image(side, &[(20.0, 6.0, 3.5), (9.0, 21.0, 2.0)]);
+        let (a, b) = reference::blob_image_pair(side);
         let pixels = reference::pixel_grid(side);
         let cost = reference::scaled_to_unit_max(reference::sq_euclidean_cost(&pixels, &pixels, 2));
         return Some(Data {

@@ -157,29 +157,27 @@ fn run_bench(
         cg_iteration_stats = Some(stats);
         bar.inc(1);
         let side = 4096;
-        bar.set_message("sinkhorn iteration, dense 4096²");
-        let ms = transport::sinkhorn_iteration_ms(&gpu, side, false)?;
-        // Each iteration reads C twice (the column and the row log-sum-exps).
-        let bytes = 2.0 * 4.0 * (side * side) as f64;
-        table.rows.push(KernelRow::new(
-            "sinkhorn_iteration_dense_4096",
-            side,
-            Work::Bytes(bytes),
-            ms,
-            &table.roofline,
-        ));
-        bar.inc(1);
-        bar.set_message("sinkhorn iteration, points 4096²");
-        let ms = transport::sinkhorn_iteration_ms(&gpu, side, true)?;
-        let flops = 2.0 * (side * side) as f64 * transport::points_flops_per_entry(2);
-        table.rows.push(KernelRow::new(
-            "sinkhorn_iteration_points_4096",
-            side,
-            Work::Flops(flops),
-            ms,
-            &table.roofline,
-        ));
-        bar.inc(1);
+        let entries = (side * side) as f64;
+        for (name, on_the_fly, work) in [
+            // Each iteration reads C twice (the column and the row log-sum-exps).
+            (
+                "sinkhorn_iteration_dense_4096",
+                false,
+                Work::Bytes(2.0 * 4.0 * entries),
+            ),
+            (
+                "sinkhorn_iteration_points_4096",
+                true,
+                Work::Flops(2.0 * entries * transport::points_flops_per_entry(2)),
+            ),
+        ] {
+            bar.set_message(name);
+            let ms = transport::sinkhorn_iteration_ms(&gpu, side, on_the_fly)?;
+            table
+                .rows
+                .push(KernelRow::new(name, side, work, ms, &table.roofline));
+            bar.inc(1);
+        }
         for name in transport::PROBLEMS {
             bar.set_message(format!("sinkhorn and sns, {name}"));
             if let Some(runs) = transport::compare(&gpu, name, 200_000)? {

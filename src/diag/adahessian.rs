@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::state::{checkpoint_methods, DiagState, Moments};
+use super::state::{checkpoint_methods, config_methods, DiagState, Moments};
 use crate::buffer::{BufView, GpuVec};
 use crate::check;
 use crate::elementwise::{self, Elementwise};
@@ -228,22 +228,7 @@ impl AdaHessian {
         })
     }
 
-    /// The hyper-parameters in use.
-    pub fn config(&self) -> &AdaHessianConfig {
-        &self.config
-    }
-
-    /// Replaces the hyper-parameters (validated); takes effect from the next recorded step.
-    pub fn set_config(&mut self, config: AdaHessianConfig) -> Result<()> {
-        config.validate()?;
-        self.config = config;
-        Ok(())
-    }
-
-    /// Steps recorded so far.
-    pub fn steps(&self) -> u64 {
-        self.state.step
-    }
+    config_methods!(AdaHessianConfig);
 
     /// One step over every tensor: records, submits, does not wait. With `check_finite` the
     /// gradients and z⊙Hz are checked first (blocking readbacks). Blocking only for that

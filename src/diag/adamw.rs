@@ -3,7 +3,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::state::{checkpoint_methods, record_step, step_methods, DiagState, Moments};
+use super::state::{
+    checkpoint_methods, config_methods, record_step, step_methods, DiagState, Moments,
+};
 use crate::check;
 use crate::elementwise::Elementwise;
 use crate::error::Result;

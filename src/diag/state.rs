@@ -31,10 +31,9 @@ pub struct TensorState {
     pub h: Vec<f32>,
 }
 
-/// `config`, `set_config`, `steps` and the gradient step (`step`, `step_async`, `record_step`)
-/// for an optimizer holding `config: $config` (with `check_finite`) and `state: Moments`, whose
-/// `record(rec, params, grads)` records one step.
-macro_rules! step_methods {
+/// `config`, `set_config` and `steps` for an optimizer holding `config: $config` (with
+/// `validate`) and `state: Moments`.
+macro_rules! config_methods {
     ($config:ty) => {
         /// The hyper-parameters in use.
         pub fn config(&self) -> &$config {
@@ -53,6 +52,16 @@ macro_rules! step_methods {
         pub fn steps(&self) -> u64 {
             self.state.step
         }
+    };
+}
+pub(crate) use config_methods;
+
+/// [`config_methods`] and the gradient step (`step`, `step_async`, `record_step`) for an
+/// optimizer whose config has `check_finite` and whose `record(rec, params, grads)` records
+/// one step.
+macro_rules! step_methods {
+    ($config:ty) => {
+        config_methods!($config);
 
         /// One optimizer step over every tensor: records, submits, does not wait.
         /// With `check_finite` the gradients are checked first (blocking readback).

@@ -147,16 +147,13 @@ impl<'a> OtProblem<'a> {
         crate::finite::ensure_non_negative_async(gpu, "b", &[b]).await?;
         match cost {
             Cost::Dense(c) => {
-                let elements = n as u64 * m as u64;
-                let binding = gpu.limits().max_storage_buffer_binding_size / 4;
-                if elements > binding.min(u32::MAX as u64) {
-                    return Err(Error::TooLarge {
-                        argument: "cost",
-                        requested: 4 * elements,
-                        limit: "max_storage_buffer_binding_size (use Cost::Points)",
-                        max: 4 * binding,
-                    });
-                }
+                check_dense_fits(
+                    gpu,
+                    n,
+                    m,
+                    "cost",
+                    "max_storage_buffer_binding_size (use Cost::Points)",
+                )?;
                 c.check(gpu, "cost", n * m)?;
                 crate::finite::ensure_non_negative_async(gpu, "cost", &[c]).await?;
             }
@@ -345,6 +342,28 @@ impl<'a> OtProblem<'a> {
         let t = self.gpu.tuning();
         t.simd_lanes.unwrap_or(t.workgroup_size)
     }
+}
+
+/// `Err(Error::TooLarge)` naming `argument` unless an n×m f32 matrix fits one storage binding
+/// (and u32 indexing).
+pub(crate) fn check_dense_fits(
+    gpu: &Gpu,
+    n: usize,
+    m: usize,
+    argument: &'static str,
+    limit: &'static str,
+) -> Result<()> {
+    let elements = n as u64 * m as u64;
+    let binding = gpu.limits().max_storage_buffer_binding_size / 4;
+    if elements > binding.min(u32::MAX as u64) {
+        return Err(Error::TooLarge {
+            argument,
+            requested: 4 * elements,
+            limit,
+            max: 4 * binding,
+        });
+    }
+    Ok(())
 }
 
 /// Checks reg (positive and finite).

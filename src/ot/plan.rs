@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::kernel;
 use crate::record::{Binding, Recorder};
 
-use super::{check_reg, OtProblem, OtUniform};
+use super::{check_dense_fits, check_reg, OtProblem, OtUniform};
 
 /// Largest k of [`OtProblem::top_k`] (`MAX_K` in `shaders/ot/plan.wgsl`).
 pub const MAX_TOP_K: usize = 128;
@@ -109,16 +109,14 @@ impl<'a> OtProblem<'a> {
     pub fn plan(&self, f: &GpuVec<f32>, g: &GpuVec<f32>, reg: f32) -> Result<GpuVec<f32>> {
         self.check_potentials(f, g, reg)?;
         let gpu = self.gpu();
+        check_dense_fits(
+            gpu,
+            self.n,
+            self.m,
+            "plan",
+            "max_storage_buffer_binding_size",
+        )?;
         let elements = self.n as u64 * self.m as u64;
-        let binding = gpu.limits().max_storage_buffer_binding_size / 4;
-        if elements > binding.min(u32::MAX as u64) {
-            return Err(Error::TooLarge {
-                argument: "plan",
-                requested: 4 * elements,
-                limit: "max_storage_buffer_binding_size",
-                max: 4 * binding,
-            });
-        }
         let out = gpu.zeros(self.n * self.m)?;
         let mut rec = Recorder::new(gpu);
         self.record_over_cost(

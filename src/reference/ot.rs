@@ -274,6 +274,16 @@ pub fn blob_image(side: usize, centers: &[(f64, f64, f64)]) -> Vec<f64> {
     normalized(img)
 }
 
+/// The synthetic image problem of the OT benchmarks, tests and browser demo: two
+/// `side`×`side` [`blob_image`]s with two Gaussian blobs each, placed for a 28×28 image
+/// (centres and widths in pixels), so the mass must cross the image.
+pub fn blob_image_pair(side: usize) -> (Vec<f64>, Vec<f64>) {
+    (
+        blob_image(side, &[(7.0, 8.0, 2.5), (19.0, 20.0, 3.0)]),
+        blob_image(side, &[(20.0, 6.0, 3.5), (9.0, 21.0, 2.0)]),
+    )
+}
+
 /// The side²×2 coordinates of the pixels of a `side`×`side` image, in [`blob_image`]'s
 /// row-major order: pixel (row r, column c) is the point (c, r)/(side − 1), i.e. (x, y) with
 /// x along the columns, both in [0, 1] (a 1×1 image is the single point (0, 0)).

@@ -106,6 +106,8 @@ struct Runner {
     loss: GpuVec<f32>,
     /// Loss before each step, one slot per step of the race, and after the last.
     history: GpuVec<f32>,
+    /// Training accuracy at the parameters after the latest chunk.
+    accuracy: GpuVec<f32>,
 }
 
 impl Runner {
@@ -153,7 +155,6 @@ pub struct Race {
     /// Scratch of AdaHessian's probe: z and z⊙H·z.
     probe: [GpuVec<f32>; 2],
     sampled: GpuVec<f32>,
-    accuracy: GpuVec<f32>,
     step: usize,
 }
 
@@ -216,12 +217,12 @@ impl Race {
                 grad: gpu.zeros(p)?,
                 loss: gpu.zeros(1)?,
                 history: gpu.zeros(config.steps + 1)?,
+                accuracy: gpu.zeros(1)?,
             });
         }
         Ok(Race {
             probe: [gpu.zeros(p)?, gpu.zeros(p)?],
             sampled: gpu.zeros(p)?,
-            accuracy: gpu.zeros(1)?,
             mlp,
             runners,
             step: 0,
@@ -268,20 +269,23 @@ impl Race {
                 runner.record_loss_copy(&mut encoder, end);
             }
         }
+        // The accuracies ride in the same submission: the readbacks that follow are all.
+        for runner in &self.runners {
+            let mut rec = Recorder::new(&gpu);
+            self.mlp
+                .record_accuracy(&mut rec, &runner.params, &runner.accuracy)?;
+            rec.encode(&mut encoder);
+        }
         gpu.queue().submit([encoder.finish()]);
         self.step = end;
-        self.progress().await
+        self.read_progress().await
     }
 
-    /// The losses so far and each optimizer's current training accuracy.
-    pub async fn progress(&self) -> Result<Progress> {
+    /// The losses so far and the accuracies [`Race::advance`] recorded.
+    async fn read_progress(&self) -> Result<Progress> {
         let mut runs = Vec::new();
         for runner in &self.runners {
-            let mut rec = Recorder::new(&self.gpu);
-            self.mlp
-                .record_accuracy(&mut rec, &runner.params, &self.accuracy)?;
-            rec.submit()?;
-            let accuracy = self.gpu.read_async(&self.accuracy).await?[0];
+            let accuracy = self.gpu.read_async(&runner.accuracy).await?[0];
             let mut losses = self.gpu.read_async(&runner.history).await?;
             losses.truncate(self.step + usize::from(self.finished()));
             let steps_to_target = losses.iter().position(|&l| l <= self.config.target_loss);

@@ -163,8 +163,7 @@ fn build(config: &TransportConfig) -> Data {
             }
         }
         Problem::Images => {
-            let a = data::blob_image(SIDE, &[(7.0, 8.0, 2.5), (19.0, 20.0, 3.0)]);
-            let b = data::blob_image(SIDE, &[(20.0, 6.0, 3.5), (9.0, 21.0, 2.0)]);
+            let (a, b) = data::blob_image_pair(SIDE);
             let pixels = f32s(&data::pixel_grid(SIDE));
             Data {
                 a: f32s(&a),
