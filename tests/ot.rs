@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{as_f32, as_f64, assert_empty, assert_param, gpu};
+use common::{as_f32, as_f64, assert_empty, assert_param, gpu, gpu_without_simd_groups};
 use curvgpu::ot::{Cost, Masses, Metric, OtProblem, SinkhornConfig, SnsConfig, MAX_TOP_K};
 use curvgpu::reference::ot as r;
 use curvgpu::{Error, Gpu, GpuVec};
@@ -174,9 +174,19 @@ fn assert_relative(what: &str, got: f64, want: f64, rtol: f64) {
 
 #[test]
 fn sinkhorn_converges_as_pot_on_awkward_sizes_at_eta_20() {
-    let gpu = gpu();
     let reg = 0.05;
-    for (n, m) in [(1, 7), (7, 1), (2, 3), (257, 131), (131, 257)] {
+    // m a multiple of 4 takes the vec4 kernels (row_update4, col_partial4): n off their
+    // blocks of 4 rows (1, 5, 257), m/4 off their blocks of 4 quadruples (1, 3, 65, 1025),
+    // and 4100 columns for two column blocks of 256 invocations.
+    let scalar = [(1, 7), (7, 1), (2, 3), (257, 131), (131, 257)];
+    let vec4 = [(1, 4), (5, 12), (257, 260), (3, 4100)];
+    // On a CPU adapter's tuning (blocks of 4) and on a GPU's (one row per workgroup).
+    let devices = [("", gpu()), (", GPU tuning", gpu_without_simd_groups())];
+    for ((n, m), (tuning, gpu)) in scalar
+        .into_iter()
+        .chain(vec4)
+        .flat_map(|size| devices.map(|d| (size, d)))
+    {
         let Random { a, b, c } = random(n, m, [10 + n as u64, 20 + m as u64, 1, 2]);
         let want = r::sinkhorn_log(&a, &b, &c, reg, 1000, 1e-6, 10);
         assert!(want.converged);
@@ -187,7 +197,7 @@ fn sinkhorn_converges_as_pot_on_awkward_sizes_at_eta_20() {
             ..SinkhornConfig::new(reg as f32)
         };
         let got = problem.sinkhorn(&config).unwrap();
-        let what = format!("{n}×{m}");
+        let what = format!("{n}×{m}{tuning}");
         assert!(
             got.converged,
             "{what}: not converged, error {}",
@@ -292,46 +302,51 @@ fn synthetic_images_with_l1_and_squared_l2_ground_costs() {
 
 #[test]
 fn rows_past_65535_workgroups_fold_into_a_2d_grid() {
-    // One workgroup per row: 70,001 rows need the 2-D grid; 5 columns, points in 1-D.
+    // The row pass runs one workgroup per row (per 4 rows for dense costs on CPU adapters):
+    // 70,001 rows of 5 on-the-fly columns (points in 1-D) and 262,145 = 4·65,535 + 5 rows of a
+    // dense 4-column cost both need the 2-D grid.
     let gpu = gpu();
-    let (n, m, reg) = (70_001, 5, 0.1);
-    let x = exact(r::random_points(n, 1, 5));
-    let y = exact(r::random_points(m, 1, 6));
-    let c = r::sq_euclidean_cost(&x, &y, 1);
-    let (a, b) = (histogram(n, 7), histogram(m, 8));
-    let want = r::sinkhorn_log(&a, &b, &c, reg, 20, 1e-9, 10);
-    let (ga, gb) = (
-        gpu.upload(&as_f32(&a)).unwrap(),
-        gpu.upload(&as_f32(&b)).unwrap(),
-    );
-    let (gx, gy) = (
-        gpu.upload(&as_f32(&x)).unwrap(),
-        gpu.upload(&as_f32(&y)).unwrap(),
-    );
-    let cost = Cost::Points {
-        x: gx.view(),
-        y: gy.view(),
-        dim: 1,
-        metric: Metric::SqEuclidean,
-        scale: 1.0,
-    };
-    let problem = OtProblem::new(gpu, &ga, &gb, cost, Masses::Renormalize).unwrap();
-    let got = problem
-        .sinkhorn(&SinkhornConfig {
-            max_iter: 20,
-            tol: 1e-9,
-            ..SinkhornConfig::new(reg as f32)
-        })
-        .unwrap();
-    assert_matches_pot(
-        gpu,
-        "70,001×5",
-        &c,
-        (&got.f, &got.g, got.cost),
-        &want,
-        reg,
-        p_rtol(reg, n, m),
-    );
+    let reg = 0.1;
+    for (n, m, dense) in [(70_001, 5, false), (262_145, 4, true)] {
+        let x = exact(r::random_points(n, 1, 5));
+        let y = exact(r::random_points(m, 1, 6));
+        let c = exact(r::sq_euclidean_cost(&x, &y, 1));
+        let (a, b) = (histogram(n, 7), histogram(m, 8));
+        let want = r::sinkhorn_log(&a, &b, &c, reg, 20, 1e-9, 10);
+        let g = upload(gpu, &a, &b, &c);
+        let (gx, gy) = (
+            gpu.upload(&as_f32(&x)).unwrap(),
+            gpu.upload(&as_f32(&y)).unwrap(),
+        );
+        let cost = if dense {
+            Cost::Dense(g.c.view())
+        } else {
+            Cost::Points {
+                x: gx.view(),
+                y: gy.view(),
+                dim: 1,
+                metric: Metric::SqEuclidean,
+                scale: 1.0,
+            }
+        };
+        let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
+        let got = problem
+            .sinkhorn(&SinkhornConfig {
+                max_iter: 20,
+                tol: 1e-9,
+                ..SinkhornConfig::new(reg as f32)
+            })
+            .unwrap();
+        assert_matches_pot(
+            gpu,
+            &format!("{n}×{m}"),
+            &c,
+            (&got.f, &got.g, got.cost),
+            &want,
+            reg,
+            p_rtol(reg, n, m),
+        );
+    }
 }
 
 #[test]

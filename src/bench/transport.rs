@@ -30,21 +30,26 @@ pub fn points_flops_per_entry(dim: usize) -> f64 {
 /// pixel positions scaled to [0, 1]).
 pub const PROBLEMS: [&str; 4] = ["random_500", "random_2000", "random_5000", "images_784"];
 
-/// Host data of one problem: a, b and the dense cost, f32.
-struct Data {
-    a: Vec<f32>,
-    b: Vec<f32>,
-    cost: Vec<f32>,
+/// Host data of one of [`PROBLEMS`]: the histograms and the dense cost (row-major), f32.
+pub struct ProblemData {
+    /// Source histogram (n).
+    pub a: Vec<f32>,
+    /// Target histogram (m).
+    pub b: Vec<f32>,
+    /// n×m cost scaled to [0, 1].
+    pub cost: Vec<f32>,
 }
 
-fn data(name: &str) -> Option<Data> {
+/// The data of problem `name` (one of [`PROBLEMS`], or `random_{n}` at any n); `None` for an
+/// unknown name.
+pub fn problem_data(name: &str) -> Option<ProblemData> {
     let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<_>>();
     if let Some(n) = name.strip_prefix("random_") {
         let n: usize = n.parse().ok()?;
         let x = reference::random_points(n, 2, 1);
         let y = reference::random_points(n, 2, 2);
         let cost = reference::scaled_to_unit_max(reference::sq_euclidean_cost(&x, &y, 2));
-        return Some(Data {
+        return Some(ProblemData {
             a: vec![1.0 / n as f32; n],
             b: vec![1.0 / n as f32; n],
             cost: f32s(cost),
@@ -55,7 +60,7 @@ fn data(name: &str) -> Option<Data> {
         let (a, b) = reference::blob_image_pair(side);
         let pixels = reference::pixel_grid(side);
         let cost = reference::scaled_to_unit_max(reference::sq_euclidean_cost(&pixels, &pixels, 2));
-        return Some(Data {
+        return Some(ProblemData {
             a: f32s(a),
             b: f32s(b),
             cost: f32s(cost),
@@ -68,7 +73,7 @@ fn data(name: &str) -> Option<Data> {
 /// and validated before). Sinkhorn's error is POT's ‖Pᵀ1 − b‖₂ right after an f update
 /// (P·1 = a to rounding); SNS's is ‖(a − P·1, b − Pᵀ·1)‖₂.
 pub fn compare(gpu: &Gpu, name: &str, max_sinkhorn: usize) -> Result<Option<[SolverRun; 2]>> {
-    let Some(d) = data(name) else {
+    let Some(d) = problem_data(name) else {
         return Ok(None);
     };
     let (a, b, c) = (gpu.upload(&d.a)?, gpu.upload(&d.b)?, gpu.upload(&d.cost)?);

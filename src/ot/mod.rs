@@ -5,7 +5,8 @@
 //!
 //! Potentials are the duals f (n) and g (m) in cost units, `P[i][j] = exp((f[i] + g[j] −
 //! C[i][j])/reg)` (POT's `log_u`, `log_v` times reg). From a public function to its WGSL:
-//! [`OtProblem::sinkhorn`] → `kernel!("ot/sinkhorn.wgsl", "row_update")`, `col_partial`,
+//! [`OtProblem::sinkhorn`] → `kernel!("ot/sinkhorn.wgsl", "row_update")`, `col_partial` (for
+//! a dense cost with m a multiple of 4 their vec4 forms `row_update4`, `col_partial4`),
 //! `col_finish` → `shaders/ot/sinkhorn.wgsl` (the cost in `shaders/ot/cost.wgsl`).
 
 mod plan;
@@ -331,6 +332,25 @@ impl<'a> OtProblem<'a> {
         )
     }
 
+    /// The dense cost when its rows are whole vec4s (m a multiple of 4), which the Sinkhorn
+    /// passes then read as vec4, with the blocking of `row_update4` and `col_partial4`.
+    pub(crate) fn dense_vec4(&self) -> Option<DenseVec4<'a>> {
+        let Cost::Dense(c) = self.cost else {
+            return None;
+        };
+        // Blocks of 4 on CPU adapters: why, in the vec4 section of shaders/ot/sinkhorn.wgsl.
+        let block = if self.gpu.tuning().simd_lanes.is_some() {
+            4
+        } else {
+            1
+        };
+        self.m.is_multiple_of(4).then_some(DenseVec4 {
+            c,
+            rows: block,
+            quads: block,
+        })
+    }
+
     pub(crate) fn gpu(&self) -> &'a Gpu {
         self.gpu
     }
@@ -341,6 +361,47 @@ impl<'a> OtProblem<'a> {
     pub(crate) fn row_workgroup(&self) -> u32 {
         let t = self.gpu.tuning();
         t.simd_lanes.unwrap_or(t.workgroup_size)
+    }
+}
+
+/// A dense cost read as vec4 by the Sinkhorn passes.
+pub(crate) struct DenseVec4<'a> {
+    pub c: BufView<'a>,
+    /// Rows per `row_update4` workgroup (≤ its MAX_ROWS).
+    pub rows: usize,
+    /// Column quadruples per `col_partial4` invocation (≤ its MAX_QUADS).
+    pub quads: usize,
+}
+
+impl<'a> DenseVec4<'a> {
+    pub fn constants(&self, wg: usize) -> [(&'static str, f64); 3] {
+        [
+            ("WG", wg as f64),
+            ("ROWS", self.rows as f64),
+            ("QUADS", self.quads as f64),
+        ]
+    }
+
+    /// The bindings of a vec4 pass in [`OtProblem::record_over_cost`]'s layout (no points).
+    pub fn bindings<'b>(
+        &self,
+        u: &'b OtUniform,
+        (f, g): (BufView<'b>, Option<BufView<'b>>),
+        rest: &[Binding<'b>],
+    ) -> Vec<Binding<'b>>
+    where
+        'a: 'b,
+    {
+        let mut bindings = vec![
+            Binding::Uniform(bytemuck::bytes_of(u)),
+            Binding::Storage(self.c, None),
+            Binding::Skip,
+            Binding::Skip,
+            Binding::Storage(f, None),
+            g.map_or(Binding::Skip, |g| Binding::Storage(g, None)),
+        ];
+        bindings.extend_from_slice(rest);
+        bindings
     }
 }
 

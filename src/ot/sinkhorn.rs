@@ -187,7 +187,11 @@ impl<'a> OtProblem<'a> {
     ) -> Result<()> {
         let gpu = rec.gpu();
         let wg = gpu.tuning().workgroup_size as usize;
-        let blocks = self.m.div_ceil(wg);
+        let dense = self.dense_vec4();
+        let blocks = match &dense {
+            Some(d) => (self.m / 4).div_ceil(d.quads * wg),
+            None => self.m.div_ceil(wg),
+        };
         let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
         if blocks > max {
             return Err(Error::TooLarge {
@@ -202,15 +206,29 @@ impl<'a> OtProblem<'a> {
             check: check as u32,
             ..self.uniform(reg)
         };
-        self.record_over_cost(
-            rec,
-            kernel!("ot/sinkhorn.wgsl", "col_partial"),
-            false,
-            &u,
-            (state.f.view(), None),
-            &[Binding::Skip, Binding::Storage(state.partials.view(), None)],
-            [blocks as u32, state.slices as u32, 1],
-        )?;
+        let grid = [blocks as u32, state.slices as u32, 1];
+        if let Some(dense) = dense {
+            rec.dispatch(
+                kernel!("ot/sinkhorn.wgsl", "col_partial4"),
+                &dense.constants(wg),
+                &dense.bindings(
+                    &u,
+                    (state.f.view(), None),
+                    &[Binding::Skip, Binding::Storage(state.partials.view(), None)],
+                ),
+                grid,
+            )?;
+        } else {
+            self.record_over_cost(
+                rec,
+                kernel!("ot/sinkhorn.wgsl", "col_partial"),
+                false,
+                &u,
+                (state.f.view(), None),
+                &[Binding::Skip, Binding::Storage(state.partials.view(), None)],
+                grid,
+            )?;
+        }
         rec.dispatch(
             kernel!("ot/sinkhorn.wgsl", "col_finish"),
             &gpu.wg_constants(),
@@ -247,6 +265,21 @@ impl<'a> OtProblem<'a> {
         state: &SinkhornState,
         reg: f32,
     ) -> Result<()> {
+        if let Some(dense) = self.dense_vec4() {
+            let grid = rec
+                .gpu()
+                .grid_for_groups(self.n.div_ceil(dense.rows) as u64)?;
+            return rec.dispatch(
+                kernel!("ot/sinkhorn.wgsl", "row_update4"),
+                &dense.constants(self.row_workgroup() as usize),
+                &dense.bindings(
+                    &self.uniform(reg),
+                    (state.f.view(), Some(state.g.view())),
+                    &[Binding::Storage(self.a.view(), None)],
+                ),
+                grid,
+            );
+        }
         let grid = rec.gpu().grid_for_groups(self.n as u64)?;
         self.record_over_cost(
             rec,

@@ -48,18 +48,34 @@ pub fn gpu() -> &'static Gpu {
 /// groups of 4 invocations walk contiguous runs and M-FAC splits its row dots into 3 slices.
 pub fn gpu_wide_grid() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| device(WIDE_GRID))
+}
+
+/// A third device: [`gpu_wide_grid`]'s tuning without SIMD groups, as on a GPU, so kernels
+/// that block their work on CPU adapters run their one-row-per-workgroup shapes.
+pub fn gpu_without_simd_groups() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
-        let mut options = GpuOptions::from_env().expect("valid CURVGPU_BACKEND");
-        options.tuning = Some(Tuning {
-            workgroup_size: 64,
-            max_workgroups: None,
-            stencil_march: 3,
-            reduction_vec4s: 16,
-            simd_lanes: Some(4),
-            dot_slices: 3,
-        });
-        pollster::block_on(Gpu::new_async(options)).expect("a wgpu adapter")
+        device(Tuning {
+            simd_lanes: None,
+            ..WIDE_GRID
+        })
     })
+}
+
+const WIDE_GRID: Tuning = Tuning {
+    workgroup_size: 64,
+    max_workgroups: None,
+    stencil_march: 3,
+    reduction_vec4s: 16,
+    simd_lanes: Some(4),
+    dot_slices: 3,
+};
+
+fn device(tuning: Tuning) -> Gpu {
+    let mut options = GpuOptions::from_env().expect("valid CURVGPU_BACKEND");
+    options.tuning = Some(tuning);
+    pollster::block_on(Gpu::new_async(options)).expect("a wgpu adapter")
 }
 
 /// Deterministic values in [lo, hi) from a SplitMix64 stream (independent of the GPU's Philox),
