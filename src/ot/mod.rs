@@ -374,6 +374,7 @@ pub(crate) struct DenseVec4<'a> {
 }
 
 impl<'a> DenseVec4<'a> {
+    /// The pipeline constants of a vec4 pass with `wg` invocations per workgroup.
     pub fn constants(&self, wg: usize) -> [(&'static str, f64); 3] {
         [
             ("WG", wg as f64),
