@@ -354,9 +354,11 @@ fn sns_reaches_sinkhorns_solution_in_a_few_newton_steps() {
     // The paper's random problem (η = 1200), square and not; SNS and Sinkhorn both to 1e-5.
     // Two solutions with marginal errors ≤ 1e-5 differ by O(1e-5) in P's mass, so their
     // transport costs agree to ~1e-5/min(a) relative at worst; 1e-3 is asked.
+    // m a multiple of 4 evaluates through the vec4 kernels (col_sums4, select_rows4), 301
+    // through the per-entry ones.
     let gpu = gpu();
     let reg = 1.0 / 1200.0;
-    for (n, m) in [(500, 500), (300, 200)] {
+    for (n, m) in [(500, 500), (300, 200), (201, 301)] {
         let Random { a, b, c } = random(n, m, [11, 12, 13, 14]);
         let g = upload(gpu, &a, &b, &c);
         let problem = g.dense(gpu);
@@ -410,6 +412,51 @@ fn sns_reaches_sinkhorns_solution_in_a_few_newton_steps() {
         assert_relative(&what, sns.cost, sinkhorn.cost, 1e-3);
         assert_relative(&what, sns.cost, r::transport_cost(&c, &f, &gg, reg), 1e-4);
     }
+}
+
+#[test]
+fn sns_takes_the_same_steps_on_vec4_rows_as_per_entry() {
+    // One problem, its dense cost read as vec4 (m = 200) and its points read per entry: the
+    // costs differ by f32 rounding only, so the Newton steps, their step sizes and the
+    // solutions agree (P's relative budget on the plan, 1e-4 on ⟨C, P⟩ as against POT).
+    let gpu = gpu();
+    let (n, m, reg) = (300, 200, 1.0 / 1200.0);
+    let x = exact(r::random_points(n, 2, 21));
+    let y = exact(r::random_points(m, 2, 22));
+    let (c, scale) = unit_scaled(&r::sq_euclidean_cost(&x, &y, 2));
+    let (a, b) = (histogram(n, 23), histogram(m, 24));
+    let g = upload(gpu, &a, &b, &c);
+    let (gx, gy) = (
+        gpu.upload(&as_f32(&x)).unwrap(),
+        gpu.upload(&as_f32(&y)).unwrap(),
+    );
+    let runs: Vec<_> = g
+        .both_forms(&gx, &gy, Metric::SqEuclidean, scale)
+        .into_iter()
+        .map(|(form, cost)| {
+            let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
+            let sns = problem.sns(&SnsConfig::new(reg as f32)).unwrap();
+            assert!(sns.converged, "{form}: error {}", sns.final_error);
+            let (f, gg) = (gpu.read(&sns.f).unwrap(), gpu.read(&sns.g).unwrap());
+            (sns, f, gg)
+        })
+        .collect();
+    let [(dense, df, dg), (points, pf, pg)] = &runs[..] else {
+        unreachable!("two forms")
+    };
+    assert_eq!(dense.newton_iterations, points.newton_iterations);
+    assert_eq!(dense.step_sizes, points.step_sizes);
+    let want = (as_f64(pf), as_f64(pg));
+    let rtol = p_rtol(reg, n, m);
+    assert_plans_agree(
+        "vec4 vs per entry",
+        &c,
+        (df, dg),
+        (&want.0, &want.1),
+        reg,
+        rtol,
+    );
+    assert_relative("vec4 vs per entry", dense.cost, points.cost, 1e-4);
 }
 
 #[test]

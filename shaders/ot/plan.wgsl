@@ -64,6 +64,29 @@ fn col_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     col_mass[wid.y * ot.m + j] = mass;
 }
 
+// col_sums4: col_sums for a dense C with m a multiple of 4, one column quadruple per
+// invocation (the same sums in the same order): 1 C as vec4, 4 f, 5 g as vec4, 6 as col_sums.
+@group(0) @binding(5) var<storage, read> pg4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn col_sums4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let m4 = ot.m / 4u;
+    let q = wid.x * WG + lid;
+    if (q >= m4) {
+        return;
+    }
+    let begin = wid.y * ot.n / ot.slices;
+    let end = (wid.y + 1u) * ot.n / ot.slices;
+    let g = pg4[q];
+    var mass = vec4<f32>(0.0);
+    for (var i = begin; i < end; i++) {
+        mass += exp((vec4<f32>(pf[i]) + g - cost_c4[i * m4 + q]) * ot.inv_reg);
+    }
+    for (var c = 0u; c < 4u; c++) {
+        col_mass[wid.y * ot.m + 4u * q + c] = mass[c];
+    }
+}
+
 // top_k (one workgroup per row): 6 the column indices (u32 bits; m where the row has fewer
 // than k entries), 7 the values P[i][j], k ≤ MAX_K per row, largest first (ties in any
 // order).
@@ -143,20 +166,26 @@ fn bin_of(top: f32, z: f32) -> u32 {
     return min(u32((top - z) * ot.inv_reg * (f32(BINS) / CUT)), BINS - 1u);
 }
 
-@compute @workgroup_size(WG)
-fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let i = wid.y * nwg.x + wid.x;
-    if (i >= ot.n) {
-        return;
+// select_rows' per-entry steps, shared by its scalar and vec4 forms: z = g[j] − C[i][j]
+// counted into its bin, then kept when its bin is among the `last` kept.
+fn count_entry(top: f32, floor: f32, z: f32) {
+    if (z >= floor) {
+        atomicAdd(&bins[bin_of(top, z)], 1u);
     }
-    let k = ot.k;
-    var local_top = NEG;
-    for (var j = lid; j < ot.m; j += WG) {
-        local_top = max(local_top, pg[j] - cost(i, j));
+}
+
+fn keep_entry(i: u32, j: u32, z: f32, top: f32, floor: f32, last: u32) {
+    if (z >= floor && bin_of(top, z) < last) {
+        let slot = atomicAdd(&row_fill, 1u);
+        if (slot < ot.k) {
+            top_index[i * ot.k + slot] = j;
+            top_value[i * ot.k + slot] = exp((pf[i] + z) * ot.inv_reg);
+        }
     }
-    let top = workgroup_max(lid, local_top);
-    let floor = top - CUT * ot.reg;
+}
+
+// Empties the bins and the row's fill count before the counting pass.
+fn clear_bins(lid: u32) {
     for (var b = lid; b < BINS; b += WG) {
         atomicStore(&bins[b], 0u);
     }
@@ -164,40 +193,100 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         atomicStore(&row_fill, 0u);
     }
     workgroupBarrier();
-    for (var j = lid; j < ot.m; j += WG) {
-        let z = pg[j] - cost(i, j);
-        if (z >= floor) {
-            atomicAdd(&bins[bin_of(top, z)], 1u);
-        }
-    }
+}
+
+// Bins [0, last) fit in k (at least bin 0 is taken, capped at k); after the counting pass.
+fn kept_bins() -> u32 {
     workgroupBarrier();
-    // Bins [0, last) fit in k (at least bin 0 is taken, capped at k).
     var last = 1u;
     var total = atomicLoad(&bins[0]);
     for (var b = 1u; b < BINS; b++) {
         total += atomicLoad(&bins[b]);
-        if (total > k) {
+        if (total > ot.k) {
             break;
         }
         last = b + 1u;
     }
-    for (var j = lid; j < ot.m; j += WG) {
-        let z = pg[j] - cost(i, j);
-        if (z >= floor && bin_of(top, z) < last) {
-            let slot = atomicAdd(&row_fill, 1u);
-            if (slot < k) {
-                top_index[i * k + slot] = j;
-                top_value[i * k + slot] = exp((pf[i] + z) * ot.inv_reg);
-            }
-        }
-    }
+    return last;
+}
+
+// Pads row i after the keeping pass and counts it when capped.
+fn finish_row(i: u32, lid: u32) {
     workgroupBarrier();
     let found = atomicLoad(&row_fill);
-    for (var t = found + lid; t < k; t += WG) {
-        top_index[i * k + t] = ot.m;
-        top_value[i * k + t] = 0.0;
+    for (var t = found + lid; t < ot.k; t += WG) {
+        top_index[i * ot.k + t] = ot.m;
+        top_value[i * ot.k + t] = 0.0;
     }
-    if (lid == 0u && found > k) {
+    if (lid == 0u && found > ot.k) {
         atomicAdd(&capped[0], 1u);
     }
+}
+
+@compute @workgroup_size(WG)
+fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = wid.y * nwg.x + wid.x;
+    if (i >= ot.n) {
+        return;
+    }
+    var local_top = NEG;
+    for (var j = lid; j < ot.m; j += WG) {
+        local_top = max(local_top, pg[j] - cost(i, j));
+    }
+    let top = workgroup_max(lid, local_top);
+    let floor = top - CUT * ot.reg;
+    clear_bins(lid);
+    for (var j = lid; j < ot.m; j += WG) {
+        count_entry(top, floor, pg[j] - cost(i, j));
+    }
+    let last = kept_bins();
+    for (var j = lid; j < ot.m; j += WG) {
+        keep_entry(i, j, pg[j] - cost(i, j), top, floor, last);
+    }
+    finish_row(i, lid);
+}
+
+// select_rows4: select_rows for a dense C with m a multiple of 4, which also writes P·1 (the
+// first pass visits every entry anyway): 1 C as vec4, 2 P·1, 4 f, 5 g as vec4, 6–8 as
+// select_rows.
+@group(0) @binding(2) var<storage, read_write> selected_mass: array<f32>;
+
+@compute @workgroup_size(WG)
+fn select_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = wid.y * nwg.x + wid.x;
+    if (i >= ot.n) {
+        return;
+    }
+    let m4 = ot.m / 4u;
+    let row = i * m4;
+    var local_top = NEG;
+    var mass = 0.0;
+    for (var q = lid; q < m4; q += WG) {
+        let z = pg4[q] - cost_c4[row + q];
+        local_top = max(local_top, max(max(z.x, z.y), max(z.z, z.w)));
+        mass += dot(exp((vec4<f32>(pf[i]) + z) * ot.inv_reg), vec4<f32>(1.0));
+    }
+    let top = workgroup_max(lid, local_top);
+    let total = workgroup_sum(lid, mass);
+    if (lid == 0u) {
+        selected_mass[i] = total;
+    }
+    let floor = top - CUT * ot.reg;
+    clear_bins(lid);
+    for (var q = lid; q < m4; q += WG) {
+        let z = pg4[q] - cost_c4[row + q];
+        for (var c = 0u; c < 4u; c++) {
+            count_entry(top, floor, z[c]);
+        }
+    }
+    let last = kept_bins();
+    for (var q = lid; q < m4; q += WG) {
+        let z = pg4[q] - cost_c4[row + q];
+        for (var c = 0u; c < 4u; c++) {
+            keep_entry(i, 4u * q + c, z[c], top, floor, last);
+        }
+    }
+    finish_row(i, lid);
 }

@@ -92,8 +92,7 @@ fn col_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 // Dense costs with m a multiple of 4: row_update4 and col_partial4 are row_update and
-// col_partial with C (and in the row pass g) read as vec4, because CPU adapters load scalars
-// from storage at well under half vec4's rate (lavapipe: copy_f32 4.4 GB/s, copy_vec4 9.4).
+// col_partial with C (cost_c4) and in the row pass g read as vec4 (why: cost.wgsl).
 // On CPU adapters the host also sets ROWS and QUADS to 4: a row-pass workgroup then takes four
 // rows, which share each load of g and the workgroup's start-up cost, and a column-pass
 // invocation four adjacent column quadruples, so that a SIMD group's loads from a row span
@@ -103,7 +102,6 @@ override QUADS: u32 = 1u;
 const MAX_ROWS: u32 = 4u;
 const MAX_QUADS: u32 = 4u;
 
-@group(0) @binding(1) var<storage, read> cost_c4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> g4_ro: array<vec4<f32>>;
 
 // row_update4 (one workgroup per ROWS rows): 1 C as vec4, 4 f, 5 g as vec4, 6 a.

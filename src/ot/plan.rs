@@ -89,7 +89,17 @@ impl<'a> OtProblem<'a> {
             slices: slices as u32,
             ..self.uniform(reg)
         };
-        let blocks = self.m.div_ceil(rec.gpu().tuning().workgroup_size as usize);
+        let wg = rec.gpu().tuning().workgroup_size as usize;
+        if let Some(dense) = self.dense_vec4() {
+            let blocks = (self.m / 4).div_ceil(wg);
+            return rec.dispatch(
+                kernel!("ot/plan.wgsl", "col_sums4"),
+                &[("WG", wg as f64)],
+                &dense.bindings(&u, (f, Some(g)), &[Binding::Storage(partials, None)]),
+                [blocks as u32, slices as u32, 1],
+            );
+        }
+        let blocks = self.m.div_ceil(wg);
         self.record_over_cost(
             rec,
             kernel!("ot/plan.wgsl", "col_sums"),
@@ -154,20 +164,46 @@ impl<'a> OtProblem<'a> {
         Ok(top)
     }
 
-    /// Records SNS's sparsity pattern into `top` (see `select_rows` in `shaders/ot/plan.wgsl`):
-    /// each row's entries within e^-14 of its largest, at most `top.k`, unsorted; rows that had
-    /// more are counted into `capped[0]`.
-    pub(crate) fn record_select_rows(
+    /// Records P·1 into `row_mass` and SNS's sparsity pattern into `top` (see `select_rows` in
+    /// `shaders/ot/plan.wgsl`): each row's entries within e^-14 of its largest, at most
+    /// `top.k`, unsorted; rows that had more are counted into `capped[0]`. One kernel for a
+    /// dense cost read as vec4 (`select_rows4`), else `row_sums` (Σⱼ C·P into `row_cost`) and
+    /// `select_rows`.
+    pub(crate) fn record_row_mass_and_pattern(
         &self,
         rec: &mut Recorder,
-        f: BufView<'_>,
-        g: BufView<'_>,
+        (f, g): (BufView<'_>, BufView<'_>),
         reg: f32,
         top: &TopK,
         capped: BufView<'_>,
+        (row_mass, row_cost): (BufView<'_>, BufView<'_>),
     ) -> Result<()> {
-        let kernel = kernel!("ot/plan.wgsl", "select_rows");
-        self.record_row_selection(rec, kernel, (f, g), reg, top, Some(capped))
+        let Some(dense) = self.dense_vec4() else {
+            self.record_row_sums(rec, f, g, reg, row_mass, row_cost)?;
+            let kernel = kernel!("ot/plan.wgsl", "select_rows");
+            return self.record_row_selection(rec, kernel, (f, g), reg, top, Some(capped));
+        };
+        let u = OtUniform {
+            k: top.k as u32,
+            ..self.uniform(reg)
+        };
+        let mut bindings = dense.bindings(
+            &u,
+            (f, Some(g)),
+            &[
+                Binding::Storage(top.columns.view(), None),
+                Binding::Storage(top.values.view(), None),
+                Binding::Storage(capped, None),
+            ],
+        );
+        // select_rows4 writes P·1 through binding 2, which the points would take.
+        bindings[2] = Binding::Storage(row_mass, None);
+        rec.dispatch(
+            kernel!("ot/plan.wgsl", "select_rows4"),
+            &[("WG", self.row_workgroup() as f64)],
+            &bindings,
+            rec.gpu().grid_for_groups(self.n as u64)?,
+        )
     }
 
     /// One workgroup per row writing `top`'s k columns and values: `top_k` or `select_rows`.

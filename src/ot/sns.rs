@@ -450,8 +450,6 @@ impl<'a> OtProblem<'a> {
             columns: gpu.zeros(n * k)?,
             values: gpu.zeros(n * k)?,
         };
-        let row_cost = scratch.row_cost.view();
-        self.record_row_sums(&mut rec, f, g, reg, diag.view().sub(0, n), row_cost)?;
         let partials = scratch.partials.view();
         self.record_col_sums(&mut rec, f, g, reg, scratch.slices, partials)?;
         let u = SnsUniform {
@@ -473,7 +471,14 @@ impl<'a> OtProblem<'a> {
             gpu.elementwise_grid(m as u64)?,
         )?;
         let capped = gpu.upload(&[0u32])?;
-        self.record_select_rows(&mut rec, f, g, reg, &top, capped.view())?;
+        self.record_row_mass_and_pattern(
+            &mut rec,
+            (f, g),
+            reg,
+            &top,
+            capped.view(),
+            (diag.view().sub(0, n), scratch.row_cost.view()),
+        )?;
         rec.submit()?;
         let sums = gpu.read_async(&diag).await?;
         let grad: Vec<f64> = self
