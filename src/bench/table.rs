@@ -195,6 +195,37 @@ impl KernelTable {
     }
 }
 
+/// One table of the text: a header (the first column, the work, the rate and the roofline
+/// column's names), then a row per entry, coarse ones ending in `*`.
+fn write_section<'r>(
+    f: &mut fmt::Formatter<'_>,
+    [first, work, rate, roof]: [&str; 4],
+    rows: impl Iterator<Item = &'r KernelRow>,
+) -> fmt::Result {
+    writeln!(
+        f,
+        "{first:<26} {:>10} {work:>12} {:>11} {rate:>9} {roof:>9}",
+        "n", "median ms"
+    )?;
+    for r in rows {
+        let amount = match r.work {
+            Work::Bytes(bytes) => format!("{bytes:>12.0}"),
+            Work::Flops(flops) => format!("{flops:>12.3e}"),
+        };
+        writeln!(
+            f,
+            "{:<26} {:>10} {amount} {:>11.3} {:>9.2} {:>9.2}{}",
+            r.kernel,
+            r.n,
+            r.median_ms,
+            r.rate,
+            r.fraction,
+            if r.coarse { " *" } else { "" }
+        )?;
+    }
+    Ok(())
+}
+
 /// The text `curvgpu bench` prints: adapter, roofline, the bandwidth and compute tables, the
 /// fused speedup and the targets. Coarse rows end in `*`, explained below the tables.
 impl fmt::Display for KernelTable {
@@ -205,7 +236,6 @@ impl fmt::Display for KernelTable {
             .iter()
             .max_by(|a, b| a.rate.total_cmp(&b.rate))
             .map_or("", |s| s.name.as_str());
-        let mark = |r: &KernelRow| if r.coarse { " *" } else { "" };
         writeln!(
             f,
             "adapter: {} — {:?} / {:?} — timing: {}",
@@ -219,45 +249,17 @@ impl fmt::Display for KernelTable {
             "roofline: copy {:.2} GB/s ({best}), FMA {:.1} GFLOP/s",
             roof.copy_gbps, roof.fma_gflops
         )?;
-        writeln!(
+        write_section(
             f,
-            "{:<26} {:>10} {:>12} {:>11} {:>9} {:>9}",
-            "kernel", "n", "bytes", "median ms", "GB/s", "roofline"
+            ["kernel", "bytes", "GB/s", "roofline"],
+            self.bandwidth_rows(),
         )?;
-        for r in self.bandwidth_rows() {
-            let Work::Bytes(bytes) = r.work else { continue };
-            writeln!(
-                f,
-                "{:<26} {:>10} {:>12.0} {:>11.3} {:>9.2} {:>9.2}{}",
-                r.kernel,
-                r.n,
-                bytes,
-                r.median_ms,
-                r.rate,
-                r.fraction,
-                mark(r)
-            )?;
-        }
         if self.compute_rows().next().is_some() {
-            writeln!(
+            write_section(
                 f,
-                "{:<26} {:>10} {:>12} {:>11} {:>9} {:>9}",
-                "problem", "n", "flops", "median ms", "GFLOP/s", "FMA roof"
+                ["problem", "flops", "GFLOP/s", "FMA roof"],
+                self.compute_rows(),
             )?;
-            for r in self.compute_rows() {
-                let Work::Flops(flops) = r.work else { continue };
-                writeln!(
-                    f,
-                    "{:<26} {:>10} {:>12.3e} {:>11.3} {:>9.2} {:>9.2}{}",
-                    r.kernel,
-                    r.n,
-                    flops,
-                    r.median_ms,
-                    r.rate,
-                    r.fraction,
-                    mark(r)
-                )?;
-            }
         }
         if let Some(step) = self.timer_resolution_ns {
             let coarse = self.rows.iter().any(|r| r.coarse);

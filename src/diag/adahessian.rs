@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::state::{checkpoint_methods, config_methods, DiagState, Moments};
+use super::state::{checkpoint_methods, config_methods, step_methods, DiagState, Moments};
 use crate::buffer::{BufView, GpuVec};
 use crate::check;
 use crate::elementwise::{self, Elementwise};
@@ -228,56 +228,7 @@ impl AdaHessian {
         })
     }
 
-    config_methods!(AdaHessianConfig);
-
-    /// One step over every tensor: records, submits, does not wait. With `check_finite` the
-    /// gradients and z⊙Hz are checked first (blocking readbacks). Blocking only for that
-    /// check: the native wrapper of [`AdaHessian::step_async`].
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn step<'a>(
-        &mut self,
-        gpu: &Gpu,
-        params: impl Tensors<'a>,
-        grads: impl Tensors<'a>,
-        zhz: impl Tensors<'a>,
-    ) -> Result<()> {
-        pollster::block_on(self.step_async(gpu, params, grads, zhz))
-    }
-
-    /// One step over every tensor: records, submits, does not wait. With `check_finite` the
-    /// gradients and z⊙Hz are checked first (awaited readbacks). Async form of
-    /// `AdaHessian::step`, the one the browser uses.
-    pub async fn step_async<'a>(
-        &mut self,
-        gpu: &Gpu,
-        params: impl Tensors<'a>,
-        grads: impl Tensors<'a>,
-        zhz: impl Tensors<'a>,
-    ) -> Result<()> {
-        let (grads, zhz) = (grads.views(), zhz.views());
-        if self.config.check_finite {
-            crate::finite::ensure_finite_async(gpu, "grads", &grads).await?;
-            crate::finite::ensure_finite_async(gpu, "zhz", &zhz).await?;
-        }
-        let mut rec = Recorder::new(gpu);
-        self.record(&mut rec, params, grads, zhz)?;
-        rec.submit()
-    }
-
-    /// Records one step into the caller's encoder with the caller's buffers.
-    pub fn record_step<'a>(
-        &mut self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        params: impl Tensors<'a>,
-        grads: impl Tensors<'a>,
-        zhz: impl Tensors<'a>,
-    ) -> Result<()> {
-        let mut rec = Recorder::new(gpu);
-        self.record(&mut rec, params, grads, zhz)?;
-        rec.encode(encoder);
-        Ok(())
-    }
+    step_methods!(AdaHessianConfig, grads, zhz);
 
     /// Records one step of every tensor into `rec`: per averaged tensor one segment-mean pass,
     /// then the fused update.

@@ -56,55 +56,60 @@ macro_rules! config_methods {
 }
 pub(crate) use config_methods;
 
-/// [`config_methods`] and the gradient step (`step`, `step_async`, `record_step`) for an
-/// optimizer whose config has `check_finite` and whose `record(rec, params, grads)` records
-/// one step.
+/// [`config_methods`] and the step (`step`, `step_async`, `record_step`) for an optimizer whose
+/// config has `check_finite` and whose `record(rec, params, …)` records one step. The tensor
+/// arguments after `params` are named after the config type (default: `grads`); `check_finite`
+/// checks each of them.
 macro_rules! step_methods {
     ($config:ty) => {
+        step_methods!($config, grads);
+    };
+    ($config:ty, $($arg:ident),+) => {
         config_methods!($config);
 
         /// One optimizer step over every tensor: records, submits, does not wait.
-        /// With `check_finite` the gradients are checked first (blocking readback).
-        /// Blocking only for that check: the native wrapper of [`Self::step_async`].
+        /// With `check_finite` the inputs after `params` are checked first (blocking
+        /// readbacks). Blocking only for that check: the native wrapper of
+        /// [`Self::step_async`].
         #[cfg(not(target_arch = "wasm32"))]
         pub fn step<'a>(
             &mut self,
             gpu: &Gpu,
             params: impl Tensors<'a>,
-            grads: impl Tensors<'a>,
+            $($arg: impl Tensors<'a>),+
         ) -> Result<()> {
-            pollster::block_on(self.step_async(gpu, params, grads))
+            pollster::block_on(self.step_async(gpu, params, $($arg),+))
         }
 
         /// One optimizer step over every tensor: records, submits, does not wait. With
-        /// `check_finite` the gradients are checked first (one awaited readback). Async form
-        /// of `step`, the one the browser uses.
+        /// `check_finite` the inputs after `params` are checked first (awaited readbacks).
+        /// Async form of `step`, the one the browser uses.
         pub async fn step_async<'a>(
             &mut self,
             gpu: &Gpu,
             params: impl Tensors<'a>,
-            grads: impl Tensors<'a>,
+            $($arg: impl Tensors<'a>),+
         ) -> Result<()> {
-            let grads = grads.views();
+            $(let $arg = $arg.views();)+
             if self.config.check_finite {
-                crate::finite::ensure_finite_async(gpu, "grads", &grads).await?;
+                $(crate::finite::ensure_finite_async(gpu, stringify!($arg), &$arg).await?;)+
             }
             let mut rec = Recorder::new(gpu);
-            self.record(&mut rec, params, grads)?;
+            self.record(&mut rec, params, $($arg),+)?;
             rec.submit()
         }
 
         /// Records one step into the caller's encoder with the caller's buffers: no copies,
-        /// no submit. Never checks finiteness (the gradients may not be computed yet).
+        /// no submit. Never checks finiteness (the inputs may not be computed yet).
         pub fn record_step<'a>(
             &mut self,
             gpu: &Gpu,
             encoder: &mut wgpu::CommandEncoder,
             params: impl Tensors<'a>,
-            grads: impl Tensors<'a>,
+            $($arg: impl Tensors<'a>),+
         ) -> Result<()> {
             let mut rec = Recorder::new(gpu);
-            self.record(&mut rec, params, grads)?;
+            self.record(&mut rec, params, $($arg),+)?;
             rec.encode(encoder);
             Ok(())
         }

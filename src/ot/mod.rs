@@ -315,19 +315,11 @@ impl<'a> OtProblem<'a> {
         } else {
             self.gpu.tuning().workgroup_size
         };
-        let mut bindings = vec![
-            Binding::Uniform(bytemuck::bytes_of(u)),
-            Binding::Storage(c, None),
-            Binding::Storage(x, None),
-            Binding::Storage(y, None),
-            Binding::Storage(f, None),
-            g.map_or(Binding::Skip, |g| Binding::Storage(g, None)),
-        ];
-        bindings.extend_from_slice(rest);
+        let cost = [c, x, y].map(|v| Binding::Storage(v, None));
         rec.dispatch(
             kernel,
             &[("WG", wg as f64), ("COST", kind)],
-            &bindings,
+            &cost_pass_bindings(u, cost, (f, g), rest),
             grid,
         )
     }
@@ -383,7 +375,7 @@ impl<'a> DenseVec4<'a> {
         ]
     }
 
-    /// The bindings of a vec4 pass in [`OtProblem::record_over_cost`]'s layout (no points).
+    /// The bindings of a vec4 pass: [`cost_pass_bindings`] with C as vec4 and no points.
     pub fn bindings<'b>(
         &self,
         u: &'b OtUniform,
@@ -393,17 +385,25 @@ impl<'a> DenseVec4<'a> {
     where
         'a: 'b,
     {
-        let mut bindings = vec![
-            Binding::Uniform(bytemuck::bytes_of(u)),
-            Binding::Storage(self.c, None),
-            Binding::Skip,
-            Binding::Skip,
-            Binding::Storage(f, None),
-            g.map_or(Binding::Skip, |g| Binding::Storage(g, None)),
-        ];
-        bindings.extend_from_slice(rest);
-        bindings
+        let cost = [Binding::Storage(self.c, None), Binding::Skip, Binding::Skip];
+        cost_pass_bindings(u, cost, (f, g), rest)
     }
+}
+
+/// The bindings of a pass over the cost: 0 the uniform, 1–3 `cost` (C, X, Y, or what a vec4
+/// pass puts there), 4 f, 5 g (`None`: unbound), then `rest` from 6 on.
+pub(crate) fn cost_pass_bindings<'b>(
+    u: &'b OtUniform,
+    cost: [Binding<'b>; 3],
+    (f, g): (BufView<'b>, Option<BufView<'b>>),
+    rest: &[Binding<'b>],
+) -> Vec<Binding<'b>> {
+    let mut bindings = vec![Binding::Uniform(bytemuck::bytes_of(u))];
+    bindings.extend(cost);
+    bindings.push(Binding::Storage(f, None));
+    bindings.push(g.map_or(Binding::Skip, |g| Binding::Storage(g, None)));
+    bindings.extend_from_slice(rest);
+    bindings
 }
 
 /// `Err(Error::TooLarge)` naming `argument` unless an n×m f32 matrix fits one storage binding

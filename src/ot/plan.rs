@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::kernel;
 use crate::record::{Binding, Recorder};
 
-use super::{check_dense_fits, check_reg, OtProblem, OtUniform};
+use super::{check_dense_fits, check_reg, cost_pass_bindings, OtProblem, OtUniform};
 
 /// Largest k of [`OtProblem::top_k`] (`MAX_K` in `shaders/ot/plan.wgsl`).
 pub const MAX_TOP_K: usize = 128;
@@ -187,21 +187,21 @@ impl<'a> OtProblem<'a> {
             k: top.k as u32,
             ..self.uniform(reg)
         };
-        let mut bindings = dense.bindings(
-            &u,
-            (f, Some(g)),
-            &[
-                Binding::Storage(top.columns.view(), None),
-                Binding::Storage(top.values.view(), None),
-                Binding::Storage(capped, None),
-            ],
-        );
-        // select_rows4 writes P·1 through binding 2, which the points would take.
-        bindings[2] = Binding::Storage(row_mass, None);
+        // Binding 2, which the points take in the per-entry kernels, receives P·1.
+        let cost = [
+            Binding::Storage(dense.c, None),
+            Binding::Storage(row_mass, None),
+            Binding::Skip,
+        ];
+        let rest = [
+            Binding::Storage(top.columns.view(), None),
+            Binding::Storage(top.values.view(), None),
+            Binding::Storage(capped, None),
+        ];
         rec.dispatch(
             kernel!("ot/plan.wgsl", "select_rows4"),
             &[("WG", self.row_workgroup() as f64)],
-            &bindings,
+            &cost_pass_bindings(&u, cost, (f, Some(g)), &rest),
             rec.gpu().grid_for_groups(self.n as u64)?,
         )
     }

@@ -140,22 +140,27 @@ impl<'a> OtProblem<'a> {
             errors: Vec::new(),
             final_error: f32::NAN,
         };
+        // One iteration and one check, recorded once: every block re-encodes their bind
+        // groups rather than building new ones per iteration.
+        let mut iteration = Recorder::new(gpu);
+        self.record_g_update(&mut iteration, state, config.reg, false)?;
+        self.record_f_update(&mut iteration, state, config.reg)?;
+        let mut check = Recorder::new(gpu);
+        self.record_g_update(&mut check, state, config.reg, true)?;
         let mut checked_last = false;
         while run.iterations < max_iter {
-            // POT checks after iteration index ii when ii % every == 0: record up to there.
+            // POT checks after iteration index ii when ii % every == 0: run up to there.
             let it = run.iterations;
             let next_check = it.next_multiple_of(every);
             let last = next_check.min(max_iter - 1);
-            let mut rec = Recorder::new(gpu);
-            for _ in it..=last {
-                self.record_g_update(&mut rec, state, config.reg, false)?;
-                self.record_f_update(&mut rec, state, config.reg)?;
-            }
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            iteration.encode_repeated(&mut encoder, last + 1 - it, None);
             checked_last = last == next_check;
             if checked_last {
-                self.record_g_update(&mut rec, state, config.reg, true)?;
+                check.encode_repeated(&mut encoder, 1, None);
             }
-            rec.submit()?;
+            gpu.queue.submit([encoder.finish()]);
+            gpu.take_uncaptured("sinkhorn")?;
             run.iterations = last + 1;
             if checked_last {
                 let err = self.read_error(state).await?;
@@ -168,9 +173,7 @@ impl<'a> OtProblem<'a> {
             }
         }
         if !checked_last {
-            let mut rec = Recorder::new(gpu);
-            self.record_g_update(&mut rec, state, config.reg, true)?;
-            rec.submit()?;
+            check.submit()?;
             run.final_error = self.read_error(state).await?;
         }
         Ok(run)

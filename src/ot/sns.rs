@@ -223,7 +223,8 @@ struct Pattern {
     capped: usize,
 }
 
-/// Buffers every evaluation overwrites: the column sums' slices and the per-row costs.
+/// Buffers every evaluation overwrites: the column sums' slices and the per-row costs (which
+/// only the per-entry path's `row_sums` writes).
 struct Scratch {
     slices: usize,
     partials: GpuVec<f32>,
