@@ -2,7 +2,6 @@
 //! GLSL ES 3.1 for every entry point, so Metal, DX12 and GL stay reachable even though only
 //! Vulkan and GL run here.
 
-mod common;
 
 use curvgpu::kernel::{source, SHADERS};
 use naga::back::{glsl, hlsl, msl, spv};
@@ -156,6 +155,6 @@ fn a_broken_shader_is_reported_by_name_not_a_panic() {
 /// demo's browser test runs; here wgpu's naga on the test adapter).
 #[test]
 fn every_shader_compiles_on_the_test_device() {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     pollster::block_on(gpu.check_shaders_async()).unwrap();
 }

@@ -13,9 +13,8 @@
 //!   allows: rounding x₆₄ alone leaves ε·‖A‖∞·‖x₆₄‖/‖b‖. The bound is rtol plus 8 times that
 //!   (8: the residual gap of f32 CG accumulates a few roundings per iteration).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use curvgpu::krylov::{cg, cg_batched, CgOptions, DenseMatrix, Poisson, Preconditioner};
 use curvgpu::reference::krylov as reference;
 use curvgpu::GpuVec;
@@ -330,7 +329,7 @@ fn scipy_exit_cases_zero_rhs_exact_start_maxiter_and_atol() {
         "x after 7 iterations",
         &gpu.read(&r.x).unwrap(),
         &want.x,
-        64.0 * EPS32 * common::max_abs(&want.x),
+        64.0 * EPS32 * crate::common::max_abs(&want.x),
         0.0,
     );
     // Starting from the f64 solution: converged at once, 0 iterations.

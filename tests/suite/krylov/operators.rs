@@ -19,9 +19,8 @@
 //! - Diagonals are copies (or one addition a + σ, exact against the same f32 addition on the
 //!   host): equality.
 
-mod common;
 
-use common::{
+use crate::common::{
     as_f32, as_f64, both_gpus, gamma, gpu_wide_grid, integers, randoms, read_buffer_words, uniform,
     EPS32,
 };
@@ -602,7 +601,7 @@ fn poisson_fused_dot_and_direction_forms_are_exact() {
 
 #[test]
 fn poisson_with_rows_of_partial_vec4s_has_no_fused_forms() {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let op = Poisson::new_2d(3, 5).unwrap();
     let v = gpu.zeros::<f32>(15).unwrap();
     let partials = gpu.zeros::<f32>(8).unwrap();

@@ -12,9 +12,8 @@
 //! 10u/reg + 2L·u, on P's entries above 1e-6 of the largest (smaller ones are below f32's
 //! resolution of their row's sum), and ⟨C, P⟩ to 1e-4 relative (an average of those errors).
 
-mod common;
 
-use common::{as_f32, as_f64, assert_empty, assert_param, gpu, gpu_without_simd_groups};
+use crate::common::{as_f32, as_f64, assert_empty, assert_param, gpu, gpu_without_simd_groups};
 use curvgpu::ot::{Cost, Masses, Metric, OtProblem, SinkhornConfig, SnsConfig, MAX_TOP_K};
 use curvgpu::reference::ot as r;
 use curvgpu::{Error, Gpu, GpuVec};
@@ -475,7 +474,7 @@ fn top_k_and_the_dense_plan_follow_the_potentials() {
     let dense = gpu
         .read(&problem.plan(&s.f, &s.g, reg as f32).unwrap())
         .unwrap();
-    common::assert_close("dense plan", &dense, &want, 0.0, p_rtol(reg, n, m));
+    crate::common::assert_close("dense plan", &dense, &want, 0.0, p_rtol(reg, n, m));
     // k = 5 > m = 3: the last two of each row are padding.
     let k = 5;
     let top = problem.top_k(&s.f, &s.g, reg as f32, k).unwrap();
@@ -546,7 +545,7 @@ fn bad_problems_are_typed_errors() {
         c: &'a GpuVec<f32>,
         masses: Masses,
     ) -> curvgpu::Result<OtProblem<'a>> {
-        OtProblem::new(common::gpu(), a, b, Cost::Dense(c.view()), masses)
+        OtProblem::new(crate::common::gpu(), a, b, Cost::Dense(c.view()), masses)
     }
     let empty = curvgpu::BufView::new(good.buffer(), 0, 0);
     let (g, cv) = (good.view(), c.view());
@@ -606,7 +605,7 @@ fn bad_problems_are_typed_errors() {
     let p = new(&heavy, &good, &c, Masses::Renormalize).unwrap();
     let total: f32 = gpu.read(p.a()).unwrap().iter().sum();
     assert!((total - 1.0).abs() < 1e-6);
-    common::assert_length(new(&good, &good, &heavy, Masses::Equal), "cost", 4, 2);
+    crate::common::assert_length(new(&good, &good, &heavy, Masses::Equal), "cost", 4, 2);
     // Points: wrong lengths, dim 0, p < 1, scale ≤ 0.
     let xs = gpu.upload(&[0.0f32, 1.0, 2.0, 3.0]).unwrap();
     let points = |dim, metric, scale| Cost::Points {
@@ -617,7 +616,7 @@ fn bad_problems_are_typed_errors() {
         scale,
     };
     let with = |cost: Cost<'_>| OtProblem::new(gpu, &good, &good, cost, Masses::Equal).map(|_| ());
-    common::assert_length(with(points(3, Metric::SqEuclidean, 1.0)), "x", 6, 4);
+    crate::common::assert_length(with(points(3, Metric::SqEuclidean, 1.0)), "x", 6, 4);
     assert!(matches!(
         with(points(0, Metric::SqEuclidean, 1.0)),
         Err(Error::Shape {
@@ -635,7 +634,7 @@ fn bad_problems_are_typed_errors() {
         metric: Metric::SqEuclidean,
         scale: 1.0,
     };
-    common::assert_length(with(mismatch), "y", 4, 3);
+    crate::common::assert_length(with(mismatch), "y", 4, 3);
     // Solver settings.
     let p = new(&good, &good, &c, Masses::Equal).unwrap();
     for reg in [0.0, -1.0, f32::NAN] {

@@ -9,9 +9,8 @@
 //! refreshes are not amplified to first order: the test asserts the sum of the per-refresh
 //! bounds, computed along the f64 trajectory.
 
-mod common;
 
-use common::{as_f32, as_f64, gamma, gpu, rounded, uniform};
+use crate::common::{as_f32, as_f64, gamma, gpu, rounded, uniform};
 use curvgpu::kfac::Layer;
 use curvgpu::mkor::{Mkor, MkorConfig};
 use curvgpu::reference::kfac::{
@@ -245,7 +244,7 @@ fn the_step_on_a_3_layer_mlp_matches_f64_after_one_refresh() {
 
 #[test]
 fn bad_configurations_and_inputs_are_typed_errors() {
-    use common::{assert_empty, assert_length, assert_param};
+    use crate::common::{assert_empty, assert_length, assert_param};
     let gpu = gpu();
     let layer = Layer {
         in_dim: 3,

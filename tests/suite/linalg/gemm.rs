@@ -7,9 +7,8 @@
 //! u = 2⁻²⁴ (Higham, §3.5). With integer data in −8..8 and k ≤ 1,000 every partial sum is an
 //! integer below 2²⁴: those products are exact in any order, so equality is asserted.
 
-mod common;
 
-use common::{as_f32, as_f64, both_gpus, gamma, gpu, integers, randoms};
+use crate::common::{as_f32, as_f64, both_gpus, gamma, gpu, integers, randoms};
 use curvgpu::linalg::{gemm, record_gemm, Gemm};
 use curvgpu::reference::linalg as reference;
 use curvgpu::{Gpu, Recorder};
@@ -204,7 +203,7 @@ fn symmetric_products_compute_the_lower_triangle_and_mirror_it() {
 
 #[test]
 fn bad_shapes_and_parameters_are_typed_errors() {
-    use common::{assert_empty, assert_length, assert_param};
+    use crate::common::{assert_empty, assert_length, assert_param};
     use curvgpu::Error;
     let gpu = gpu();
     let v = |n: usize| gpu.zeros::<f32>(n).unwrap();

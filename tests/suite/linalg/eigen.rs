@@ -9,9 +9,8 @@
 //! by that ‖ΔA‖₂ ≤ ‖ΔA‖_F; the residual ‖A·V − V·Λ‖_F by the same plus V's departure from
 //! orthogonality, itself ≤ 2(n − 1)·sweeps·γ₆·√n (each rotation of V orthogonal to γ₆).
 
-mod common;
 
-use common::{as_f32, as_f64, gamma, gpu, EPS32};
+use crate::common::{as_f32, as_f64, gamma, gpu, EPS32};
 use curvgpu::linalg::{symmetric_eigen, Batch, JacobiOptions};
 use curvgpu::reference::krylov::random_spd;
 use curvgpu::reference::linalg::{frobenius, gemm};
@@ -110,7 +109,7 @@ fn negative_eigenvalues_are_clamped_when_asked() {
 
 #[test]
 fn bad_input_is_a_typed_error() {
-    use common::{assert_length, assert_param};
+    use crate::common::{assert_length, assert_param};
     let gpu = gpu();
     let batch = Batch::new(&[3]).unwrap();
     let ok = JacobiOptions::default();

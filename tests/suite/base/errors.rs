@@ -3,11 +3,10 @@
 //! and on a device whose storage bindings are tiny, long tensors are split into chunks that
 //! still give the reference results.
 
-mod common;
 
 use std::sync::OnceLock;
 
-use common::{
+use crate::common::{
     adahessian_params, as_f32, as_f64, assert_close, assert_empty, assert_length, assert_param,
     gpu, poke, sophiag_params, uniform, worst_ratio, EPS32,
 };

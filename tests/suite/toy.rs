@@ -15,9 +15,8 @@
 //! sums of |v|). A wrong formula is off by O(S), so the checks still bite; the worst measured
 //! fraction of each tolerance is printed.
 
-mod common;
 
-use common::{both_gpus, gamma, gpu, uniform};
+use crate::common::{both_gpus, gamma, gpu, uniform};
 use curvgpu::reference::toy as reference;
 use curvgpu::toy::{spirals, Dataset, Mlp, MlpShape};
 use curvgpu::{Error, Gpu};
@@ -118,8 +117,8 @@ fn term_scales(s: MlpShape, theta: &[f64], v: &[f64], data: &Dataset) -> (f64, f
 
 #[track_caller]
 fn check(what: &str, got: &[f32], want: &[f64], atol: f64) -> f64 {
-    common::assert_close(what, got, want, atol, 0.0);
-    common::worst_ratio(got, want, atol, 0.0)
+    crate::common::assert_close(what, got, want, atol, 0.0);
+    crate::common::worst_ratio(got, want, atol, 0.0)
 }
 
 #[test]
@@ -272,7 +271,7 @@ fn sampled_gradient_and_accuracy_match_the_reference() {
             // A count of at most 2²⁴ is exact in f32; the only rounding is the scale by 1/N
             // (itself rounded): 2 ulps of the result.
             assert!(
-                (acc - want_acc).abs() <= 2.0 * common::EPS32 * want_acc.max(1.0 / n as f64),
+                (acc - want_acc).abs() <= 2.0 * crate::common::EPS32 * want_acc.max(1.0 / n as f64),
                 "accuracy, {what}: {acc} vs {want_acc}"
             );
             println!(

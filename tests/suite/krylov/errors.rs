@@ -6,9 +6,8 @@
 //! `Shifted`, `BlockDiagonal` and `FnOperator` do not implement `Debug`, so their constructors'
 //! results are mapped to the operator's shape before matching.
 
-mod common;
 
-use common::{as_f32, assert_empty, assert_length, assert_param, gpu, uniform};
+use crate::common::{as_f32, assert_empty, assert_length, assert_param, gpu, uniform};
 use curvgpu::krylov::lr::{max_stable_lr_gd, scale_lr, BatchScaling};
 use curvgpu::krylov::tridiag::tridiagonal_eigen;
 use curvgpu::krylov::{

@@ -17,9 +17,8 @@
 //! - w = (c′ ⊘ denom)ᵀ·B: |δw| ≤ (|δc′| ⊘ denom)ᵀ·|B| + γ_{m+3}·(|c′| ⊘ denom)ᵀ·|B|;
 //! - y: |δy| ≤ |G|ᵀ·|δw| + γ_{m+2}·(λ·|x| + |G|ᵀ·|w|).
 
-mod common;
 
-use common::{as_f32, as_f64, both_gpus, gamma, gpu, uniform};
+use crate::common::{as_f32, as_f64, both_gpus, gamma, gpu, uniform};
 use curvgpu::mfac::{Mfac, MfacConfig};
 use curvgpu::reference::kfac::{woodbury_naive, MfacRef};
 use curvgpu::{Error, Gpu};
@@ -345,7 +344,7 @@ fn extend_past_m_wraps_the_ring_as_pushing_one_by_one_would() {
 
 #[test]
 fn bad_configurations_and_inputs_are_typed_errors() {
-    use common::{assert_empty, assert_length, assert_param};
+    use crate::common::{assert_empty, assert_length, assert_param};
     let gpu = gpu();
     let ok = MfacConfig {
         m: 4,

@@ -3,9 +3,8 @@
 //! reports the offending tensor and index; without it a NaN gradient reaches the parameter,
 //! as in PyTorch.
 
-mod common;
 
-use common::{as_f32, both_gpus, gpu, poke, uniform};
+use crate::common::{as_f32, both_gpus, gpu, poke, uniform};
 use curvgpu::diag::{AdaHessian, AdaHessianConfig, SophiaG, SophiaGConfig, SophiaH, SophiaHConfig};
 use curvgpu::finite::first_nonfinite;
 use curvgpu::{Error, Gpu, GpuVec};

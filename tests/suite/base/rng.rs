@@ -3,9 +3,8 @@
 //! an error bound derived from the Box–Muller expression, on awkward lengths and offsets, on
 //! both dispatch shapes.
 
-mod common;
 
-use common::{both_gpus, gpu, read_buffer_words, EPS32};
+use crate::common::{both_gpus, gpu, read_buffer_words, EPS32};
 use curvgpu::reference::philox;
 use curvgpu::rng::{self, Distribution};
 use curvgpu::{BufView, Gpu, Recorder};

@@ -10,9 +10,8 @@
 //!   (as in the Cholesky tests), the two products γ_{n}; we assert ‖P̂ − P‖_F/‖P‖_F ≤
 //!   2·(√cols·κ(A′) + √out·κ(G′))·u + γ_{out + cols}, with κ from the reference eigenvalues.
 
-mod common;
 
-use common::{as_f32, as_f64, gamma, gpu, rounded, EPS32};
+use crate::common::{as_f32, as_f64, gamma, gpu, rounded, EPS32};
 use curvgpu::kfac::{Averaging, Damping, Kfac, KfacConfig, Layer};
 use curvgpu::reference::kfac::{
     factor_a, factor_g, identity, kaisa_average, mlp_fixture, pi_damped, precondition_inverse,
@@ -236,7 +235,7 @@ fn preconditioned_gradients_of_a_3_layer_mlp_match_f64_for_both_dampings() {
 
 #[test]
 fn bad_configurations_and_inputs_are_typed_errors() {
-    use common::{assert_empty, assert_length, assert_param};
+    use crate::common::{assert_empty, assert_length, assert_param};
     let gpu = gpu();
     let layer = Layer {
         in_dim: 3,

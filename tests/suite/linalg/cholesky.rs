@@ -11,9 +11,8 @@
 //!   worst case (~2n) would let whole wrong blocks pass at n = 1000, while the measured
 //!   errors (printed) are 0.04–0.16·κ·u.
 
-mod common;
 
-use common::{as_f32, as_f64, both_gpus, gamma, gpu, EPS32};
+use crate::common::{as_f32, as_f64, both_gpus, gamma, gpu, EPS32};
 use curvgpu::linalg::{cholesky, record_cholesky, spd_inverse, Batch, CholeskyWorkspace};
 use curvgpu::reference::krylov::random_spd;
 use curvgpu::reference::linalg as reference;
@@ -201,7 +200,7 @@ fn bad_batches_are_typed_errors() {
     let short = gpu.zeros::<f32>(12).unwrap();
     let workspace = CholeskyWorkspace::new(gpu, &batch).unwrap();
     let mut rec = Recorder::new(gpu);
-    common::assert_length(
+    crate::common::assert_length(
         record_cholesky(&mut rec, &batch, short.view(), &workspace),
         "factors",
         13,

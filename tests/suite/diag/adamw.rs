@@ -20,9 +20,8 @@
 //! step off (t = 2 at the first step) shrinks the first step by ~25%; the decay left out moves the largest |θ| ≈ 2
 //! by 2e-3 over the default trajectory; the θ bounds are ≈ 1e-4 (default) and 7e-5.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use curvgpu::diag::{AdamW, AdamWConfig};
 use curvgpu::reference::diag::{self as reference, AdamWParams};
 use curvgpu::{Error, Gpu};

@@ -7,9 +7,8 @@
 //! change of tol = 1e-7 with an eigenvalue gap ratio r = λ₂/λ₁ = 0.9 is within
 //! tol/(1 − r²) ≈ 5e-7 of its limit. The bound used, 1e-4 relative, leaves room for both.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use curvgpu::krylov::density::spectral_moment;
 use curvgpu::krylov::{
     hutchinson_trace, lanczos, spectral_density, top_eigenvalues, tridiag::tridiagonal_eigen,

@@ -2,9 +2,8 @@
 //! `record_*` writes into the caller's encoder with the caller's buffers, copies nothing and
 //! submits nothing; state checkpoints round-trip.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use curvgpu::diag::{SophiaG, SophiaGConfig};
 use curvgpu::reference::diag as reference;
 use curvgpu::{BufView, Gpu, GpuVec};

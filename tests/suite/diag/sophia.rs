@@ -13,9 +13,8 @@
 //! and f32 cannot disagree with f64 about its sign. Single steps with arbitrary signs and exact
 //! zeros are tested separately.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use curvgpu::diag::{SophiaG, SophiaGConfig, SophiaH, SophiaHConfig};
 use curvgpu::reference::diag as reference;
 use curvgpu::Gpu;

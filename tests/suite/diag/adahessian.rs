@@ -7,9 +7,8 @@
 //! |z⊙Hz| ≥ 0.1, so m never crosses 0 and v never vanishes: u is a smooth function of the data
 //! and |u| ≤ |m̂|/eps is bounded by 1/√(1−β2)·… — here |u| ≤ 40 covers it (checked below).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use curvgpu::diag::{AdaHessian, AdaHessianConfig, Averaging, HutchinsonDiag, TensorSpec};
 use curvgpu::reference::diag as reference;
 use curvgpu::{Gpu, GpuVec};

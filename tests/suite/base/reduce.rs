@@ -2,9 +2,8 @@
 //! a dropped, doubled or misplaced element, random data within a rounding-error bound derived
 //! from the kernel's summation tree, and `record` into a caller's output slot.
 
-mod common;
 
-use common::{as_f32, both_gpus, gpu, poke, read_buffer_words, uniform, EPS32};
+use crate::common::{as_f32, both_gpus, gpu, poke, read_buffer_words, uniform, EPS32};
 use curvgpu::reduce::{self, Reduction};
 use curvgpu::{BufView, Gpu, GpuVec, Recorder};
 
