@@ -1,10 +1,21 @@
-//! [`GpuVec`]: typed storage buffers, and [`BufView`]: a typed window on any storage buffer
-//! (ours or the caller's) that kernels bind.
+//! [`GpuVec`]: typed storage buffers (upload, zeros, read, write), [`BufView`]: a typed window
+//! on any storage buffer (ours or the caller's) that kernels bind, and [`Layout`]: aligned
+//! offsets for packing many tensors into one buffer.
+//!
+//! Views may share a buffer. Kernels accept disjoint views of one buffer (an engine's pooled
+//! allocation holding parameters, gradients and state), and refuse views that overlap where a
+//! kernel writes one of them with [`Error::Overlap`], naming both.
+//!
+//! What wgpu cannot tell curvgpu: which `wgpu::Instance` a `wgpu::Buffer` comes from. wgpu
+//! resolves resources by per-instance ids, so a buffer made on a device of *another* instance
+//! than the [`Gpu`]'s device may silently name a different buffer of this one. A buffer from
+//! another device of the same instance is refused by wgpu's validation ([`Error::Wgpu`]). So:
+//! give curvgpu only buffers created on the device its `Gpu` wraps (your own device through
+//! [`Gpu::from_device`], or [`Gpu::device`] when curvgpu made it).
 
 use std::marker::PhantomData;
 
 use bytemuck::Pod;
-use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -14,18 +25,113 @@ pub const STORAGE_USAGES: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-/// A typed range of a storage buffer on one [`Gpu`]. Several `GpuVec`s may share one buffer
-/// (see [`Gpu::packed`]); cloning is cheap and aliases the same memory.
+/// A typed range of a storage buffer on one [`Gpu`]'s device. Several `GpuVec`s may share one
+/// buffer (see [`GpuVec::packed`]); cloning is cheap and aliases the same memory.
 #[derive(Clone, Debug)]
 pub struct GpuVec<T: Pod> {
+    gpu: Gpu,
     buffer: wgpu::Buffer,
     offset: u64,
     len: usize,
-    gpu_id: u64,
     _elem: PhantomData<T>,
 }
 
+/// Bytes `len` elements of `T` occupy, rounded up to 16 so that vec4 kernels can bind the whole
+/// of them; `None` past u64.
+fn padded_bytes<T>(len: usize) -> Option<u64> {
+    (len as u64)
+        .checked_mul(std::mem::size_of::<T>() as u64)?
+        .checked_next_multiple_of(16)
+}
+
+fn check_alloc(gpu: &Gpu, argument: &'static str, bytes: Option<u64>) -> Result<u64> {
+    let max = gpu.limits().max_buffer_size;
+    match bytes {
+        Some(bytes) if bytes <= max => Ok(bytes),
+        _ => Err(Error::TooLarge {
+            argument,
+            requested: bytes.unwrap_or(u64::MAX),
+            limit: "max_buffer_size",
+            max,
+        }),
+    }
+}
+
 impl<T: Pod> GpuVec<T> {
+    /// Copies `data` into a new storage buffer on `gpu`'s device.
+    pub fn upload(gpu: &Gpu, data: &[T]) -> Result<Self> {
+        if data.is_empty() {
+            return Err(Error::Empty { argument: "data" });
+        }
+        let bytes = check_alloc(gpu, "data", padded_bytes::<T>(data.len()))?;
+        let buffer = gpu.scoped("upload", || {
+            let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("curvgpu upload"),
+                size: bytes,
+                usage: STORAGE_USAGES,
+                mapped_at_creation: true,
+            });
+            buffer
+        })?;
+        {
+            let mut view = buffer
+                .get_mapped_range_mut(..)
+                .map_err(|e| Error::Map(e.to_string()))?;
+            let data = bytemuck::cast_slice::<T, u8>(data);
+            view.slice(..data.len()).copy_from_slice(data);
+        }
+        buffer.unmap();
+        Ok(Self::wrap(gpu, buffer, 0, data.len()))
+    }
+
+    /// A new zero-filled storage buffer of `len` elements on `gpu`'s device.
+    pub fn zeros(gpu: &Gpu, len: usize) -> Result<Self> {
+        if len == 0 {
+            return Err(Error::Empty { argument: "len" });
+        }
+        let bytes = check_alloc(gpu, "len", padded_bytes::<T>(len))?;
+        let buffer = gpu.scoped("zeros", || {
+            gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("curvgpu zeros"),
+                size: bytes,
+                usage: STORAGE_USAGES,
+                mapped_at_creation: false,
+            })
+        })?;
+        Ok(Self::wrap(gpu, buffer, 0, len))
+    }
+
+    /// One zero-filled buffer holding tensors of the given lengths, each at the offset
+    /// [`Layout::new`] gives: many small tensors in one allocation, as engines pool them.
+    pub fn packed(gpu: &Gpu, lens: &[usize]) -> Result<Vec<Self>> {
+        let layout = Layout::new::<T>(gpu.limits(), lens)?;
+        let bytes = check_alloc(gpu, "lens", Some(layout.size()))?;
+        let buffer = gpu.scoped("packed", || {
+            gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("curvgpu packed"),
+                size: bytes,
+                usage: STORAGE_USAGES,
+                mapped_at_creation: false,
+            })
+        })?;
+        Ok(layout
+            .offsets()
+            .iter()
+            .zip(lens)
+            .map(|(&off, &len)| Self::wrap(gpu, buffer.clone(), off, len))
+            .collect())
+    }
+
+    fn wrap(gpu: &Gpu, buffer: wgpu::Buffer, offset: u64, len: usize) -> Self {
+        GpuVec {
+            gpu: gpu.clone(),
+            buffer,
+            offset,
+            len,
+            _elem: PhantomData,
+        }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.len
@@ -33,6 +139,10 @@ impl<T: Pod> GpuVec<T> {
     /// Always false: curvgpu never creates an empty `GpuVec`.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    /// The device this vector lives on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
     }
     /// The underlying buffer (shared with other vectors if packed).
     pub fn buffer(&self) -> &wgpu::Buffer {
@@ -46,9 +156,9 @@ impl<T: Pod> GpuVec<T> {
     pub fn byte_len(&self) -> u64 {
         (self.len * std::mem::size_of::<T>()) as u64
     }
-    /// True when this vector was created on `gpu`.
+    /// True when this vector lives on `gpu`'s device.
     pub fn belongs_to(&self, gpu: &Gpu) -> bool {
-        self.gpu_id == gpu.id()
+        self.gpu == *gpu
     }
 
     /// A view for binding.
@@ -57,7 +167,101 @@ impl<T: Pod> GpuVec<T> {
             buffer: &self.buffer,
             offset: self.offset,
             len: self.len,
-            gpu_id: Some(self.gpu_id),
+            device: Some(self.gpu.device()),
+            name: None,
+        }
+    }
+
+    /// Overwrites the vector with `data` (same length), ordered before the next submit.
+    pub fn write(&self, data: &[T]) -> Result<()> {
+        if data.len() != self.len {
+            return Err(Error::LengthMismatch {
+                argument: "data",
+                expected: self.len,
+                actual: data.len(),
+            });
+        }
+        let bytes = bytemuck::cast_slice::<T, u8>(data);
+        if !bytes.len().is_multiple_of(4) {
+            return Err(Error::BadView {
+                argument: "data",
+                message: format!(
+                    "{} bytes: writes must be a multiple of 4 bytes",
+                    bytes.len()
+                ),
+            });
+        }
+        self.gpu.queue().write_buffer(&self.buffer, self.offset, bytes);
+        Ok(())
+    }
+
+    /// Copies the vector to a mappable buffer; returns it with the byte count to read.
+    fn stage(&self) -> Result<(wgpu::Buffer, u64)> {
+        let bytes = self.byte_len();
+        let copy = bytes.div_ceil(4) * 4;
+        let device = self.gpu.device();
+        let staging = self.gpu.scoped("readback", || {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("curvgpu readback"),
+                size: copy,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        let mut encoder = device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.buffer, self.offset, &staging, 0, copy);
+        self.gpu.submit("readback", || vec![encoder.finish()])?;
+        Ok((staging, bytes))
+    }
+
+    fn unpack(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<T>> {
+        let mut out = crate::host::vec_with_capacity::<T>("readback", self.len)?;
+        {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Map(e.to_string()))?;
+            out.extend_from_slice(bytemuck::cast_slice(&view[..bytes as usize]));
+        }
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Reads the vector back to host memory (blocking). Waits for all earlier submissions.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read(&self) -> Result<Vec<T>> {
+        let (staging, bytes) = self.stage()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.gpu.wait()?;
+        match rx.recv() {
+            Ok(Ok(())) => self.unpack(&staging, bytes),
+            Ok(Err(e)) => Err(Error::Map(e.to_string())),
+            Err(_) => Err(Error::Map("the map callback never ran".into())),
+        }
+    }
+
+    /// Reads the vector back to host memory. On the web this yields to the browser until the
+    /// buffer is mapped; natively there is no event loop to yield to, so it waits for the
+    /// device on the calling thread (as [`GpuVec::read`] does).
+    pub async fn read_async(&self) -> Result<Vec<T>> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.read()
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (staging, bytes) = self.stage()?;
+            let (tx, rx) = futures_channel::oneshot::channel();
+            staging.map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send(r);
+            });
+            match rx.await {
+                Ok(Ok(())) => self.unpack(&staging, bytes),
+                Ok(Err(e)) => Err(Error::Map(e.to_string())),
+                Err(_) => Err(Error::Map("the map callback was dropped".into())),
+            }
         }
     }
 }
@@ -65,24 +269,27 @@ impl<T: Pod> GpuVec<T> {
 /// A window of `len` f32/u32 elements starting `offset` bytes into a storage buffer.
 ///
 /// Made from a [`GpuVec`] (`(&v).into()`) or from a caller's own buffer with [`BufView::new`],
-/// which is how curvgpu records into an engine's buffers without copying them.
+/// which is how curvgpu records into an engine's buffers without copying them. Views of one
+/// buffer may be passed together when they are disjoint (see the module docs).
 #[derive(Clone, Copy, Debug)]
 pub struct BufView<'a> {
     pub(crate) buffer: &'a wgpu::Buffer,
     pub(crate) offset: u64,
     pub(crate) len: usize,
-    gpu_id: Option<u64>,
+    device: Option<&'a wgpu::Device>,
+    name: Option<&'static str>,
 }
 
 impl<'a> BufView<'a> {
     /// `len` 4-byte elements of `buffer` from byte `offset` (a multiple of the device's
-    /// `min_storage_buffer_offset_alignment`, checked when bound).
+    /// `min_storage_buffer_offset_alignment`, checked when bound; [`Layout`] lays views out).
     pub fn new(buffer: &'a wgpu::Buffer, offset: u64, len: usize) -> Self {
         BufView {
             buffer,
             offset,
             len,
-            gpu_id: None,
+            device: None,
+            name: None,
         }
     }
     /// Number of elements.
@@ -105,10 +312,29 @@ impl<'a> BufView<'a> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The argument name errors give this view (set by the function it was passed to).
+    pub fn name(&self) -> Option<&'static str> {
+        self.name
+    }
+    /// Bytes `offset .. offset + 4·len` of the buffer.
+    pub fn byte_range(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset + 4 * self.len as u64
+    }
+    /// True when both views lie in one buffer and share a byte.
+    pub fn overlaps(&self, other: &BufView<'_>) -> bool {
+        let (a, b) = (self.byte_range(), other.byte_range());
+        self.buffer == other.buffer && a.start < b.end && b.start < a.end
+    }
 
-    /// Checks everything about this view that we can know before wgpu sees it.
-    pub(crate) fn check(&self, gpu: &Gpu, argument: &'static str, expected: usize) -> Result<()> {
-        if self.gpu_id.is_some_and(|id| id != gpu.id()) {
+    /// Checks everything about this view that we can know before wgpu sees it, and returns it
+    /// named `argument`, the name [`Error::Overlap`] gives it.
+    pub(crate) fn check(
+        &self,
+        gpu: &Gpu,
+        argument: &'static str,
+        expected: usize,
+    ) -> Result<BufView<'a>> {
+        if self.device.is_some_and(|d| d != gpu.device()) {
             return Err(Error::WrongDevice { argument });
         }
         if self.len == 0 {
@@ -135,27 +361,37 @@ impl<'a> BufView<'a> {
                 ),
             });
         }
-        let end = self.offset + 4 * self.len as u64;
-        if end > self.buffer.size() {
+        let end = (self.len as u64)
+            .checked_mul(4)
+            .and_then(|b| b.checked_add(self.offset));
+        if end.is_none_or(|end| end > self.buffer.size()) {
             return Err(Error::BadView {
                 argument,
                 message: format!(
-                    "bytes {}..{end} lie outside a buffer of {} bytes",
+                    "{} elements from byte {} lie outside a buffer of {} bytes",
+                    self.len,
                     self.offset,
                     self.buffer.size()
                 ),
             });
         }
-        Ok(())
+        Ok(self.named(argument))
+    }
+
+    /// The same view under another argument name.
+    pub(crate) fn named(&self, name: &'static str) -> BufView<'a> {
+        BufView {
+            name: Some(name),
+            ..*self
+        }
     }
 
     /// The sub-window of elements `start..start + len` (`start` must keep the binding aligned).
     pub(crate) fn sub(&self, start: usize, len: usize) -> BufView<'a> {
         BufView {
-            buffer: self.buffer,
             offset: self.offset + 4 * start as u64,
             len,
-            gpu_id: self.gpu_id,
+            ..*self
         }
     }
 
@@ -180,78 +416,40 @@ impl<'a> From<&'a GpuVec<u32>> for BufView<'a> {
     }
 }
 
-/// Bytes a buffer of `len` elements of `T` occupies: rounded up to 16 so that vec4 kernels can
-/// bind the whole of it.
-fn padded_bytes<T>(len: usize) -> u64 {
-    ((len * std::mem::size_of::<T>()) as u64).div_ceil(16) * 16
+/// Where tensors of given lengths go in one buffer: each at an offset that satisfies the
+/// device's `min_storage_buffer_offset_alignment` (and 16 bytes, so vec4 kernels can bind it),
+/// each padded to whole vec4s. For an engine laying out its own buffer:
+///
+/// ```no_run
+/// # fn main() -> curvgpu::Result<()> {
+/// # let gpu = curvgpu::Gpu::new()?;
+/// use curvgpu::buffer::{Layout, STORAGE_USAGES};
+/// let layout = Layout::new::<f32>(gpu.limits(), &[1000, 1000, 1000])?; // θ, g, scratch
+/// let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+///     label: Some("arena"),
+///     size: layout.size(),
+///     usage: STORAGE_USAGES,
+///     mapped_at_creation: false,
+/// });
+/// let views = layout.views(&buffer); // three disjoint BufViews, aligned
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    offsets: Vec<u64>,
+    lens: Vec<usize>,
+    size: u64,
 }
 
-impl Gpu {
-    fn check_alloc(&self, argument: &'static str, bytes: u64) -> Result<()> {
-        let max = self.limits().max_buffer_size;
-        if bytes > max {
-            return Err(Error::TooLarge {
-                argument,
-                requested: bytes,
-                limit: "max_buffer_size",
-                max,
-            });
-        }
-        Ok(())
-    }
-
-    fn wrap<T: Pod>(&self, buffer: wgpu::Buffer, offset: u64, len: usize) -> GpuVec<T> {
-        GpuVec {
-            buffer,
-            offset,
-            len,
-            gpu_id: self.id(),
-            _elem: PhantomData,
-        }
-    }
-
-    /// Copies `data` into a new storage buffer.
-    pub fn upload<T: Pod>(&self, data: &[T]) -> Result<GpuVec<T>> {
-        if data.is_empty() {
-            return Err(Error::Empty { argument: "data" });
-        }
-        let bytes = padded_bytes::<T>(data.len());
-        self.check_alloc("data", bytes)?;
-        let mut contents = bytemuck::cast_slice::<T, u8>(data).to_vec();
-        contents.resize(bytes as usize, 0);
-        let buffer = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("curvgpu upload"),
-                contents: &contents,
-                usage: STORAGE_USAGES,
-            });
-        Ok(self.wrap(buffer, 0, data.len()))
-    }
-
-    /// A new zero-filled storage buffer of `len` elements.
-    pub fn zeros<T: Pod>(&self, len: usize) -> Result<GpuVec<T>> {
-        if len == 0 {
-            return Err(Error::Empty { argument: "len" });
-        }
-        let bytes = padded_bytes::<T>(len);
-        self.check_alloc("len", bytes)?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("curvgpu zeros"),
-            size: bytes,
-            usage: STORAGE_USAGES,
-            mapped_at_creation: false,
-        });
-        Ok(self.wrap(buffer, 0, len))
-    }
-
-    /// One buffer holding tensors of the given lengths, each starting at a binding-aligned
-    /// offset, zero-filled. Lets many small tensors share one allocation.
-    pub fn packed<T: Pod>(&self, lens: &[usize]) -> Result<Vec<GpuVec<T>>> {
+impl Layout {
+    /// Offsets for tensors of `lens` elements of `T` under `limits`.
+    ///
+    /// Errors: no tensors, a zero length, a total past u64.
+    pub fn new<T: Pod>(limits: &wgpu::Limits, lens: &[usize]) -> Result<Self> {
         if lens.is_empty() {
             return Err(Error::Empty { argument: "lens" });
         }
-        let align = (self.limits().min_storage_buffer_offset_alignment as u64).max(16);
+        let align = (limits.min_storage_buffer_offset_alignment as u64).max(16);
         let mut offsets = Vec::with_capacity(lens.len());
         let mut end = 0u64;
         for &len in lens {
@@ -259,113 +457,39 @@ impl Gpu {
                 return Err(Error::Empty { argument: "lens" });
             }
             offsets.push(end);
-            end = (end + padded_bytes::<T>(len)).div_ceil(align) * align;
+            end = padded_bytes::<T>(len)
+                .and_then(|b| b.checked_add(end))
+                .and_then(|e| e.checked_next_multiple_of(align))
+                .ok_or(Error::TooLarge {
+                    argument: "lens",
+                    requested: u64::MAX,
+                    limit: "max_buffer_size",
+                    max: limits.max_buffer_size,
+                })?;
         }
-        self.check_alloc("lens", end)?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("curvgpu packed"),
+        Ok(Layout {
+            offsets,
+            lens: lens.to_vec(),
             size: end,
-            usage: STORAGE_USAGES,
-            mapped_at_creation: false,
-        });
-        Ok(offsets
-            .into_iter()
-            .zip(lens)
-            .map(|(off, &len)| self.wrap(buffer.clone(), off, len))
-            .collect())
+        })
     }
 
-    /// Overwrites `dst` with `data` (same length), ordered before the next submit.
-    pub fn write<T: Pod>(&self, dst: &GpuVec<T>, data: &[T]) -> Result<()> {
-        if dst.gpu_id != self.id() {
-            return Err(Error::WrongDevice { argument: "dst" });
-        }
-        if data.len() != dst.len {
-            return Err(Error::LengthMismatch {
-                argument: "data",
-                expected: dst.len,
-                actual: data.len(),
-            });
-        }
-        let bytes = bytemuck::cast_slice::<T, u8>(data);
-        if !bytes.len().is_multiple_of(4) {
-            return Err(Error::BadView {
-                argument: "data",
-                message: format!(
-                    "{} bytes: writes must be a multiple of 4 bytes",
-                    bytes.len()
-                ),
-            });
-        }
-        self.queue.write_buffer(&dst.buffer, dst.offset, bytes);
-        Ok(())
+    /// Byte offset of each tensor.
+    pub fn offsets(&self) -> &[u64] {
+        &self.offsets
     }
 
-    /// Copies `src` to a mappable buffer and returns it with the byte count to read.
-    fn stage(&self, src: &GpuVec<impl Pod>) -> Result<(wgpu::Buffer, u64)> {
-        if src.gpu_id != self.id() {
-            return Err(Error::WrongDevice { argument: "src" });
-        }
-        let bytes = src.byte_len();
-        let copy = bytes.div_ceil(4) * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("curvgpu readback"),
-            size: copy,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&src.buffer, src.offset, &staging, 0, copy);
-        self.queue.submit([encoder.finish()]);
-        Ok((staging, bytes))
+    /// Bytes the buffer needs.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
-    fn unpack<T: Pod>(staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<T>> {
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Map(e.to_string()))?;
-        let out = bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize]);
-        drop(view);
-        staging.unmap();
-        Ok(out)
-    }
-
-    /// Reads `src` back to host memory (blocking). Waits for all earlier submissions.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn read<T: Pod>(&self, src: &GpuVec<T>) -> Result<Vec<T>> {
-        let (staging, bytes) = self.stage(src)?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait()?;
-        match rx.recv() {
-            Ok(Ok(())) => Self::unpack(&staging, bytes),
-            Ok(Err(e)) => Err(Error::Map(e.to_string())),
-            Err(_) => Err(Error::Map("the map callback never ran".into())),
-        }
-    }
-
-    /// Reads `src` back to host memory. On the web this yields to the browser until the
-    /// buffer is mapped; natively there is no event loop to yield to, so it waits for the
-    /// device on the calling thread (as [`Gpu::read`] does).
-    pub async fn read_async<T: Pod>(&self, src: &GpuVec<T>) -> Result<Vec<T>> {
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            self.read(src)
-        }
-        #[cfg(target_arch = "wasm32")]
-        {
-            let (staging, bytes) = self.stage(src)?;
-            let (tx, rx) = futures_channel::oneshot::channel();
-            staging.map_async(wgpu::MapMode::Read, .., move |r| {
-                let _ = tx.send(r);
-            });
-            match rx.await {
-                Ok(Ok(())) => Self::unpack(&staging, bytes),
-                Ok(Err(e)) => Err(Error::Map(e.to_string())),
-                Err(_) => Err(Error::Map("the map callback was dropped".into())),
-            }
-        }
+    /// The tensors as views of `buffer` (at least [`Layout::size`] bytes).
+    pub fn views<'a>(&self, buffer: &'a wgpu::Buffer) -> Vec<BufView<'a>> {
+        self.offsets
+            .iter()
+            .zip(&self.lens)
+            .map(|(&offset, &len)| BufView::new(buffer, offset, len))
+            .collect()
     }
 }

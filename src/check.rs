@@ -29,15 +29,23 @@ pub(crate) fn beta(name: &'static str, value: f32) -> Result<()> {
     }
 }
 
-/// Equal counts of two tensor lists.
+/// A list of `actual` tensors where `expected` are needed.
 pub(crate) fn same_count(argument: &'static str, expected: usize, actual: usize) -> Result<()> {
     if expected == actual {
         Ok(())
     } else {
-        Err(Error::LengthMismatch {
+        Err(Error::CountMismatch {
             argument,
             expected,
             actual,
         })
+    }
+}
+
+/// An iteration limit: at least 1 (every solver refuses 0 the same way).
+pub(crate) fn iterations(name: &'static str, value: usize) -> Result<()> {
+    match value {
+        0 => Err(Error::param(name, 0.0, "at least 1")),
+        _ => Ok(()),
     }
 }

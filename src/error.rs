@@ -51,14 +51,67 @@ pub enum Error {
         argument: &'static str,
     },
     /// A hyper-parameter is outside its valid range.
-    #[error("invalid hyper-parameter `{name}` = {value}: must be {requirement}")]
+    #[error("invalid hyper-parameter `{name}` = {}: must be {requirement}", shortest(*.value))]
     InvalidParameter {
         /// The parameter's name, as in the config struct.
         name: &'static str,
-        /// The value given.
+        /// The value given (an f32 parameter widened exactly; printed as the f32 it was).
         value: f64,
         /// The valid range, in words.
         requirement: &'static str,
+    },
+    /// A list of tensors has the wrong number of entries.
+    #[error("`{argument}` lists {actual} tensors, expected {expected}")]
+    CountMismatch {
+        /// The argument's name.
+        argument: &'static str,
+        /// The number of tensors required (e.g. one per tensor the optimizer was made for).
+        expected: usize,
+        /// The number given.
+        actual: usize,
+    },
+    /// Two views one kernel binds overlap where that is not allowed: one of them is written,
+    /// or both are read from a buffer the kernel also writes elsewhere.
+    #[error("`{first}` and `{second}` overlap in one buffer (bytes {first_bytes:?} and {second_bytes:?}): {why}")]
+    Overlap {
+        /// The first argument (the caller's name for it, or the kernel's for its own state).
+        first: String,
+        /// The second argument.
+        second: String,
+        /// The bytes of the buffer the first binds.
+        first_bytes: std::ops::Range<u64>,
+        /// The bytes of the buffer the second binds.
+        second_bytes: std::ops::Range<u64>,
+        /// Why it is refused, and what to pass instead.
+        why: String,
+    },
+    /// A `CURVGPU_*` environment variable holds text it cannot take.
+    #[error("environment variable {variable}={value:?}: expected {expected}")]
+    Environment {
+        /// The variable.
+        variable: &'static str,
+        /// The text it held.
+        value: String,
+        /// What it takes, in words.
+        expected: &'static str,
+    },
+    /// The device grants less than curvgpu's kernels need (see [`crate::gpu::REQUIRED_LIMITS`]).
+    #[error("the device grants `{limit}` = {granted}, curvgpu needs {required}")]
+    DeviceLimit {
+        /// The name of the `wgpu::Limits` field.
+        limit: &'static str,
+        /// What curvgpu needs (a minimum, or for alignments a maximum), in words with the value.
+        required: String,
+        /// What the device granted.
+        granted: u64,
+    },
+    /// A host allocation of the given size failed (checked before anything is allocated).
+    #[error("`{argument}` needs {bytes} bytes of host memory, which could not be allocated")]
+    HostMemory {
+        /// The argument whose size asked for it.
+        argument: &'static str,
+        /// The bytes requested.
+        bytes: u64,
     },
     /// A tensor shape does not fit the operation.
     #[error("invalid shape for `{argument}`: {message}")]
@@ -167,6 +220,17 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// `value` as written: an f64 that is exactly an f32 prints as that f32's shortest decimal
+/// (`-0.001`, not `-0.0010000000474974513`), anything else as the f64.
+fn shortest(value: f64) -> String {
+    let single = value as f32;
+    if single as f64 == value || value.is_nan() {
+        format!("{single}")
+    } else {
+        format!("{value}")
+    }
+}
 
 impl Error {
     pub(crate) fn param(name: &'static str, value: f64, requirement: &'static str) -> Self {

@@ -3,21 +3,27 @@
 //! curvgpu's kernels let non-finite values propagate exactly as PyTorch's optimizers do (a NaN
 //! gradient makes the parameter NaN); this check is how a caller finds the culprit first.
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::buffer::BufView;
+use crate::buffer::{BufView, GpuVec};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
+use crate::shader;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Len {
-    n: u32,
-    slot: u32,
-    _pad: [u32; 2],
+crate::kernel::uniform_struct! {
+    /// One piece's length and where it reports.
+    pub(crate) struct Len { n: u32, slot: u32, _pad0: u32, _pad1: u32 }
 }
+
+/// atomicMin of the first non-finite (and, with NEGATIVE, negative) index per piece.
+static FIRST_NONFINITE: Kernel = Kernel::new(
+    &shader::FINITE,
+    "first_nonfinite",
+    &[uniform::<Len>(), Slot::Read("x"), Slot::Write("first")],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[&FIRST_NONFINITE];
 
 /// Index of the first non-finite element of `x`, or `None` (blocking: submits and reads back).
 #[cfg(not(target_arch = "wasm32"))]
@@ -42,7 +48,8 @@ pub async fn first_nonfinite_async<'a>(
 type Found = (Option<(usize, usize)>, Option<(usize, usize)>);
 
 async fn scan(gpu: &Gpu, xs: &[BufView<'_>], negative: bool) -> Result<Found> {
-    let chunk = gpu.binding_chunk(64)?;
+    let mut rec = Recorder::new(gpu);
+    let chunk = rec.binding_chunk(64)?;
     // (tensor, start, len) of each piece; each piece reports into its own two slots.
     let mut pieces = Vec::new();
     for (tensor, x) in xs.iter().enumerate() {
@@ -54,28 +61,28 @@ async fn scan(gpu: &Gpu, xs: &[BufView<'_>], negative: bool) -> Result<Found> {
     if pieces.is_empty() {
         return Ok((None, None));
     }
-    let first = gpu.upload(&vec![u32::MAX; 2 * pieces.len()])?;
-    let mut rec = Recorder::new(gpu);
-    let constants = [gpu.wg_constants()[0], ("NEGATIVE", negative as u32 as f64)];
+    let first = GpuVec::upload(gpu, &crate::host::filled("x", 2 * pieces.len(), u32::MAX)?)?;
+    let constants = [rec.wg()[0], ("NEGATIVE", negative as u32 as f64)];
     for (slot, &(tensor, start, len)) in pieces.iter().enumerate() {
         let uniform = Len {
             n: len as u32,
             slot: 2 * slot as u32,
-            _pad: [0; 2],
+            ..Default::default()
         };
+        let grid = rec.elementwise_grid(len as u64)?;
         rec.dispatch(
-            kernel!("common/finite.wgsl", "first_nonfinite"),
+            &FIRST_NONFINITE,
             &constants,
             &[
-                Binding::Uniform(bytemuck::bytes_of(&uniform)),
-                Binding::Storage(xs[tensor].sub(start, len), None),
-                Binding::Storage(first.view(), None),
+                Binding::uniform(&uniform),
+                Binding::storage(xs[tensor].sub(start, len)),
+                Binding::storage(first.view()),
             ],
-            gpu.elementwise_grid(len as u64)?,
+            grid,
         )?;
     }
     rec.submit()?;
-    let found = gpu.read_async(&first).await?;
+    let found = first.read_async().await?;
     let first_in = |which: usize| {
         pieces
             .iter()

@@ -1,314 +1,195 @@
-//! The shader registry (every WGSL file, `include_str!`-ed once) and the pipeline cache.
+//! Typed kernel handles and the pipeline cache.
 //!
-//! WGSL has no `#include`: a shader declares the shared snippets it needs in [`SHADERS`] and the
-//! registry concatenates them ahead of its text, so each snippet exists in exactly one file.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! A [`Kernel`] is one entry point of a registered [`Shader`] with the bindings Rust gives it,
+//! in binding order: uniform blocks with their Rust struct's layout ([`Uniform`]), storage the
+//! shader only reads, storage it writes. Pipelines are built with an explicit layout from that
+//! declaration, so wgpu itself checks it against the WGSL when a pipeline is made, and a test
+//! checks every declaration against naga's reflection of the shader (binding numbers, access,
+//! the uniform structs' sizes and field offsets).
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::shader::{self, Shader};
 
-/// One WGSL file under `shaders/` and the snippets it is prefixed with.
+/// One field of a uniform block as Rust lays it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// The field's name (the WGSL member's).
+    pub name: &'static str,
+    /// Byte offset.
+    pub offset: usize,
+    /// Bytes.
+    pub size: usize,
+}
+
+/// A Rust uniform struct's layout, checked against its WGSL struct by the test suite.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UniformLayout {
+    /// The Rust type's name.
+    pub name: &'static str,
+    /// `size_of` the Rust type.
+    pub size: usize,
+    /// Its fields, in order.
+    pub fields: &'static [Field],
+}
+
+/// A `#[repr(C)]` struct passed to a kernel as a uniform block.
+pub trait Uniform: bytemuck::Pod {
+    /// Its layout.
+    const LAYOUT: &'static UniformLayout;
+}
+
+/// Declares a `#[repr(C)]` uniform struct and its [`Uniform`] layout in one place:
+/// `uniform_struct! { struct Axpy { n: u32, alpha: f32, _pad0: u32, _pad1: u32 } }`.
+macro_rules! uniform_struct {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($field:ident: $ty:ty),+ $(,)? }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+        $vis struct $name { $(pub(crate) $field: $ty),+ }
+
+        impl $crate::kernel::Uniform for $name {
+            const LAYOUT: &'static $crate::kernel::UniformLayout = &$crate::kernel::UniformLayout {
+                name: stringify!($name),
+                size: std::mem::size_of::<$name>(),
+                fields: &[$($crate::kernel::Field {
+                    name: stringify!($field),
+                    offset: std::mem::offset_of!($name, $field),
+                    size: std::mem::size_of::<$ty>(),
+                }),+],
+            };
+        }
+    };
+}
+pub(crate) use uniform_struct;
+
+/// What a kernel binds at one binding number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// A uniform block with this layout.
+    Uniform(&'static UniformLayout),
+    /// Storage the entry point only reads (`var<storage, read>`), named for errors.
+    Read(&'static str),
+    /// Storage the entry point may write (`var<storage, read_write>`), named for errors.
+    Write(&'static str),
+    /// A binding number the entry point does not use.
+    Gap,
+}
+
+/// The uniform slot of `U`.
+pub const fn uniform<U: Uniform>() -> Slot {
+    Slot::Uniform(U::LAYOUT)
+}
+
+/// One compute entry point of a registered shader, with its bindings (index = binding number).
 #[derive(Debug)]
-pub struct ShaderFile {
-    /// Path under `shaders/`, e.g. `diag/sophia.wgsl`.
-    pub path: &'static str,
-    /// The file's own text.
-    pub code: &'static str,
-    /// Snippet paths prepended (transitively, each once, in order).
-    pub needs: &'static [&'static str],
-}
-
-macro_rules! shader {
-    ($path:literal $(, $need:literal)* $(,)?) => {
-        ShaderFile {
-            path: $path,
-            code: include_str!(concat!("../shaders/", $path)),
-            needs: &[$($need),*],
-        }
-    };
-}
-
-/// Every shader the crate ships.
-pub static SHADERS: &[ShaderFile] = &[
-    shader!("common/grid.wgsl"),
-    shader!("common/float.wgsl"),
-    shader!("common/philox.wgsl"),
-    shader!("common/workgroup_reduce.wgsl", "common/grid.wgsl"),
-    shader!(
-        "common/reduce.wgsl",
-        "common/grid.wgsl",
-        "common/workgroup_reduce.wgsl"
-    ),
-    shader!("common/rng.wgsl", "common/grid.wgsl", "common/philox.wgsl"),
-    shader!(
-        "common/finite.wgsl",
-        "common/grid.wgsl",
-        "common/float.wgsl"
-    ),
-    shader!("common/copy.wgsl", "common/grid.wgsl"),
-    shader!("bench/roofline.wgsl", "common/grid.wgsl"),
-    shader!("bench/sophiag_unfused.wgsl", "common/grid.wgsl"),
-    shader!("diag/sophia.wgsl", "common/grid.wgsl", "common/float.wgsl"),
-    shader!("diag/adahessian.wgsl", "common/grid.wgsl"),
-    shader!("diag/adamw.wgsl", "common/grid.wgsl"),
-    shader!("diag/hutchinson.wgsl", "common/grid.wgsl"),
-    shader!(
-        "krylov/operators.wgsl",
-        "common/grid.wgsl",
-        "common/workgroup_reduce.wgsl"
-    ),
-    shader!(
-        "krylov/cg.wgsl",
-        "common/grid.wgsl",
-        "common/workgroup_reduce.wgsl"
-    ),
-    shader!("linalg/gemm.wgsl"),
-    shader!(
-        "linalg/jacobi.wgsl",
-        "common/grid.wgsl",
-        "common/workgroup_reduce.wgsl"
-    ),
-    shader!(
-        "ot/cost.wgsl",
-        "common/grid.wgsl",
-        "common/workgroup_reduce.wgsl"
-    ),
-    shader!("ot/sinkhorn.wgsl", "ot/cost.wgsl"),
-    shader!("ot/plan.wgsl", "ot/cost.wgsl"),
-    shader!("ot/sns.wgsl", "common/grid.wgsl"),
-    shader!(
-        "mfac/mfac.wgsl",
-        "common/grid.wgsl",
-        "common/workgroup_reduce.wgsl"
-    ),
-    shader!(
-        "mkor/mkor.wgsl",
-        "common/grid.wgsl",
-        "common/workgroup_reduce.wgsl",
-        "common/float.wgsl"
-    ),
-    shader!(
-        "kfac/factors.wgsl",
-        "common/grid.wgsl",
-        "common/workgroup_reduce.wgsl"
-    ),
-    shader!("linalg/cholesky.wgsl", "common/float.wgsl"),
-    shader!(
-        "krylov/vectors.wgsl",
-        "common/grid.wgsl",
-        "common/workgroup_reduce.wgsl"
-    ),
-    shader!(
-        "toy/mlp.wgsl",
-        "common/grid.wgsl",
-        "common/workgroup_reduce.wgsl",
-        "common/philox.wgsl"
-    ),
-];
-
-fn find(path: &str) -> Option<&'static ShaderFile> {
-    SHADERS.iter().find(|s| s.path == path)
-}
-
-fn push_with_needs(path: &'static str, seen: &mut Vec<&'static str>) -> Result<()> {
-    if seen.contains(&path) {
-        return Ok(());
-    }
-    let file = find(path).ok_or_else(|| Error::Shader {
-        name: path.into(),
-        message: "not in the shader registry".into(),
-    })?;
-    for need in file.needs {
-        push_with_needs(need, seen)?;
-    }
-    seen.push(path);
-    Ok(())
-}
-
-/// The full WGSL source of a registered shader: its snippets, then its own text.
-pub fn source(path: &'static str) -> Result<String> {
-    let mut order = Vec::new();
-    push_with_needs(path, &mut order)?;
-    let mut out = String::new();
-    for p in order {
-        if let Some(f) = find(p) {
-            out.push_str(&format!("// ---- {p}\n"));
-            out.push_str(f.code);
-            out.push('\n');
-        }
-    }
-    Ok(out)
-}
-
-/// A compute entry point in a registered shader. Built with [`crate::kernel!`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
-    /// Path under `shaders/`.
-    pub shader: &'static str,
-    /// Entry point name.
+    /// The shader.
+    pub shader: &'static Shader,
+    /// The entry point's name.
     pub entry: &'static str,
+    /// What each binding number holds.
+    pub slots: &'static [Slot],
 }
 
-/// `kernel!("diag/sophia.wgsl", "sophiag_step")`: names an entry point in the registry.
-#[macro_export]
-macro_rules! kernel {
-    ($shader:literal, $entry:literal) => {
-        $crate::kernel::Kernel {
-            shader: $shader,
-            entry: $entry,
-        }
-    };
-}
-
-type PipelineKey = (Kernel, Vec<(&'static str, u64)>);
-
-/// Compute pipelines keyed by (shader, entry point, override constants), and shader modules by
-/// shader, built once per [`Gpu`].
-#[derive(Default)]
-pub struct PipelineCache {
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
-}
-
-fn poisoned() -> Error {
-    Error::Wgpu {
-        operation: "pipeline cache",
-        message: "a thread panicked while holding the cache lock".into(),
-    }
-}
-
-/// Which file a line of [`source`]'s text comes from: (path, 1-based line in that file).
-fn origin(composed: &str, line: u32) -> Option<(&str, usize)> {
-    let mut at = None;
-    for (k, text) in composed.lines().enumerate().take(line as usize) {
-        if let Some(path) = text.strip_prefix("// ---- ") {
-            at = Some((path, k + 1));
+impl Kernel {
+    /// `entry` of `shader` binding `slots`.
+    pub const fn new(shader: &'static Shader, entry: &'static str, slots: &'static [Slot]) -> Self {
+        Kernel {
+            shader,
+            entry,
+            slots,
         }
     }
-    at.map(|(path, header)| (path, line as usize - header))
-}
 
-impl Gpu {
-    /// Compiles every registered shader on this device and returns the compiler's errors as one
-    /// [`Error::Shader`] (each error with its file and line). A browser reports shader errors
-    /// only asynchronously, so on the web a broken shader otherwise shows up later as an
-    /// "invalid pipeline" without the reason; and the browser's compiler (Tint in Chrome) is
-    /// stricter than naga in places (uniformity analysis, literal ranges). Natively each
-    /// shader is already checked when first used.
-    pub async fn check_shaders_async(&self) -> Result<()> {
-        let mut errors = Vec::new();
-        for file in SHADERS {
-            let module = self.module(file.path)?;
-            let info = module.get_compilation_info().await;
-            let mut composed = None;
-            for m in info.messages {
-                if m.message_type != wgpu::CompilationMessageType::Error {
-                    continue;
-                }
-                let composed = match &mut composed {
-                    Some(text) => text,
-                    None => composed.insert(source(file.path)?),
+    /// `path::entry`, for messages.
+    pub fn name(&self) -> String {
+        format!("{}::{}", self.shader.path, self.entry)
+    }
+
+    /// The bind-group layout entries: uniforms, read-only storage, writable storage (and read
+    /// bindings in `promoted` as writable).
+    fn layout_entries(&self, promoted: u32) -> Vec<wgpu::BindGroupLayoutEntry> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                let ty = match *slot {
+                    Slot::Uniform(_) => wgpu::BufferBindingType::Uniform,
+                    Slot::Read(_) => wgpu::BufferBindingType::Storage {
+                        read_only: promoted & (1 << i) == 0,
+                    },
+                    Slot::Write(_) => wgpu::BufferBindingType::Storage { read_only: false },
+                    Slot::Gap => return None,
                 };
-                let at = m
-                    .location
-                    .and_then(|l| origin(composed, l.line_number))
-                    .map(|(path, line)| format!(" ({path}:{line})"))
-                    .unwrap_or_default();
-                errors.push(format!("{}{at}: {}", file.path, m.message));
-            }
-        }
-        match errors.first() {
-            None => Ok(()),
-            Some(first) => Err(Error::Shader {
-                name: first.split([' ', ':']).next().unwrap_or_default().into(),
-                message: errors.join("\n"),
-            }),
-        }
-    }
-
-    fn module(&self, shader: &'static str) -> Result<wgpu::ShaderModule> {
-        let mut modules = self.pipelines.modules.lock().map_err(|_| poisoned())?;
-        if let Some(m) = modules.get(shader) {
-            return Ok(m.clone());
-        }
-        let code = source(shader)?;
-        let module = self
-            .scoped("shader module", || {
-                self.device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader),
-                        source: wgpu::ShaderSource::Wgsl(code.into()),
-                    })
+                let min_binding_size = match *slot {
+                    Slot::Uniform(layout) => wgpu::BufferSize::new(layout.size as u64),
+                    _ => None,
+                };
+                Some(wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty,
+                        has_dynamic_offset: false,
+                        min_binding_size,
+                    },
+                    count: None,
+                })
             })
-            .map_err(|e| Error::Shader {
-                name: shader.into(),
-                message: e.to_string(),
-            })?;
-        modules.insert(shader, module.clone());
-        Ok(module)
+            .collect()
     }
 
-    /// The cached pipeline for `kernel` specialised by `constants` (WGSL `override`s).
-    pub fn pipeline(
-        &self,
-        kernel: Kernel,
+    /// The cached pipeline (and its bind-group layout) for this kernel specialised by
+    /// `constants` (WGSL `override`s), with the read bindings in `promoted` (bit i: binding i)
+    /// declared writable.
+    pub(crate) fn pipeline(
+        &'static self,
+        gpu: &Gpu,
         constants: &[(&'static str, f64)],
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key: PipelineKey = (
-            kernel,
+        promoted: u32,
+    ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
+        let key = (
+            self.shader.path,
+            self.entry,
             constants.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
+            promoted,
         );
-        if let Some(p) = self
-            .pipelines
-            .pipelines
-            .lock()
-            .map_err(|_| poisoned())?
-            .get(&key)
-        {
+        if let Some(p) = gpu.caches()?.pipelines.get(&key) {
             return Ok(p.clone());
         }
-        let module = self.module(kernel.shader)?;
-        let pipeline = self
+        let module = shader::module(gpu, self.shader, promoted)?;
+        let device = gpu.device();
+        let built = gpu
             .scoped("compute pipeline", || {
-                self.device
-                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(kernel.entry),
-                        layout: None,
-                        module: &module,
-                        entry_point: Some(kernel.entry),
-                        compilation_options: wgpu::PipelineCompilationOptions {
-                            constants,
-                            ..Default::default()
-                        },
-                        cache: None,
-                    })
+                let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(self.entry),
+                    entries: &self.layout_entries(promoted),
+                });
+                let pipeline_layout =
+                    device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some(self.entry),
+                        bind_group_layouts: &[Some(&layout)],
+                        immediate_size: 0,
+                    });
+                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(self.entry),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some(self.entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants,
+                        ..Default::default()
+                    },
+                    cache: None,
+                });
+                (pipeline, layout)
             })
             .map_err(|e| Error::Shader {
-                name: format!("{}::{}", kernel.shader, kernel.entry),
+                name: self.name(),
                 message: e.to_string(),
             })?;
-        let pipeline = Arc::new(pipeline);
-        self.pipelines
-            .pipelines
-            .lock()
-            .map_err(|_| poisoned())?
-            .insert(key, pipeline.clone());
-        Ok(pipeline)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::origin;
-
-    #[test]
-    fn origin_maps_a_composed_line_to_its_file() {
-        let composed = "// ---- a.wgsl\nfn a() {}\n\n// ---- b.wgsl\nfn b() {}\nfn c() {}\n";
-        assert_eq!(origin(composed, 2), Some(("a.wgsl", 1)));
-        assert_eq!(origin(composed, 3), Some(("a.wgsl", 2)));
-        assert_eq!(origin(composed, 6), Some(("b.wgsl", 2)));
-        assert_eq!(origin("fn a() {}\n", 1), None);
+        gpu.caches()?.pipelines.insert(key, built.clone());
+        Ok(built)
     }
 }

@@ -1,14 +1,45 @@
-//! Reductions whose result stays on the device: `reduce::record` →
-//! `kernel!("common/reduce.wgsl", "reduce_partial")` then `"reduce_finalize"`, writing
-//! `out[out_index]` so the next kernel can read it without a host round-trip.
-
-use bytemuck::{Pod, Zeroable};
+//! Reductions whose result stays on the device: `reduce::record` → [`REDUCE_PARTIAL`] then
+//! [`REDUCE_FINALIZE`] (`shaders/common/reduce.wgsl`), writing `out[out_index]` so the next
+//! kernel can read it without a host round-trip.
 
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
+use crate::shader;
+
+crate::kernel::uniform_struct! {
+    /// Both passes' parameters.
+    pub(crate) struct ReduceUniform { n: u32, out_index: u32, partials: u32, _pad: u32 }
+}
+
+/// One partial result per workgroup over the vec4s of x (and y).
+pub static REDUCE_PARTIAL: Kernel = Kernel::new(
+    &shader::REDUCE,
+    "reduce_partial",
+    &[
+        uniform::<ReduceUniform>(),
+        Slot::Read("x"),
+        Slot::Read("y"),
+        Slot::Write("partials"),
+    ],
+);
+/// The partials and the n % 4 tail folded into out[out_index].
+pub static REDUCE_FINALIZE: Kernel = Kernel::new(
+    &shader::REDUCE,
+    "reduce_finalize",
+    &[
+        uniform::<ReduceUniform>(),
+        Slot::Read("x"),
+        Slot::Read("y"),
+        Slot::Write("partials"),
+        Slot::Write("out"),
+    ],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[&REDUCE_PARTIAL, &REDUCE_FINALIZE];
 
 /// What to reduce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,20 +65,13 @@ impl Reduction {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ReduceUniform {
-    n: u32,
-    out_index: u32,
-    partials: u32,
-    _pad: u32,
-}
-
 /// Partial results per reduction: few enough for one workgroup to fold them quickly.
 const MAX_PARTIALS: u32 = 1024;
 
-/// Records `out[out_index] = op(x[, y])`. `y` is required for [`Reduction::Dot`] only.
-/// Tensors past one storage binding are rejected with [`Error::TooLarge`].
+/// Records `out[out_index] = op(x[, y])`. `y` is required for [`Reduction::Dot`] only (and
+/// ignored otherwise). `out` may share a buffer with `x` and `y` where they are disjoint;
+/// for Σx² pass [`Reduction::SquaredNorm`], not `Dot` with `y = x`, when `out` shares their
+/// buffer. Tensors past one storage binding are rejected with [`Error::TooLarge`].
 pub fn record(
     rec: &mut Recorder,
     op: Reduction,
@@ -57,16 +81,13 @@ pub fn record(
     out_index: usize,
 ) -> Result<()> {
     let gpu = rec.gpu();
-    x.check(gpu, "x", x.len())?;
+    let x = x.check(gpu, "x", x.len())?;
     let y = match (op, y) {
-        (Reduction::Dot, Some(y)) => {
-            y.check(gpu, "y", x.len())?;
-            y
-        }
+        (Reduction::Dot, Some(y)) => y.check(gpu, "y", x.len())?,
         (Reduction::Dot, None) => return Err(Error::Empty { argument: "y" }),
         (_, _) => x,
     };
-    out.check(gpu, "out", out.len())?;
+    let out = out.check(gpu, "out", out.len())?;
     if out_index >= out.len() {
         return Err(Error::BadView {
             argument: "out_index",
@@ -87,7 +108,7 @@ pub fn record(
     }
     let vec4s = (x.len() / 4) as u64;
     let groups = partial_groups(gpu, vec4s);
-    let partials = gpu.zeros::<f32>(groups as usize)?;
+    let partials = GpuVec::<f32>::zeros(gpu, groups as usize)?;
     if vec4s > 0 {
         let uniform = ReduceUniform {
             n: x.len() as u32,
@@ -96,19 +117,29 @@ pub fn record(
             _pad: 0,
         };
         let bytes = Some(16 * vec4s);
+        let grid = rec.grid_for_groups(groups)?;
         rec.dispatch(
-            kernel!("common/reduce.wgsl", "reduce_partial"),
+            &REDUCE_PARTIAL,
             &constants(gpu, op),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&uniform)),
+                Binding::uniform(&uniform),
                 Binding::Storage(x, bytes),
-                Binding::Storage(y, bytes),
-                Binding::Storage(partials.view(), None),
+                second_operand(op, Binding::Storage(y, bytes)),
+                Binding::storage(partials.view()),
             ],
-            gpu.grid_for_groups(groups)?,
+            grid,
         )?;
     }
     record_finalize(rec, op, x, y, &partials, groups, out, out_index)
+}
+
+/// y where the op reads it; only Σxy does, so the others bind the placeholder (x bound twice
+/// would be two overlapping bindings, refused where `out` shares x's buffer).
+fn second_operand(op: Reduction, y: Binding<'_>) -> Binding<'_> {
+    match op {
+        Reduction::Dot => y,
+        _ => Binding::Placeholder,
+    }
 }
 
 fn constants(gpu: &Gpu, op: Reduction) -> [(&'static str, f64); 2] {
@@ -144,16 +175,15 @@ pub(crate) fn record_finalize(
         partials: groups as u32,
         _pad: 0,
     };
-    let uniform = bytemuck::bytes_of(&uniform);
     rec.dispatch(
-        kernel!("common/reduce.wgsl", "reduce_finalize"),
+        &REDUCE_FINALIZE,
         &constants(gpu, op),
         &[
-            Binding::Uniform(uniform),
-            Binding::Storage(x, None),
-            Binding::Storage(y, None),
-            Binding::Storage(partials.view(), None),
-            Binding::Storage(out, None),
+            Binding::uniform(&uniform),
+            Binding::storage(x),
+            second_operand(op, Binding::storage(y)),
+            Binding::storage(partials.view()),
+            Binding::storage(out),
         ],
         [1, 1, 1],
     )
@@ -177,9 +207,9 @@ pub async fn reduce_async<'a>(
     x: impl Into<BufView<'a>>,
     y: Option<BufView<'a>>,
 ) -> Result<f32> {
-    let out = gpu.zeros::<f32>(1)?;
+    let out = GpuVec::<f32>::zeros(gpu, 1)?;
     let mut rec = Recorder::new(gpu);
     record(&mut rec, op, x.into(), y, out.view(), 0)?;
     rec.submit()?;
-    Ok(gpu.read_async(&out).await?[0])
+    Ok(out.read_async().await?[0])
 }

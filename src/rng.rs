@@ -7,13 +7,30 @@
 //! error bounds, not bit for bit. Near z = 0 that is an absolute error of order 1e-4 (log u1
 //! for u1 → 1 carries an absolute, not relative, error), so do not compare Gaussians exactly.
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Pod;
 
 use crate::buffer::{BufView, GpuVec};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::kernel::Kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
+use crate::shader;
+
+crate::kernel::uniform_struct! {
+    /// A fill's stream position.
+    pub(crate) struct RngUniform {
+        n: u32, seed_lo: u32, seed_hi: u32, offset_lo: u32, offset_hi: u32,
+        _pad0: u32, _pad1: u32, _pad2: u32,
+    }
+}
+
+const SLOTS: &[Slot] = &[uniform::<RngUniform>(), Slot::Write("out")];
+static PHILOX_U32: Kernel = Kernel::new(&shader::RNG, "philox_u32", SLOTS);
+static RADEMACHER: Kernel = Kernel::new(&shader::RNG, "rademacher", SLOTS);
+static GAUSSIAN: Kernel = Kernel::new(&shader::RNG, "gaussian", SLOTS);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[&PHILOX_U32, &RADEMACHER, &GAUSSIAN];
 
 /// Which distribution to draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,24 +44,13 @@ pub enum Distribution {
 }
 
 impl Distribution {
-    fn kernel(self) -> Kernel {
+    fn kernel(self) -> &'static Kernel {
         match self {
-            Distribution::Bits => crate::kernel!("common/rng.wgsl", "philox_u32"),
-            Distribution::Rademacher => crate::kernel!("common/rng.wgsl", "rademacher"),
-            Distribution::Gaussian => crate::kernel!("common/rng.wgsl", "gaussian"),
+            Distribution::Bits => &PHILOX_U32,
+            Distribution::Rademacher => &RADEMACHER,
+            Distribution::Gaussian => &GAUSSIAN,
         }
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct RngUniform {
-    n: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    offset_lo: u32,
-    offset_hi: u32,
-    _pad: [u32; 3],
 }
 
 /// Records `out[i] = draw(seed, offset + i)` for every element of `out`.
@@ -55,9 +61,8 @@ pub fn record_fill(
     seed: u64,
     offset: u64,
 ) -> Result<()> {
-    let gpu = rec.gpu();
-    out.check(gpu, "out", out.len())?;
-    let chunk = gpu.binding_chunk(64)?;
+    let out = out.check(rec.gpu(), "out", out.len())?;
+    let chunk = rec.binding_chunk(64)?;
     let mut start = 0;
     while start < out.len() {
         let len = chunk.min(out.len() - start);
@@ -68,17 +73,18 @@ pub fn record_fill(
             seed_hi: (seed >> 32) as u32,
             offset_lo: first as u32,
             offset_hi: (first >> 32) as u32,
-            _pad: [0; 3],
+            ..Default::default()
         };
+        // One invocation per Philox block the chunk touches.
+        let grid = rec.elementwise_grid(len as u64 / 4 + 2)?;
         rec.dispatch(
             dist.kernel(),
-            &gpu.wg_constants(),
+            &rec.wg(),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&uniform)),
-                Binding::Storage(out.sub(start, len), None),
+                Binding::uniform(&uniform),
+                Binding::storage(out.sub(start, len)),
             ],
-            // One invocation per Philox block the chunk touches.
-            gpu.elementwise_grid(len as u64 / 4 + 2)?,
+            grid,
         )?;
         start += len;
     }
@@ -103,7 +109,7 @@ pub fn fill_new<T: Pod>(
     seed: u64,
     offset: u64,
 ) -> Result<GpuVec<T>> {
-    let out = gpu.zeros::<T>(n)?;
+    let out = GpuVec::<T>::zeros(gpu, n)?;
     let mut rec = Recorder::new(gpu);
     record_fill(&mut rec, dist, out.view(), seed, offset)?;
     rec.submit()?;

@@ -1,6 +1,7 @@
 // Reductions whose result stays on the GPU: `reduce_partial` leaves one value per workgroup,
 // `reduce_finalize` (one workgroup) folds those and the n % 4 tail scalars into out[out_index].
-// OP (override): 0 sum x, 1 Σx², 2 Σxy, 3 max |x|. For ops without y, bind x as y too.
+// OP (override): 0 sum x, 1 Σx², 2 Σxy, 3 max |x|. Only Σxy reads y: the others may bind
+// anything there.
 
 override OP: u32 = 0u;
 
@@ -30,11 +31,10 @@ fn combine(a: f32, b: f32) -> f32 {
     return a + b;
 }
 
-fn element4(x: vec4<f32>, y: vec4<f32>) -> f32 {
+fn element4(x: vec4<f32>) -> f32 {
     switch OP {
         case 0u: { return (x.x + x.y) + (x.z + x.w); }
         case 1u: { return dot(x, x); }
-        case 2u: { return dot(x, y); }
         default: { let a = abs(x); return max(max(a.x, a.y), max(a.z, a.w)); }
     }
 }
@@ -51,7 +51,11 @@ fn reduce_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                   @builtin(local_invocation_index) lid: u32) {
     var acc = identity();
     for (var i = linear_index(wid, nwg, lid); i < r.n / 4u; i += grid_stride(nwg)) {
-        acc = combine(acc, element4(x4[i], y4[i]));
+        if (OP == 2u) {
+            acc += dot(x4[i], y4[i]);
+        } else {
+            acc = combine(acc, element4(x4[i]));
+        }
     }
     let total = workgroup_combine(lid, acc);
     let group = wid.y * nwg.x + wid.x;
@@ -68,7 +72,11 @@ fn reduce_finalize(@builtin(local_invocation_index) lid: u32) {
     }
     let t = (r.n / 4u) * 4u + lid;
     if (lid < 4u && t < r.n) {
-        acc = combine(acc, element4(vec4<f32>(x1[t], 0.0, 0.0, 0.0), vec4<f32>(y1[t], 0.0, 0.0, 0.0)));
+        if (OP == 2u) {
+            acc += x1[t] * y1[t];
+        } else {
+            acc = combine(acc, element4(vec4<f32>(x1[t], 0.0, 0.0, 0.0)));
+        }
     }
     let total = workgroup_combine(lid, acc);
     if (lid == 0u) {

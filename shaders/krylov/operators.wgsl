@@ -26,17 +26,9 @@ struct Grid {
     _pad2: u32,
 }
 
-struct Axpy {
-    n: u32,
-    alpha: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
 @group(0) @binding(0) var<uniform> dense: Dense;
 @group(0) @binding(0) var<uniform> csr: Csr;
 @group(0) @binding(0) var<uniform> grid: Grid;
-@group(0) @binding(0) var<uniform> axpy: Axpy;
 
 // Dense: binding 1 the row-major matrix, 2 x, 3 y.
 @group(0) @binding(1) var<storage, read> dense_a: array<f32>;
@@ -52,10 +44,9 @@ struct Axpy {
 @group(0) @binding(5) var<storage, read_write> csr_y: array<f32>;
 @group(0) @binding(4) var<storage, read_write> csr_diag: array<f32>;
 
-// Stencils and axpy: 1 x, 2 y.
+// Stencils: 1 x, 2 y.
 @group(0) @binding(1) var<storage, read> vec_x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> vec_y: array<f32>;
-@group(0) @binding(1) var<storage, read_write> fill_y: array<f32>;
 
 // One workgroup per row: the row's dot product is strided over the workgroup and folded.
 // With stride > cols it computes c = V·w for the spectrum tools' padded bases too.
@@ -274,23 +265,5 @@ fn poisson_vec4_dot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let total = workgroup_sum(lid, acc);
     if (lid == 0u) {
         dot_partial[wid.y * nwg.x + wid.x] = total;
-    }
-}
-
-// y += α·x (the shift of A + σI).
-@compute @workgroup_size(WG)
-fn axpy_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_index(wid, nwg, lid); i < axpy.n; i += grid_stride(nwg)) {
-        vec_y[i] += axpy.alpha * vec_x[i];
-    }
-}
-
-// y[i] = α (a constant diagonal, e.g. a stencil's).
-@compute @workgroup_size(WG)
-fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_index(wid, nwg, lid); i < axpy.n; i += grid_stride(nwg)) {
-        fill_y[i] = axpy.alpha;
     }
 }

@@ -1,24 +1,69 @@
-//! AdaHessian: `AdaHessian::record_step` → `kernel!("diag/adahessian.wgsl", "adahessian_step")`.
+//! AdaHessian: `AdaHessian::record_step_lists` → [`ADAHESSIAN_STEP`] →
+//! `shaders/diag/adahessian.wgsl`'s `adahessian_step`.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::state::{checkpoint_methods, config_methods, step_methods, DiagState, Moments};
+use super::state::{check_lens, diag_accessors, Moments};
 use crate::buffer::{BufView, GpuVec};
 use crate::check;
 use crate::elementwise::{self, Elementwise};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
+use crate::optimizer::Optimizer;
 use crate::record::{Binding, Recorder};
-use crate::tensors::Tensors;
+use crate::shader;
 
-const STEP: Elementwise = Elementwise {
-    body: kernel!("diag/adahessian.wgsl", "adahessian_step"),
-    tail: kernel!("diag/adahessian.wgsl", "adahessian_step_tail"),
+crate::kernel::uniform_struct! {
+    /// The step's parameters.
+    pub(crate) struct StepUniform {
+        n: u32, segment: u32, lr: f32, beta1: f32, beta2: f32, inv_bias1: f32,
+        inv_bias2_pow: f32, eps: f32, weight_decay: f32, power: f32, _pad0: u32, _pad1: u32,
+    }
+}
+
+crate::kernel::uniform_struct! {
+    /// `segment_mean_abs`'s parameters.
+    pub(crate) struct SegmentUniform { segments: u32, segment: u32, _pad0: u32, _pad1: u32 }
+}
+
+const STEP_SLOTS: &[Slot] = &[
+    uniform::<StepUniform>(),
+    Slot::Write("theta"),
+    Slot::Read("grad"),
+    Slot::Write("m"),
+    Slot::Write("v"),
+    Slot::Read("zhz"),
+];
+
+/// AdaHessian's fused step over vec4s, D elementwise.
+pub(crate) static ADAHESSIAN_STEP: Kernel =
+    Kernel::new(&shader::ADAHESSIAN, "adahessian_step", STEP_SLOTS);
+/// The same with D from per-segment means.
+static ADAHESSIAN_STEP_AVG: Kernel =
+    Kernel::new(&shader::ADAHESSIAN, "adahessian_step_avg", STEP_SLOTS);
+static ADAHESSIAN_STEP_TAIL: Kernel =
+    Kernel::new(&shader::ADAHESSIAN, "adahessian_step_tail", STEP_SLOTS);
+static SEGMENT_MEAN_ABS: Kernel = Kernel::new(
+    &shader::ADAHESSIAN,
+    "segment_mean_abs",
+    &[uniform::<SegmentUniform>(), Slot::Read("zhz"), Slot::Write("means")],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &ADAHESSIAN_STEP,
+    &ADAHESSIAN_STEP_AVG,
+    &ADAHESSIAN_STEP_TAIL,
+    &SEGMENT_MEAN_ABS,
+];
+
+/// The step with D elementwise, body and tail.
+pub(crate) const STEP: Elementwise = Elementwise {
+    body: &ADAHESSIAN_STEP,
+    tail: &ADAHESSIAN_STEP_TAIL,
 };
 const STEP_AVERAGED: Elementwise = Elementwise {
-    body: kernel!("diag/adahessian.wgsl", "adahessian_step_avg"),
-    tail: kernel!("diag/adahessian.wgsl", "adahessian_step_tail"),
+    body: &ADAHESSIAN_STEP_AVG,
+    tail: &ADAHESSIAN_STEP_TAIL,
 };
 
 /// AdaHessian hyper-parameters; defaults are the official `optim_adahessian.py`'s.
@@ -119,9 +164,14 @@ impl TensorSpec {
         Self::new(&[len], Averaging::None)
     }
 
-    /// Number of elements.
+    /// Number of elements (saturating at `usize::MAX`; [`TensorSpec::segment`] refuses a
+    /// shape whose product overflows).
     pub fn len(&self) -> usize {
-        self.shape.iter().product()
+        self.checked_len().unwrap_or(usize::MAX)
+    }
+
+    fn checked_len(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 
     /// True when the shape has a zero dimension.
@@ -135,8 +185,20 @@ impl TensorSpec {
             argument: "spec",
             message,
         };
-        if self.is_empty() {
-            return Err(Error::Empty { argument: "spec" });
+        match self.checked_len() {
+            None => {
+                return Err(shape_err(format!(
+                    "the shape {:?} has more elements than usize holds",
+                    self.shape
+                )))
+            }
+            Some(0) => {
+                return Err(shape_err(format!(
+                    "the shape {:?} has no elements",
+                    self.shape
+                )))
+            }
+            Some(_) => {}
         }
         let segment = match (self.averaging, self.shape.as_slice()) {
             (Averaging::None, _) => 1,
@@ -164,30 +226,6 @@ impl TensorSpec {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct StepUniform {
-    n: u32,
-    segment: u32,
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    inv_bias1: f32,
-    inv_bias2_pow: f32,
-    eps: f32,
-    weight_decay: f32,
-    power: f32,
-    _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct SegmentUniform {
-    segments: u32,
-    segment: u32,
-    _pad: [u32; 2],
-}
-
 /// AdaHessian (Yao et al. 2021), as `optim_adahessian.py` runs it. Each step takes the
 /// gradient and z⊙Hz for a Rademacher probe z (see [`crate::rng::rademacher`]); D = |z⊙Hz|,
 /// averaged per [`TensorSpec`]; m and v are bias-corrected.
@@ -203,6 +241,9 @@ pub struct AdaHessian {
 impl AdaHessian {
     /// An optimizer for one flat tensor of `len` parameters (no averaging).
     pub fn new(gpu: &Gpu, len: usize, config: AdaHessianConfig) -> Result<Self> {
+        if len == 0 {
+            return Err(Error::Empty { argument: "len" });
+        }
         Self::new_multi(gpu, &[TensorSpec::flat(len)], config)
     }
 
@@ -210,6 +251,9 @@ impl AdaHessian {
     /// updates all of them in one submission.
     pub fn new_multi(gpu: &Gpu, specs: &[TensorSpec], config: AdaHessianConfig) -> Result<Self> {
         config.validate()?;
+        if specs.is_empty() {
+            return Err(Error::Empty { argument: "specs" });
+        }
         let segments = specs
             .iter()
             .map(TensorSpec::segment)
@@ -218,8 +262,9 @@ impl AdaHessian {
         let means = lens
             .iter()
             .zip(&segments)
-            .map(|(&len, &s)| (s > 1).then(|| gpu.zeros::<f32>(len / s)).transpose())
+            .map(|(&len, &s)| (s > 1).then(|| GpuVec::zeros(gpu, len / s)).transpose())
             .collect::<Result<Vec<_>>>()?;
+        check_lens(&lens)?;
         Ok(AdaHessian {
             config,
             segments,
@@ -227,27 +272,29 @@ impl AdaHessian {
             state: Moments::new(gpu, &lens, true)?,
         })
     }
+}
 
-    step_methods!(AdaHessianConfig, grads, zhz);
+impl Optimizer for AdaHessian {
+    diag_accessors!(AdaHessianConfig);
+    const NAME: &'static str = "AdaHessian";
+    const INPUTS: &'static [&'static str] = &["grads", "zhz"];
 
-    /// Records one step of every tensor into `rec`: per averaged tensor one segment-mean pass,
-    /// then the fused update.
-    pub fn record<'a>(
+    /// Per averaged tensor one segment-mean pass, then the fused update.
+    fn record_step_lists(
         &mut self,
         rec: &mut Recorder,
-        params: impl Tensors<'a>,
-        grads: impl Tensors<'a>,
-        zhz: impl Tensors<'a>,
+        step: u64,
+        params: &[BufView<'_>],
+        inputs: &[Vec<BufView<'_>>],
     ) -> Result<()> {
-        let (params, grads, zhz) = (params.views(), grads.views(), zhz.views());
         let gpu = rec.gpu();
-        self.state.check(gpu, "params", &params)?;
-        self.state.check(gpu, "grads", &grads)?;
-        self.state.check(gpu, "zhz", &zhz)?;
+        let params = self.state.check(gpu, "params", params)?;
+        let grads = self.state.check(gpu, "grads", &inputs[0])?;
+        let zhz = self.state.check(gpu, "zhz", &inputs[1])?;
         let c = self.config;
-        let t = self.state.step + 1;
-        let inv_bias1 = (1.0 / (1.0 - (c.beta1 as f64).powf(t as f64))) as f32;
-        let bias2 = 1.0 - (c.beta2 as f64).powf(t as f64);
+        let t = step as f64;
+        let inv_bias1 = (1.0 / (1.0 - (c.beta1 as f64).powf(t))) as f32;
+        let bias2 = 1.0 - (c.beta2 as f64).powf(t);
         let inv_bias2_pow = (1.0 / bias2.sqrt().powf(c.hessian_power as f64)) as f32;
         for i in 0..params.len() {
             let (m, v) = (&self.state.m[i], &self.state.h[i]);
@@ -263,45 +310,41 @@ impl AdaHessian {
                 eps: c.eps,
                 weight_decay: c.weight_decay,
                 power: c.hessian_power,
-                _pad: [0; 2],
+                ..Default::default()
             };
-            let full = [params[i], grads[i], m.view(), v.view()];
+            let full = [params[i], grads[i], m.view().named("m"), v.view().named("v")];
             match &self.means[i] {
                 None => {
                     let full = [full[0], full[1], full[2], full[3], zhz[i]];
                     elementwise::record(rec, STEP, m.len(), &full, &[], 1, uniform)?;
                 }
                 Some(means) => {
+                    let means = means.view().named("segment means");
                     record_segment_means(rec, zhz[i], means, segment)?;
-                    let seg = [means.view()];
                     elementwise::record(
                         rec,
                         STEP_AVERAGED,
                         m.len(),
                         &full,
-                        &seg,
+                        &[means],
                         segment,
                         uniform,
                     )?;
                 }
             }
         }
-        self.state.step = t;
         Ok(())
     }
-
-    checkpoint_methods!();
 }
 
 /// means[s] = mean of |x| over segment s, chunked so each binding stays within the limit.
 fn record_segment_means(
     rec: &mut Recorder,
     x: BufView<'_>,
-    means: &GpuVec<f32>,
+    means: BufView<'_>,
     segment: usize,
 ) -> Result<()> {
-    let gpu = rec.gpu();
-    let chunk = gpu.binding_chunk(64 * segment)?;
+    let chunk = rec.binding_chunk(64 * segment)?;
     let mut start = 0;
     while start < x.len() {
         let len = chunk.min(x.len() - start);
@@ -309,17 +352,18 @@ fn record_segment_means(
         let uniform = SegmentUniform {
             segments: segments as u32,
             segment: segment as u32,
-            _pad: [0; 2],
+            ..Default::default()
         };
+        let grid = rec.elementwise_grid(segments as u64)?;
         rec.dispatch(
-            kernel!("diag/adahessian.wgsl", "segment_mean_abs"),
-            &gpu.wg_constants(),
+            &SEGMENT_MEAN_ABS,
+            &rec.wg(),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&uniform)),
-                Binding::Storage(x.sub(start, len), None),
-                Binding::Storage(means.view().sub(start / segment, segments), None),
+                Binding::uniform(&uniform),
+                Binding::storage(x.sub(start, len)),
+                Binding::storage(means.sub(start / segment, segments)),
             ],
-            gpu.elementwise_grid(segments as u64)?,
+            grid,
         )?;
         start += len;
     }

@@ -1,22 +1,44 @@
-//! AdamW, the first-order baseline: `AdamW::record_step` → `kernel!("diag/adamw.wgsl",
-//! "adamw_step")`.
+//! AdamW, the first-order baseline: `AdamW::record_step_lists` → [`ADAMW_STEP`] →
+//! `shaders/diag/adamw.wgsl`'s `adamw_step`.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::state::{
-    checkpoint_methods, config_methods, record_step, step_methods, DiagState, Moments,
-};
+use super::state::{diag_accessors, record_fused_step, Moments};
+use crate::buffer::{BufView, GpuVec};
 use crate::check;
 use crate::elementwise::Elementwise;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
+use crate::optimizer::Optimizer;
 use crate::record::Recorder;
-use crate::tensors::Tensors;
+use crate::shader;
 
-const ADAMW_STEP: Elementwise = Elementwise {
-    body: kernel!("diag/adamw.wgsl", "adamw_step"),
-    tail: kernel!("diag/adamw.wgsl", "adamw_step_tail"),
+crate::kernel::uniform_struct! {
+    /// The step's parameters.
+    pub(crate) struct AdamWUniform {
+        n: u32, decay: f32, beta1: f32, beta2: f32, step_size: f32, bc2_sqrt: f32, eps: f32,
+        _pad: u32,
+    }
+}
+
+const SLOTS: &[Slot] = &[
+    uniform::<AdamWUniform>(),
+    Slot::Write("theta"),
+    Slot::Read("grad"),
+    Slot::Write("m"),
+    Slot::Write("v"),
+];
+
+/// AdamW's fused step over vec4s.
+pub(crate) static ADAMW_STEP: Kernel = Kernel::new(&shader::ADAMW, "adamw_step", SLOTS);
+static ADAMW_STEP_TAIL: Kernel = Kernel::new(&shader::ADAMW, "adamw_step_tail", SLOTS);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[&ADAMW_STEP, &ADAMW_STEP_TAIL];
+
+/// The step, body and tail.
+pub(crate) const STEP: Elementwise = Elementwise {
+    body: &ADAMW_STEP,
+    tail: &ADAMW_STEP_TAIL,
 };
 
 /// AdamW hyper-parameters; defaults are `torch.optim.AdamW`'s.
@@ -61,19 +83,6 @@ impl AdamWConfig {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct AdamWUniform {
-    n: u32,
-    decay: f32,
-    beta1: f32,
-    beta2: f32,
-    step_size: f32,
-    bc2_sqrt: f32,
-    eps: f32,
-    _pad: u32,
-}
-
 /// AdamW (Loshchilov & Hutter 2019) exactly as `torch.optim.AdamW` (amsgrad off):
 /// θ ← θ(1 − lr·wd); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
 /// θ ← θ − lr·m̂/(√v̂ + ε) with m̂ = m/(1 − β1ᵗ), v̂ = v/(1 − β2ᵗ) and t the step count.
@@ -88,6 +97,9 @@ pub struct AdamW {
 impl AdamW {
     /// An optimizer for one tensor of `len` parameters.
     pub fn new(gpu: &Gpu, len: usize, config: AdamWConfig) -> Result<Self> {
+        if len == 0 {
+            return Err(Error::Empty { argument: "len" });
+        }
         Self::new_multi(gpu, &[len], config)
     }
 
@@ -100,46 +112,46 @@ impl AdamW {
         })
     }
 
-    step_methods!(AdamWConfig);
-
     /// The first moments m (PyTorch's `exp_avg`), one per tensor (device-resident).
-    pub fn momentum(&self) -> &[crate::buffer::GpuVec<f32>] {
+    pub fn momentum(&self) -> &[GpuVec<f32>] {
         &self.state.m
     }
 
     /// The second moments v (PyTorch's `exp_avg_sq`), one per tensor (device-resident).
-    pub fn second_moment(&self) -> &[crate::buffer::GpuVec<f32>] {
+    pub fn second_moment(&self) -> &[GpuVec<f32>] {
         &self.state.h
     }
+}
 
-    /// Records one step of every tensor into `rec` (one pass, the caller submits).
-    pub fn record<'a>(
+impl Optimizer for AdamW {
+    diag_accessors!(AdamWConfig);
+    const NAME: &'static str = "AdamW";
+    const INPUTS: &'static [&'static str] = &["grads"];
+
+    fn record_step_lists(
         &mut self,
         rec: &mut Recorder,
-        params: impl Tensors<'a>,
-        grads: impl Tensors<'a>,
+        step: u64,
+        params: &[BufView<'_>],
+        inputs: &[Vec<BufView<'_>>],
     ) -> Result<()> {
         let c = self.config;
         // PyTorch forms these in Python floats (f64): lr/bc1 and √bc2, with t counted from 1.
-        let t = (self.state.step + 1) as f64;
+        let t = step as f64;
         let bc1 = 1.0 - (c.beta1 as f64).powf(t);
         let bc2 = 1.0 - (c.beta2 as f64).powf(t);
         let decay = (1.0 - c.lr as f64 * c.weight_decay as f64) as f32;
         let step_size = (c.lr as f64 / bc1) as f32;
         let bc2_sqrt = bc2.sqrt() as f32;
-        record_step(rec, &mut self.state, ADAMW_STEP, params, grads, |n| {
-            AdamWUniform {
-                n,
-                decay,
-                beta1: c.beta1,
-                beta2: c.beta2,
-                step_size,
-                bc2_sqrt,
-                eps: c.eps,
-                _pad: 0,
-            }
+        record_fused_step(rec, &self.state, STEP, params, &inputs[0], |n| AdamWUniform {
+            n,
+            decay,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            step_size,
+            bc2_sqrt,
+            eps: c.eps,
+            _pad: 0,
         })
     }
-
-    checkpoint_methods!();
 }

@@ -13,3 +13,14 @@ pub use adamw::{AdamW, AdamWConfig};
 pub use hutchinson::HutchinsonDiag;
 pub use sophia::{SophiaG, SophiaGConfig, SophiaH, SophiaHConfig};
 pub use state::{DiagState, TensorState};
+
+/// The kernels of this family.
+pub(crate) fn kernels() -> Vec<&'static crate::kernel::Kernel> {
+    [
+        sophia::KERNELS,
+        adahessian::KERNELS,
+        adamw::KERNELS,
+        hutchinson::KERNELS,
+    ]
+    .concat()
+}

@@ -1,34 +1,86 @@
-//! SophiaG and SophiaH: `SophiaG::record_step` → `kernel!("diag/sophia.wgsl", "sophiag_step")`.
+//! SophiaG and SophiaH: `SophiaG::record_step_lists` → [`SOPHIAG_STEP`] →
+//! `shaders/diag/sophia.wgsl`'s `sophiag_step`.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::state::{
-    checkpoint_methods, config_methods, record_step, step_methods, DiagState, Moments,
-};
-use crate::buffer::BufView;
+use super::state::{diag_accessors, record_fused_step, Moments};
+use crate::buffer::{BufView, GpuVec};
 use crate::check;
 use crate::elementwise::{self, Elementwise};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
+use crate::optimizer::Optimizer;
 use crate::record::Recorder;
+use crate::shader;
 use crate::tensors::Tensors;
 
-const SOPHIAG_STEP: Elementwise = Elementwise {
-    body: kernel!("diag/sophia.wgsl", "sophiag_step"),
-    tail: kernel!("diag/sophia.wgsl", "sophiag_step_tail"),
+crate::kernel::uniform_struct! {
+    /// `sophiag_step`'s parameters.
+    pub(crate) struct SophiaGUniform {
+        n: u32, lr: f32, beta1: f32, rho_bs: f32, decay: f32, eps: f32, _pad0: u32, _pad1: u32,
+    }
+}
+
+crate::kernel::uniform_struct! {
+    /// `sophiah_step`'s parameters.
+    pub(crate) struct SophiaHUniform {
+        n: u32, lr: f32, beta1: f32, bias1: f32, gamma: f32, eps: f32, weight_decay: f32,
+        _pad: u32,
+    }
+}
+
+crate::kernel::uniform_struct! {
+    /// The refreshes' parameters.
+    pub(crate) struct EmaUniform { n: u32, beta: f32, _pad0: u32, _pad1: u32 }
+}
+
+const SOPHIAG_SLOTS: &[Slot] = &[
+    uniform::<SophiaGUniform>(),
+    Slot::Write("theta"),
+    Slot::Read("grad"),
+    Slot::Write("m"),
+    Slot::Read("h"),
+];
+const SOPHIAH_SLOTS: &[Slot] = &[
+    uniform::<SophiaHUniform>(),
+    Slot::Write("theta"),
+    Slot::Read("grad"),
+    Slot::Write("m"),
+    Slot::Read("h"),
+];
+const EMA_SLOTS: &[Slot] = &[uniform::<EmaUniform>(), Slot::Write("h"), Slot::Read("sample")];
+
+/// SophiaG's fused step over vec4s.
+pub(crate) static SOPHIAG_STEP: Kernel = Kernel::new(&shader::SOPHIA, "sophiag_step", SOPHIAG_SLOTS);
+static SOPHIAG_STEP_TAIL: Kernel =
+    Kernel::new(&shader::SOPHIA, "sophiag_step_tail", SOPHIAG_SLOTS);
+static SOPHIAH_STEP: Kernel = Kernel::new(&shader::SOPHIA, "sophiah_step", SOPHIAH_SLOTS);
+static SOPHIAH_STEP_TAIL: Kernel =
+    Kernel::new(&shader::SOPHIA, "sophiah_step_tail", SOPHIAH_SLOTS);
+static EMA_SQUARE: Kernel = Kernel::new(&shader::SOPHIA, "ema_square", EMA_SLOTS);
+static EMA_SQUARE_TAIL: Kernel = Kernel::new(&shader::SOPHIA, "ema_square_tail", EMA_SLOTS);
+static EMA: Kernel = Kernel::new(&shader::SOPHIA, "ema", EMA_SLOTS);
+static EMA_TAIL: Kernel = Kernel::new(&shader::SOPHIA, "ema_tail", EMA_SLOTS);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &SOPHIAG_STEP,
+    &SOPHIAG_STEP_TAIL,
+    &SOPHIAH_STEP,
+    &SOPHIAH_STEP_TAIL,
+    &EMA_SQUARE,
+    &EMA_SQUARE_TAIL,
+    &EMA,
+    &EMA_TAIL,
+];
+
+/// SophiaG's fused step, body and tail.
+pub(crate) const SOPHIAG: Elementwise = Elementwise {
+    body: &SOPHIAG_STEP,
+    tail: &SOPHIAG_STEP_TAIL,
 };
-const SOPHIAH_STEP: Elementwise = Elementwise {
-    body: kernel!("diag/sophia.wgsl", "sophiah_step"),
-    tail: kernel!("diag/sophia.wgsl", "sophiah_step_tail"),
-};
-const EMA_SQUARE: Elementwise = Elementwise {
-    body: kernel!("diag/sophia.wgsl", "ema_square"),
-    tail: kernel!("diag/sophia.wgsl", "ema_square_tail"),
-};
-const EMA: Elementwise = Elementwise {
-    body: kernel!("diag/sophia.wgsl", "ema"),
-    tail: kernel!("diag/sophia.wgsl", "ema_tail"),
+const SOPHIAH: Elementwise = Elementwise {
+    body: &SOPHIAH_STEP,
+    tail: &SOPHIAH_STEP_TAIL,
 };
 
 /// SophiaG hyper-parameters; defaults are the official `sophia.py`'s.
@@ -125,104 +177,45 @@ impl SophiaHConfig {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct SophiaGUniform {
-    n: u32,
-    lr: f32,
-    beta1: f32,
-    rho_bs: f32,
-    decay: f32,
-    eps: f32,
-    _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct SophiaHUniform {
-    n: u32,
-    lr: f32,
-    beta1: f32,
-    bias1: f32,
-    gamma: f32,
-    eps: f32,
-    weight_decay: f32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct EmaUniform {
-    n: u32,
-    beta: f32,
-    _pad: [u32; 2],
-}
-
-/// Records h ← β·h + (1 − β)·x² (`square`) or h ← β·h + (1 − β)·x for every tensor.
+/// Records h ← β·h + (1 − β)·x² (`square`) or h ← β·h + (1 − β)·x for every tensor, after
+/// checking `samples` (named `argument`) against the state.
 fn record_ema(
     rec: &mut Recorder,
-    state: &Moments,
+    state: &mut Moments,
+    argument: &'static str,
     samples: &[BufView<'_>],
     beta: f32,
     square: bool,
 ) -> Result<()> {
-    let kernel = if square { EMA_SQUARE } else { EMA };
-    for (h, x) in state.h.iter().zip(samples) {
-        elementwise::record(rec, kernel, h.len(), &[h.view(), *x], &[], 1, |n| {
-            EmaUniform {
-                n,
-                beta,
-                _pad: [0; 2],
-            }
+    let samples = state.check(rec.gpu(), argument, samples)?;
+    let kernel = match square {
+        true => Elementwise {
+            body: &EMA_SQUARE,
+            tail: &EMA_SQUARE_TAIL,
+        },
+        false => Elementwise {
+            body: &EMA,
+            tail: &EMA_TAIL,
+        },
+    };
+    for (h, x) in state.h.iter().zip(&samples) {
+        let h = h.view().named("h");
+        elementwise::record(rec, kernel, h.len(), &[h, *x], &[], 1, |n| EmaUniform {
+            n,
+            beta,
+            ..Default::default()
         })?;
     }
+    state.refreshes += 1;
     Ok(())
-}
-
-macro_rules! sophia_common {
-    ($config:ty) => {
-        step_methods!($config);
-
-        /// The curvature estimates h, one per tensor (device-resident).
-        pub fn hessian(&self) -> &[crate::buffer::GpuVec<f32>] {
-            &self.state.h
-        }
-
-        /// The first moments m, one per tensor (device-resident).
-        pub fn momentum(&self) -> &[crate::buffer::GpuVec<f32>] {
-            &self.state.m
-        }
-
-        /// h ← β2·h + (1 − β2)·sample for every tensor: records, submits, does not wait.
-        /// Never blocks (there is no finite check here), so it is the same on every target.
-        pub fn refresh_hessian<'a>(&mut self, gpu: &Gpu, samples: impl Tensors<'a>) -> Result<()> {
-            let mut rec = Recorder::new(gpu);
-            self.record_refresh(&mut rec, samples)?;
-            rec.submit()
-        }
-
-        /// Records the Hessian refresh into the caller's encoder.
-        pub fn record_refresh_hessian<'a>(
-            &mut self,
-            gpu: &Gpu,
-            encoder: &mut wgpu::CommandEncoder,
-            samples: impl Tensors<'a>,
-        ) -> Result<()> {
-            let mut rec = Recorder::new(gpu);
-            self.record_refresh(&mut rec, samples)?;
-            rec.encode(encoder);
-            Ok(())
-        }
-
-        checkpoint_methods!();
-    };
 }
 
 /// SophiaG (Liu et al. 2023, official `sophia.py`): clipped sign-like steps preconditioned by
 /// a Gauss–Newton–Bartlett diagonal Hessian estimate refreshed every k steps.
 ///
-/// Follows the reference code, not the paper's notation: no bias correction, ε added to
-/// ρ·bs·h, h starts at 0 (so steps are pure sign steps until the first refresh).
+/// Follows the reference code, not the paper's notation: no bias correction (so the step
+/// number only counts), ε added to ρ·bs·h, h starts at 0 (so steps are pure sign steps until
+/// the first refresh). A step takes one input list, the gradients.
 #[derive(Debug)]
 pub struct SophiaG {
     config: SophiaGConfig,
@@ -232,6 +225,9 @@ pub struct SophiaG {
 impl SophiaG {
     /// An optimizer for one tensor of `len` parameters.
     pub fn new(gpu: &Gpu, len: usize, config: SophiaGConfig) -> Result<Self> {
+        if len == 0 {
+            return Err(crate::Error::Empty { argument: "len" });
+        }
         Self::new_multi(gpu, &[len], config)
     }
 
@@ -244,47 +240,71 @@ impl SophiaG {
         })
     }
 
-    sophia_common!(SophiaGConfig);
-
-    /// Records one step of every tensor into `rec` (one pass, the caller submits).
-    pub fn record<'a>(
-        &mut self,
-        rec: &mut Recorder,
-        params: impl Tensors<'a>,
-        grads: impl Tensors<'a>,
-    ) -> Result<()> {
-        let c = self.config;
-        let decay = (1.0 - c.lr as f64 * c.weight_decay as f64) as f32;
-        record_step(rec, &mut self.state, SOPHIAG_STEP, params, grads, |n| {
-            SophiaGUniform {
-                n,
-                lr: c.lr,
-                beta1: c.beta1,
-                rho_bs: c.rho * c.batch_tokens,
-                decay,
-                eps: c.eps,
-                _pad: [0; 2],
-            }
-        })
+    /// The curvature estimates h, one per tensor (device-resident).
+    pub fn hessian(&self) -> &[GpuVec<f32>] {
+        &self.state.h
     }
 
-    /// Records the GNB refresh h ← β2·h + (1 − β2)·ĝ⊙ĝ, where ĝ is the gradient of the loss on
-    /// labels sampled from the model's own predictions (call every k = 10 steps).
-    pub fn record_refresh<'a>(
+    /// The first moments m, one per tensor (device-resident).
+    pub fn momentum(&self) -> &[GpuVec<f32>] {
+        &self.state.m
+    }
+
+    /// The Gauss–Newton–Bartlett refresh h ← β2·h + (1 − β2)·ĝ⊙ĝ, where ĝ is the gradient of
+    /// the loss on labels sampled from the model's own predictions (call every k = 10 steps):
+    /// records, submits, does not wait.
+    pub fn refresh_from_sampled_grads<'a>(
+        &mut self,
+        gpu: &Gpu,
+        sampled_grads: impl Tensors<'a>,
+    ) -> Result<()> {
+        let mut rec = Recorder::new(gpu);
+        self.record_refresh_from_sampled_grads(&mut rec, sampled_grads)?;
+        rec.submit()
+    }
+
+    /// Records [`SophiaG::refresh_from_sampled_grads`] into `rec`. The refresh count in the
+    /// state counts recorded refreshes; nothing in the update depends on it.
+    pub fn record_refresh_from_sampled_grads<'a>(
         &mut self,
         rec: &mut Recorder,
         sampled_grads: impl Tensors<'a>,
     ) -> Result<()> {
+        let beta2 = self.config.beta2;
         let samples = sampled_grads.views();
-        self.state.check(rec.gpu(), "sampled_grads", &samples)?;
-        record_ema(rec, &self.state, &samples, self.config.beta2, true)?;
-        self.state.refreshes += 1;
-        Ok(())
+        record_ema(rec, &mut self.state, "sampled_grads", &samples, beta2, true)
+    }
+}
+
+impl Optimizer for SophiaG {
+    diag_accessors!(SophiaGConfig);
+    const NAME: &'static str = "SophiaG";
+    const INPUTS: &'static [&'static str] = &["grads"];
+
+    fn record_step_lists(
+        &mut self,
+        rec: &mut Recorder,
+        _step: u64,
+        params: &[BufView<'_>],
+        inputs: &[Vec<BufView<'_>>],
+    ) -> Result<()> {
+        let c = self.config;
+        let decay = (1.0 - c.lr as f64 * c.weight_decay as f64) as f32;
+        record_fused_step(rec, &self.state, SOPHIAG, params, &inputs[0], |n| SophiaGUniform {
+            n,
+            lr: c.lr,
+            beta1: c.beta1,
+            rho_bs: c.rho * c.batch_tokens,
+            decay,
+            eps: c.eps,
+            ..Default::default()
+        })
     }
 }
 
 /// SophiaH (Levanter): Sophia with a Hutchinson estimate h ← β2·h + (1 − β2)·u⊙(Hu),
 /// bias-corrected m and the update clip(m̂ / max(γ·h, ε), ±1) with decoupled weight decay.
+/// A step takes one input list, the gradients.
 #[derive(Debug)]
 pub struct SophiaH {
     config: SophiaHConfig,
@@ -294,6 +314,9 @@ pub struct SophiaH {
 impl SophiaH {
     /// An optimizer for one tensor of `len` parameters.
     pub fn new(gpu: &Gpu, len: usize, config: SophiaHConfig) -> Result<Self> {
+        if len == 0 {
+            return Err(crate::Error::Empty { argument: "len" });
+        }
         Self::new_multi(gpu, &[len], config)
     }
 
@@ -306,39 +329,60 @@ impl SophiaH {
         })
     }
 
-    sophia_common!(SophiaHConfig);
-
-    /// Records one step of every tensor into `rec`.
-    pub fn record<'a>(
-        &mut self,
-        rec: &mut Recorder,
-        params: impl Tensors<'a>,
-        grads: impl Tensors<'a>,
-    ) -> Result<()> {
-        let c = self.config;
-        let t = self.state.step + 1;
-        let bias1 = (1.0 - (c.beta1 as f64).powf(t as f64)) as f32;
-        record_step(rec, &mut self.state, SOPHIAH_STEP, params, grads, |n| {
-            SophiaHUniform {
-                n,
-                lr: c.lr,
-                beta1: c.beta1,
-                bias1,
-                gamma: c.gamma,
-                eps: c.eps,
-                weight_decay: c.weight_decay,
-                _pad: 0,
-            }
-        })
+    /// The curvature estimates h, one per tensor (device-resident).
+    pub fn hessian(&self) -> &[GpuVec<f32>] {
+        &self.state.h
     }
 
-    /// Records the Hutchinson refresh h ← β2·h + (1 − β2)·u⊙(Hu); `zhz` is u⊙(Hu) per tensor
-    /// with u from [`crate::rng`] (Rademacher) or the caller's own probe.
-    pub fn record_refresh<'a>(&mut self, rec: &mut Recorder, zhz: impl Tensors<'a>) -> Result<()> {
-        let samples = zhz.views();
-        self.state.check(rec.gpu(), "zhz", &samples)?;
-        record_ema(rec, &self.state, &samples, self.config.beta2, false)?;
-        self.state.refreshes += 1;
-        Ok(())
+    /// The first moments m, one per tensor (device-resident).
+    pub fn momentum(&self) -> &[GpuVec<f32>] {
+        &self.state.m
+    }
+
+    /// The Hutchinson refresh h ← β2·h + (1 − β2)·u⊙(Hu), from `zhz` = u⊙(Hu) per tensor with
+    /// u from [`crate::rng`] (Rademacher) or the caller's own probe — taken as it is, not
+    /// squared: records, submits, does not wait.
+    pub fn refresh_from_zhz<'a>(&mut self, gpu: &Gpu, zhz: impl Tensors<'a>) -> Result<()> {
+        let mut rec = Recorder::new(gpu);
+        self.record_refresh_from_zhz(&mut rec, zhz)?;
+        rec.submit()
+    }
+
+    /// Records [`SophiaH::refresh_from_zhz`] into `rec`. The refresh count in the state counts
+    /// recorded refreshes; nothing in the update depends on it.
+    pub fn record_refresh_from_zhz<'a>(
+        &mut self,
+        rec: &mut Recorder,
+        zhz: impl Tensors<'a>,
+    ) -> Result<()> {
+        let beta2 = self.config.beta2;
+        record_ema(rec, &mut self.state, "zhz", &zhz.views(), beta2, false)
+    }
+}
+
+impl Optimizer for SophiaH {
+    diag_accessors!(SophiaHConfig);
+    const NAME: &'static str = "SophiaH";
+    const INPUTS: &'static [&'static str] = &["grads"];
+
+    fn record_step_lists(
+        &mut self,
+        rec: &mut Recorder,
+        step: u64,
+        params: &[BufView<'_>],
+        inputs: &[Vec<BufView<'_>>],
+    ) -> Result<()> {
+        let c = self.config;
+        let bias1 = (1.0 - (c.beta1 as f64).powf(step as f64)) as f32;
+        record_fused_step(rec, &self.state, SOPHIAH, params, &inputs[0], |n| SophiaHUniform {
+            n,
+            lr: c.lr,
+            beta1: c.beta1,
+            bias1,
+            gamma: c.gamma,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            _pad: 0,
+        })
     }
 }
