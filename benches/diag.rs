@@ -2,6 +2,9 @@
 //! adapter has them), with throughput in bytes moved so criterion prints GB/s. The copy
 //! roofline of the same adapter is measured first and printed for comparison.
 //!
+//! The `_packed` rows run the same step with parameters, gradients (and z⊙Hz) in one buffer,
+//! so the read views go through the promoted (`read_write`) shader variant.
+//!
 //! `cargo bench --bench diag`; `CURVGPU_BENCH_LOG2=20,24` picks the sizes.
 
 use std::time::Duration;
@@ -10,11 +13,13 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use curvgpu::bench::{kernels, roofline, time_runs};
 use curvgpu::Gpu;
 
-const KERNELS: [&str; 5] = [
+const KERNELS: [&str; 7] = [
     "sophiag_step",
+    "sophiag_step_packed",
     "sophiag_step_unfused",
     "sophiah_step",
     "adahessian_step",
+    "adahessian_step_packed",
     "hutchinson_accumulate",
 ];
 

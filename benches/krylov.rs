@@ -1,5 +1,6 @@
-//! Criterion benches of the Krylov kernels: the Poisson operator (GPU-timestamp timed, GB/s)
-//! and whole CG solves (wall clock, setup and readbacks included).
+//! Criterion benches of the Krylov kernels: the Poisson operator (GPU-timestamp timed, GB/s),
+//! also with x and y in one buffer (`poisson2d_apply_packed`), and whole CG solves (wall
+//! clock, setup and readbacks included).
 //!
 //! `cargo bench --bench krylov`.
 
@@ -22,13 +23,16 @@ fn krylov(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
-    for log2 in [16u32, 20] {
+    for (name, log2) in ["poisson2d_apply", "poisson2d_apply_packed"]
+        .into_iter()
+        .flat_map(|name| [16u32, 20].map(|log2| (name, log2)))
+    {
         let n = 1usize << log2;
-        let Ok(Some(mut case)) = kernels::case(&gpu, "poisson2d_apply", n) else {
+        let Ok(Some(mut case)) = kernels::case(&gpu, name, n) else {
             continue;
         };
         group.throughput(Throughput::Bytes(8 * n as u64));
-        group.bench_function(BenchmarkId::new("poisson2d_apply", n), |b| {
+        group.bench_function(BenchmarkId::new(name, n), |b| {
             b.iter_custom(|iters| {
                 let runs = time_runs(&gpu, iters as usize, true, |rec| case.record(rec))
                     .expect("timing the stencil");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use curvgpu::bench::transport::{problem_data, REG, TOL};
 use curvgpu::ot::{Cost, Masses, OtProblem, SinkhornConfig, SnsConfig};
-use curvgpu::Gpu;
+use curvgpu::{Gpu, GpuVec};
 
 fn ot(c: &mut Criterion) {
     let gpu = match Gpu::new() {
@@ -31,7 +31,7 @@ fn ot(c: &mut Criterion) {
         let Some(data) = problem_data(&name) else {
             continue;
         };
-        let upload = |v: &[f32]| gpu.upload(v).expect("upload");
+        let upload = |v: &[f32]| GpuVec::upload(&gpu, v).expect("upload");
         let (a, b, cost) = (upload(&data.a), upload(&data.b), upload(&data.cost));
         let problem = OtProblem::new(&gpu, &a, &b, Cost::Dense(cost.view()), Masses::Renormalize)
             .expect("a valid problem");

@@ -167,7 +167,7 @@ impl<T: Pod> GpuVec<T> {
             buffer: &self.buffer,
             offset: self.offset,
             len: self.len,
-            device: Some(self.gpu.device()),
+            gpu: Some(&self.gpu),
             name: None,
         }
     }
@@ -191,7 +191,9 @@ impl<T: Pod> GpuVec<T> {
                 ),
             });
         }
-        self.gpu.queue().write_buffer(&self.buffer, self.offset, bytes);
+        self.gpu
+            .queue()
+            .write_buffer(&self.buffer, self.offset, bytes);
         Ok(())
     }
 
@@ -276,7 +278,7 @@ pub struct BufView<'a> {
     pub(crate) buffer: &'a wgpu::Buffer,
     pub(crate) offset: u64,
     pub(crate) len: usize,
-    device: Option<&'a wgpu::Device>,
+    gpu: Option<&'a Gpu>,
     name: Option<&'static str>,
 }
 
@@ -288,7 +290,7 @@ impl<'a> BufView<'a> {
             buffer,
             offset,
             len,
-            device: None,
+            gpu: None,
             name: None,
         }
     }
@@ -334,7 +336,7 @@ impl<'a> BufView<'a> {
         argument: &'static str,
         expected: usize,
     ) -> Result<BufView<'a>> {
-        if self.device.is_some_and(|d| d != gpu.device()) {
+        if self.gpu.is_some_and(|g| g != gpu) {
             return Err(Error::WrongDevice { argument });
         }
         if self.len == 0 {

@@ -231,7 +231,7 @@ pub const REQUIRED_LIMITS: RequiredLimits = RequiredLimits {
     max_compute_workgroup_size: [256, 16, 1],
     max_compute_workgroup_storage_size: 16384,
     max_compute_workgroups_per_dimension: 65535,
-    max_storage_buffer_binding_size: 128 << 20,
+    max_storage_buffer_binding_size: 64 << 10,
     max_storage_buffer_offset_alignment: 256,
 };
 
@@ -250,7 +250,9 @@ pub struct RequiredLimits {
     pub max_compute_workgroup_storage_size: u32,
     /// Workgroups per grid dimension (larger grids fold into 2-D).
     pub max_compute_workgroups_per_dimension: u32,
-    /// Bytes one storage binding must be able to hold (longer tensors are chunked by it).
+    /// Bytes one storage binding must be able to hold. Less than WebGPU's 128 MiB is fine:
+    /// longer tensors are chunked by the granted size, and a kernel that needs a whole tensor
+    /// in one binding says so with [`Error::TooLarge`].
     pub max_storage_buffer_binding_size: u64,
     /// The coarsest storage-offset alignment the chunking keeps to (a maximum, not a minimum).
     pub max_storage_buffer_offset_alignment: u32,
@@ -355,12 +357,45 @@ struct Shared {
     uncaptured: Arc<Mutex<Option<String>>>,
 }
 
+impl Shared {
+    /// Whether `device` is this entry's device object and not a device of another
+    /// `wgpu::Instance` that carries the same id (wgpu compares devices by per-instance ids,
+    /// which collide across instances, and looking up a foreign id can panic inside wgpu).
+    /// Error scopes belong to the device object: an error raised through `device` reaches a
+    /// scope pushed through this entry's handle only if both are the same device.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn is(&self, device: &wgpu::Device, _queue: &wgpu::Queue) -> bool {
+        if self.device != *device {
+            return false;
+        }
+        let outer = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let inner = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        // MAP_READ with MAP_WRITE is invalid: a validation error that touches no resource.
+        let _probe = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("curvgpu identity probe"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::MAP_WRITE,
+            mapped_at_creation: false,
+        });
+        let same = pollster::block_on(inner.pop()).is_some();
+        let _ = pollster::block_on(outer.pop());
+        same
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn is(&self, device: &wgpu::Device, _queue: &wgpu::Queue) -> bool {
+        self.device == *device
+    }
+}
+
 /// Every device a [`Gpu`] was made for and is still alive, so that wrapping one device twice
 /// yields the same identity and caches.
 #[cfg(not(target_arch = "wasm32"))]
 fn with_registry<T>(f: impl FnOnce(&mut Vec<Weak<Shared>>) -> T) -> T {
     static REGISTRY: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
-    let mut registry = REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut registry = REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     f(&mut registry)
 }
 
@@ -536,7 +571,7 @@ impl Gpu {
             if let Some(found) = registry
                 .iter()
                 .filter_map(Weak::upgrade)
-                .find(|s| s.device == device)
+                .find(|s| s.is(&device, &queue))
             {
                 return found;
             }
@@ -606,7 +641,12 @@ impl Gpu {
 
     /// Returns (and clears) an error wgpu raised outside our error scopes on a device we created.
     pub(crate) fn take_uncaptured(&self, operation: &'static str) -> Result<()> {
-        let message = self.shared.uncaptured.lock().ok().and_then(|mut s| s.take());
+        let message = self
+            .shared
+            .uncaptured
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take());
         match message {
             Some(message) => Err(Error::Wgpu { operation, message }),
             None => Ok(()),
@@ -631,8 +671,12 @@ impl Gpu {
     pub(crate) fn scoped<T>(&self, operation: &'static str, f: impl FnOnce() -> T) -> Result<T> {
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let memory = self.device().push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-            let validation = self.device().push_error_scope(wgpu::ErrorFilter::Validation);
+            let memory = self
+                .device()
+                .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let validation = self
+                .device()
+                .push_error_scope(wgpu::ErrorFilter::Validation);
             let value = f();
             let invalid = pollster::block_on(validation.pop());
             let oom = pollster::block_on(memory.pop());

@@ -193,3 +193,36 @@ impl Kernel {
         Ok(built)
     }
 }
+
+/// Builds every kernel in `kernels` with all its read bindings promoted to read-write — the
+/// variants dispatches use when views share a buffer — and returns what the device's compiler
+/// reports as one [`Error::Shader`]. [`crate::shader::check_shaders_async`] compiles the
+/// shaders as written; on the web the browser's compiler (Tint) is stricter than naga in
+/// places (uniformity), so the page checks the variants too.
+pub async fn check_promoted_async(gpu: &Gpu, kernels: &[&'static Kernel]) -> Result<()> {
+    let mut errors = Vec::new();
+    for &kernel in kernels {
+        let mask = kernel
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Slot::Read(_)))
+            .fold(0u32, |m, (i, _)| m | 1 << i);
+        if mask == 0 {
+            continue;
+        }
+        let module = shader::module(gpu, kernel.shader, mask)?;
+        for m in module.get_compilation_info().await.messages {
+            if m.message_type == wgpu::CompilationMessageType::Error {
+                errors.push(format!("{} (promoted {mask:#b}): {}", kernel.name(), m.message));
+            }
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(Error::Shader {
+            name: "promoted variants".into(),
+            message: errors.join("\n"),
+        }),
+    }
+}

@@ -24,11 +24,11 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod gpu;
 pub mod buffer;
-pub mod shader;
+pub mod gpu;
 pub mod kernel;
 pub mod record;
+pub mod shader;
 
 mod check;
 mod elementwise;

@@ -3,22 +3,127 @@
 //! Sherman–Morrison rank-1 update each from the batch means ā (with the bias 1) and ḡ, after
 //! the hard-coded 0.95/0.05 blend with I, and the step G⁻¹·∇W·A⁻¹ rescaled to the gradient's
 //! norm. Nothing cubic: a refresh is O(n²) per factor. [`Mkor::record_refresh`] →
-//! `kernel!("mkor/mkor.wgsl", "refresh_update")` and friends.
+//! [`REFRESH_UPDATE`] and friends (`shaders/mkor/mkor.wgsl`); [`Mkor::record_step`] →
+//! `linalg::record_gemm`, [`STEP_NORMS`], [`STEP_SCALE`].
 //!
 //! Stabiliser (as ../shared/ALGORITHMS.md states it): when a refresh leaves max|J_ij| > 2, the
 //! next refresh of that factor first does J ← 0.9·J + 0.1·I. (The official code instead
 //! replaces that refresh's rank-1 update by the 0.9/0.1 blend; from J = I in exact arithmetic
 //! the flag never fires, so the two agree until rounding or a restored state trips it.)
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::kfac::Layer;
-use crate::linalg::Batch;
+use crate::linalg::{check_binding, Batch};
 use crate::record::{Binding, Recorder};
+use crate::shader;
+
+crate::kernel::uniform_struct! {
+    /// One factor's refresh (mkor.wgsl's `Factor`).
+    pub(crate) struct FactorUniform {
+        n: u32, offset: u32, vec_offset: u32, index: u32, batch: u32, bias: u32, _pad0: u32,
+        _pad1: u32,
+    }
+}
+
+crate::kernel::uniform_struct! {
+    /// One layer's rescale (mkor.wgsl's `Step`).
+    pub(crate) struct StepUniform { rows: u32, cols: u32, bias: u32, index: u32 }
+}
+
+/// The stabiliser's flag from the last refresh's max|J|.
+pub(crate) static REFRESH_BEGIN: Kernel = Kernel::new(
+    &shader::MKOR,
+    "refresh_begin",
+    &[
+        uniform::<FactorUniform>(),
+        Slot::Write("flags"),
+        Slot::Write("maxima"),
+    ],
+);
+/// The clamped batch means ā / ḡ.
+pub(crate) static MEANS: Kernel = Kernel::new(
+    &shader::MKOR,
+    "means",
+    &[
+        uniform::<FactorUniform>(),
+        Slot::Read("samples"),
+        Slot::Write("v"),
+    ],
+);
+/// J_b·v and vᵀ·J_b.
+pub(crate) static REFRESH_PRODUCTS: Kernel = Kernel::new(
+    &shader::MKOR,
+    "refresh_products",
+    &[
+        uniform::<FactorUniform>(),
+        Slot::Read("j"),
+        Slot::Read("v"),
+        Slot::Read("flags"),
+        Slot::Write("jv"),
+        Slot::Write("vj"),
+    ],
+);
+/// 1 + vᵀ·J_b·v.
+pub(crate) static REFRESH_DENOMINATOR: Kernel = Kernel::new(
+    &shader::MKOR,
+    "refresh_denominator",
+    &[
+        uniform::<FactorUniform>(),
+        Slot::Read("v"),
+        Slot::Read("jv"),
+        Slot::Write("denominators"),
+    ],
+);
+/// J ← J_b − (J_b·v)(vᵀ·J_b)/d, and max|J|.
+pub(crate) static REFRESH_UPDATE: Kernel = Kernel::new(
+    &shader::MKOR,
+    "refresh_update",
+    &[
+        uniform::<FactorUniform>(),
+        Slot::Write("j"),
+        Slot::Read("jv"),
+        Slot::Read("vj"),
+        Slot::Read("flags"),
+        Slot::Read("denominators"),
+        Slot::Write("maxima"),
+    ],
+);
+/// (‖g_W‖ + ‖g_b‖)/(‖v_W‖ + ‖v_b‖) per layer.
+pub(crate) static STEP_NORMS: Kernel = Kernel::new(
+    &shader::MKOR,
+    "step_norms",
+    &[
+        uniform::<StepUniform>(),
+        Slot::Read("grads"),
+        Slot::Write("outs"),
+        Slot::Write("ratios"),
+    ],
+);
+/// v ← ratio·v (∇W where the ratio is NaN).
+pub(crate) static STEP_SCALE: Kernel = Kernel::new(
+    &shader::MKOR,
+    "step_scale",
+    &[
+        uniform::<StepUniform>(),
+        Slot::Read("grads"),
+        Slot::Write("outs"),
+        Slot::Read("ratios"),
+    ],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &REFRESH_BEGIN,
+    &MEANS,
+    &REFRESH_PRODUCTS,
+    &REFRESH_DENOMINATOR,
+    &REFRESH_UPDATE,
+    &STEP_NORMS,
+    &STEP_SCALE,
+];
 
 /// MKOR's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,27 +138,6 @@ impl Default for MkorConfig {
             inverse_update_period: 10,
         }
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct FactorUniform {
-    n: u32,
-    offset: u32,
-    vec_offset: u32,
-    index: u32,
-    batch: u32,
-    bias: u32,
-    _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct StepUniform {
-    rows: u32,
-    cols: u32,
-    bias: u32,
-    index: u32,
 }
 
 /// The packed inverse factors J (every layer's J_A, then every layer's J_G) and their vectors.
@@ -93,9 +177,11 @@ impl std::fmt::Debug for Mkor {
 impl Mkor {
     /// State for `layers`, every inverse factor starting at I.
     ///
-    /// Errors: no layers, a zero width, a zero refresh period, factors past the device limits.
+    /// Errors: no layers, a zero width, a zero refresh period, factors or gradients past the
+    /// device limits ([`Error::TooLarge`] naming `layers`, checked before anything is
+    /// allocated), or past host memory ([`Error::HostMemory`]).
     pub fn new(gpu: &Gpu, layers: &[Layer], config: MkorConfig) -> Result<Self> {
-        crate::kfac::check_layers(layers)?;
+        let largest = crate::kfac::check_layers(gpu, layers)?;
         if config.inverse_update_period == 0 {
             return Err(Error::param("inverse_update_period", 0.0, "at least 1"));
         }
@@ -106,6 +192,7 @@ impl Mkor {
             .chain(layers.iter().map(|l| l.out_dim))
             .collect();
         let batch = Batch::new(&sizes)?;
+        check_binding(gpu, "layers", batch.len() as u64)?;
         let vec_offsets: Vec<usize> = sizes
             .iter()
             .scan(0, |acc, &n| {
@@ -114,27 +201,23 @@ impl Mkor {
                 Some(at)
             })
             .collect();
+        // Each side ≤ its square, so the sum fits whenever the batch does.
         let vec_len: usize = sizes.iter().sum();
-        let largest = layers
-            .iter()
-            .map(|l| l.out_dim * l.cols())
-            .max()
-            .unwrap_or(1);
         let count = sizes.len();
         Ok(Mkor {
             factors: Factors {
-                j: gpu.upload(&batch.identities())?,
-                v: gpu.zeros(vec_len)?,
-                jv: gpu.zeros(vec_len)?,
-                vj: gpu.zeros(vec_len)?,
+                j: GpuVec::upload(gpu, &batch.identities()?)?,
+                v: GpuVec::zeros(gpu, vec_len)?,
+                jv: GpuVec::zeros(gpu, vec_len)?,
+                vj: GpuVec::zeros(gpu, vec_len)?,
                 vec_offsets,
-                flags: gpu.zeros(count)?,
-                maxima: gpu.zeros(count)?,
-                denominators: gpu.zeros(count)?,
+                flags: GpuVec::zeros(gpu, count)?,
+                maxima: GpuVec::zeros(gpu, count)?,
+                denominators: GpuVec::zeros(gpu, count)?,
                 batch,
             },
-            scratch: gpu.zeros(largest)?,
-            ratios: gpu.zeros(layers.len())?,
+            scratch: GpuVec::zeros(gpu, largest)?,
+            ratios: GpuVec::zeros(gpu, layers.len())?,
             layers: layers.to_vec(),
             config,
             steps: 0,
@@ -148,9 +231,21 @@ impl Mkor {
     }
 
     /// Restores the inverse factors (e.g. from a checkpoint), in [`Mkor::inverse_factors`]'s
-    /// layout; a factor with max|J_ij| > 2 is stabilised at its next refresh. Blocking write.
+    /// layout; a factor with max|J_ij| > 2 is stabilised at its next refresh. The write is
+    /// queued (ordered before the next submission).
+    ///
+    /// Errors: `j` of the wrong length, a `gpu` of another device.
     pub fn load_inverse_factors(&mut self, gpu: &Gpu, j: &[f32]) -> Result<()> {
-        crate::check::same_count("j", self.factors.batch.len(), j.len())?;
+        if !self.factors.j.belongs_to(gpu) {
+            return Err(Error::WrongDevice { argument: "gpu" });
+        }
+        if j.len() != self.factors.batch.len() {
+            return Err(Error::LengthMismatch {
+                argument: "j",
+                expected: self.factors.batch.len(),
+                actual: j.len(),
+            });
+        }
         let maxima: Vec<u32> = (0..self.factors.batch.sizes().len())
             .map(|i| {
                 let n = self.factors.batch.sizes()[i];
@@ -162,14 +257,17 @@ impl Mkor {
                     .unwrap_or(0)
             })
             .collect();
-        gpu.write(&self.factors.j, j)?;
-        gpu.write(&self.factors.maxima, &maxima)
+        self.factors.j.write(j)?;
+        self.factors.maxima.write(&maxima)
     }
 
     /// Records one refresh of every layer's J_A and J_G from a batch of `batch` samples:
     /// layer i's input activations `xs[i]` (`batch`×in) and the per-sample gradients of the
     /// loss with respect to its output `dys[i]` (`batch`×out, MKOR's B·grad_out). Each sample's
-    /// entries are clamped to ±100 before the batch mean (MKOR's hooks).
+    /// entries are clamped to ±100 before the batch mean (MKOR's hooks). The inputs are only
+    /// read: they may share one buffer, overlapping or not.
+    ///
+    /// Errors: tensor counts ([`Error::CountMismatch`]), lengths, a zero batch.
     pub fn record_refresh(
         &mut self,
         rec: &mut Recorder,
@@ -178,10 +276,21 @@ impl Mkor {
         dys: &[BufView<'_>],
     ) -> Result<()> {
         let gpu = rec.gpu();
-        crate::kfac::check_batch(gpu, &self.layers, batch, xs, dys)?;
+        let (xs, dys) = crate::kfac::check_batch(gpu, &self.layers, batch, xs, dys)?;
         let count = self.layers.len();
         let f = &self.factors;
-        let [wg] = gpu.wg_constants();
+        let wg = rec.wg();
+        let (j, v, jv, vj) = (
+            f.j.view().named("j"),
+            f.v.view().named("v"),
+            f.jv.view().named("jv"),
+            f.vj.view().named("vj"),
+        );
+        let (flags, maxima, denominators) = (
+            f.flags.view().named("flags"),
+            f.maxima.view().named("maxima"),
+            f.denominators.view().named("denominators"),
+        );
         for (index, &n) in f.batch.sizes().iter().enumerate() {
             let layer = &self.layers[index % count];
             let (samples, bias) = match index < count {
@@ -195,93 +304,84 @@ impl Mkor {
                 index: index as u32,
                 batch: batch as u32,
                 bias: bias as u32,
-                _pad: [0; 2],
+                ..Default::default()
             };
-            let u = bytemuck::bytes_of(&u);
+            let u = Binding::uniform(&u);
+            let st = Binding::storage;
+            rec.dispatch(&REFRESH_BEGIN, &[], &[u, st(flags), st(maxima)], [1, 1, 1])?;
+            let vector_grid = rec.elementwise_grid(n as u64)?;
+            rec.dispatch(&MEANS, &wg, &[u, st(samples), st(v)], vector_grid)?;
             rec.dispatch(
-                kernel!("mkor/mkor.wgsl", "refresh_begin"),
-                &[],
-                &[
-                    Binding::Uniform(u),
-                    Binding::Storage(f.flags.view(), None),
-                    Binding::Storage(f.maxima.view(), None),
-                ],
-                [1, 1, 1],
-            )?;
-            let vector_grid = gpu.elementwise_grid(n as u64)?;
-            rec.dispatch(
-                kernel!("mkor/mkor.wgsl", "means"),
-                &[wg],
-                &[
-                    Binding::Uniform(u),
-                    Binding::Storage(samples, None),
-                    Binding::Storage(f.v.view(), None),
-                ],
+                &REFRESH_PRODUCTS,
+                &wg,
+                &[u, st(j), st(v), st(flags), st(jv), st(vj)],
                 vector_grid,
             )?;
             rec.dispatch(
-                kernel!("mkor/mkor.wgsl", "refresh_products"),
-                &[wg],
-                &[
-                    Binding::Uniform(u),
-                    Binding::Storage(f.j.view(), None),
-                    Binding::Storage(f.v.view(), None),
-                    Binding::Storage(f.flags.view(), None),
-                    Binding::Storage(f.jv.view(), None),
-                    Binding::Storage(f.vj.view(), None),
-                ],
-                vector_grid,
-            )?;
-            rec.dispatch(
-                kernel!("mkor/mkor.wgsl", "refresh_denominator"),
-                &[wg],
-                &[
-                    Binding::Uniform(u),
-                    Binding::Storage(f.v.view(), None),
-                    Binding::Storage(f.jv.view(), None),
-                    Binding::Storage(f.denominators.view(), None),
-                ],
+                &REFRESH_DENOMINATOR,
+                &wg,
+                &[u, st(v), st(jv), st(denominators)],
                 [1, 1, 1],
             )?;
+            let grid = rec.elementwise_grid((n * n) as u64)?;
             rec.dispatch(
-                kernel!("mkor/mkor.wgsl", "refresh_update"),
-                &[wg],
+                &REFRESH_UPDATE,
+                &wg,
                 &[
-                    Binding::Uniform(u),
-                    Binding::Storage(f.j.view(), None),
-                    Binding::Storage(f.jv.view(), None),
-                    Binding::Storage(f.vj.view(), None),
-                    Binding::Storage(f.flags.view(), None),
-                    Binding::Storage(f.denominators.view(), None),
-                    Binding::Storage(f.maxima.view(), None),
+                    u,
+                    st(j),
+                    st(jv),
+                    st(vj),
+                    st(flags),
+                    st(denominators),
+                    st(maxima),
                 ],
-                gpu.elementwise_grid((n * n) as u64)?,
+                grid,
             )?;
         }
         Ok(())
     }
 
+    /// The gradients and outputs of a step, checked: no overlap at all.
+    fn check_step<'a>(
+        &self,
+        gpu: &Gpu,
+        grads: &[BufView<'a>],
+        outs: &[BufView<'a>],
+    ) -> Result<(Vec<BufView<'a>>, Vec<BufView<'a>>)> {
+        let why = "the rescale reads ∇W after the output is written, so MKOR has no in-place \
+                   step: pass outputs that overlap no gradient";
+        crate::kfac::check_grads_outs(gpu, &self.layers, grads, outs, false, why)
+    }
+
     /// Records out_i = J_G·∇W_i·J_A rescaled by (‖g_W‖ + ‖g_b‖)/(‖v_W‖ + ‖v_b‖) (∇W_i itself
-    /// where that ratio is NaN, as MKOR skips the layer); `outs` may not alias `grads`.
+    /// where that ratio is NaN, as MKOR skips the layer).
+    ///
+    /// Gradients and outputs may be disjoint views of one buffer. **No in-place form**: the
+    /// rescale reads ∇W_i after out_i is written, so an output overlapping any gradient (its
+    /// own included) or another output is [`Error::Overlap`] naming `outs` and `grads`.
+    ///
+    /// Errors: tensor counts ([`Error::CountMismatch`]), lengths, the overlaps; all checked
+    /// before anything is recorded.
     pub fn record_step(
         &self,
         rec: &mut Recorder,
         grads: &[BufView<'_>],
         outs: &[BufView<'_>],
     ) -> Result<()> {
-        let gpu = rec.gpu();
+        let (grads, outs) = self.check_step(rec.gpu(), grads, outs)?;
         let count = self.layers.len();
-        crate::check::same_count("grads", count, grads.len())?;
-        crate::check::same_count("outs", count, outs.len())?;
         let f = &self.factors;
+        let j = f.j.view().named("j");
+        let ratios = self.ratios.view().named("ratios");
         for (i, l) in self.layers.iter().enumerate() {
             let (o, c) = (l.out_dim, l.cols());
             crate::kfac::record_two_sided(
                 rec,
                 l,
-                (f.j.view(), f.batch.offset(count + i), false),
+                (j, f.batch.offset(count + i), false),
                 grads[i],
-                (f.j.view(), f.batch.offset(i), false),
+                (j, f.batch.offset(i), false),
                 &self.scratch,
                 outs[i],
             )?;
@@ -292,30 +392,24 @@ impl Mkor {
                 index: i as u32,
             };
             let bindings = [
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                Binding::Storage(grads[i], None),
-                Binding::Storage(outs[i], None),
-                Binding::Storage(self.ratios.view(), None),
+                Binding::uniform(&u),
+                Binding::storage(grads[i]),
+                Binding::storage(outs[i]),
+                Binding::storage(ratios),
             ];
-            let [wg] = gpu.wg_constants();
-            rec.dispatch(
-                kernel!("mkor/mkor.wgsl", "step_norms"),
-                &[wg],
-                &bindings,
-                [1, 1, 1],
-            )?;
-            rec.dispatch(
-                kernel!("mkor/mkor.wgsl", "step_scale"),
-                &[wg],
-                &bindings,
-                gpu.elementwise_grid((o * c) as u64)?,
-            )?;
+            rec.dispatch(&STEP_NORMS, &rec.wg(), &bindings, [1, 1, 1])?;
+            let grid = rec.elementwise_grid((o * c) as u64)?;
+            rec.dispatch(&STEP_SCALE, &rec.wg(), &bindings, grid)?;
         }
         Ok(())
     }
 
     /// One MKOR step in one submission: refresh the inverse factors on the first step and every
     /// `inverse_update_period` steps after, then the rescaled preconditioned gradients.
+    ///
+    /// All four lists may be views of one buffer; `xs` and `dys` are read before any output
+    /// is written, and `outs` follow [`Mkor::record_step`]'s rules (no in-place form).
+    /// Everything is checked before anything is recorded.
     pub fn step(
         &mut self,
         gpu: &Gpu,
@@ -325,8 +419,13 @@ impl Mkor {
         grads: &[BufView<'_>],
         outs: &[BufView<'_>],
     ) -> Result<()> {
+        let refresh = self.steps.is_multiple_of(self.config.inverse_update_period);
+        if refresh {
+            crate::kfac::check_batch(gpu, &self.layers, batch, xs, dys)?;
+        }
+        self.check_step(gpu, grads, outs)?;
         let mut rec = Recorder::new(gpu);
-        if self.steps.is_multiple_of(self.config.inverse_update_period) {
+        if refresh {
             self.record_refresh(&mut rec, batch, xs, dys)?;
         }
         self.record_step(&mut rec, grads, outs)?;

@@ -239,13 +239,14 @@ impl<'g> Recorder<'g> {
         let mut uniforms = Vec::new();
         for b in bindings {
             if let Binding::Uniform(layout, bytes) = b {
-                uniforms.push(gpu.device().create_buffer_init(
-                    &wgpu::util::BufferInitDescriptor {
-                        label: Some(layout.name),
-                        contents: bytes,
-                        usage: wgpu::BufferUsages::UNIFORM,
-                    },
-                ));
+                uniforms.push(
+                    gpu.device()
+                        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: Some(layout.name),
+                            contents: bytes,
+                            usage: wgpu::BufferUsages::UNIFORM,
+                        }),
+                );
             }
         }
         let mut next_uniform = uniforms.iter();

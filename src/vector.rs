@@ -21,7 +21,11 @@ crate::kernel::uniform_struct! {
 pub(crate) static COPY_RANGE: Kernel = Kernel::new(
     &shader::VECTOR,
     "copy_range",
-    &[uniform::<CopyRange>(), Slot::Read("src"), Slot::Write("dst")],
+    &[
+        uniform::<CopyRange>(),
+        Slot::Read("src"),
+        Slot::Write("dst"),
+    ],
 );
 /// y += α·x.
 pub(crate) static AXPY: Kernel = Kernel::new(

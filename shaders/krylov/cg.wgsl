@@ -56,6 +56,13 @@ fn done() -> bool {
     return ctl[c(FLAGS)] != 0u;
 }
 
+// A residual of exactly zero has converged whatever the tolerance: with rtol = atol = 0 the
+// strict test ‖r‖ < 0 never passes, and the next iteration would meet p = 0 and pᵀAp = 0 and
+// report a breakdown instead of the exact solution.
+fn solved(rr: f32, tol2: f32) -> bool {
+    return rr < tol2;
+}
+
 // After r = b − A·x0 and the reductions of b·b and r·r: the tolerance and the test before
 // the first iteration (scipy returns at once when ‖r0‖ < tol, and for b = 0).
 @compute @workgroup_size(1)
@@ -65,7 +72,7 @@ fn cg_init() {
     scal[s(RZ_PREV)] = 0.0;
     ctl[c(ITERATIONS)] = 0u;
     ctl[c(BREAKDOWN_AT)] = 0u;
-    let converged = scal[s(BB)] == 0.0 || scal[s(RR)] < tol * tol;
+    let converged = scal[s(BB)] == 0.0 || solved(scal[s(RR)], tol * tol);
     ctl[c(FLAGS)] = select(0u, CONVERGED, converged);
     if (sys.history != 0u) {
         hist[0] = sqrt(scal[s(RR)]);
@@ -102,7 +109,7 @@ fn cg_alpha() {
     scal[s(ALPHA)] = scal[s(RZ)] / pq;
 }
 
-// After x and r moved and r·r was reduced: count the iteration and test ‖r‖ < tol.
+// After x and r moved and r·r was reduced: count the iteration and test ‖r‖ < tol (or r = 0).
 @compute @workgroup_size(1)
 fn cg_after() {
     if (done()) {
@@ -111,7 +118,7 @@ fn cg_after() {
     let it = ctl[c(ITERATIONS)] + 1u;
     ctl[c(ITERATIONS)] = it;
     scal[s(RZ_PREV)] = scal[s(RZ)];
-    if (scal[s(RR)] < scal[s(TOL2)]) {
+    if (solved(scal[s(RR)], scal[s(TOL2)])) {
         ctl[c(FLAGS)] = CONVERGED;
     }
     if (sys.history != 0u) {

@@ -130,19 +130,18 @@ fn poisson(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 // vec4 forms for nx % 4 == 0: a vec4 never straddles two grid rows, so the left and right
-// neighbours are lane shifts of the centre vec4 plus one scalar from each side (read through a
-// scalar view of the same buffer: a quarter of a vec4 gather on CPU adapters).
+// neighbours are lane shifts of the centre vec4 plus one scalar from each side (one component
+// of a neighbouring vec4, loaded alone: a quarter of a vec4 gather on CPU adapters). x and d
+// are bound once each, so they may share a buffer with y.
 @group(0) @binding(1) var<storage, read> vec4_x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> vec4_y: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> lane_x: array<f32>;
 
 // CG's search direction fused into the stencil (DIRECTION): the operand is x + β·d with
 // β = beta_src[grid.beta_index], formed on the fly, so p = r + β·p costs no pass of its own;
 // neither x nor d is written (neighbouring walks still read them).
 override DIRECTION: bool = false;
-@group(0) @binding(5) var<storage, read> dir4: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> dir1: array<f32>;
-@group(0) @binding(7) var<storage, read> beta_src: array<f32>;
+@group(0) @binding(4) var<storage, read> dir4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> beta_src: array<f32>;
 var<private> beta: f32;
 
 fn load_beta() {
@@ -159,10 +158,12 @@ fn operand4(k: u32) -> vec4<f32> {
 }
 
 fn operand1(i: u32) -> f32 {
+    let k = i / 4u;
+    let lane = i % 4u;
     if (DIRECTION) {
-        return lane_x[i] + beta * dir1[i];
+        return vec4_x[k][lane] + beta * dir4[k][lane];
     }
-    return lane_x[i];
+    return vec4_x[k][lane];
 }
 
 // Slabs (grid rows in 2-D, planes in 3-D) each invocation walks along the last axis, carrying

@@ -5,10 +5,14 @@
 // WebGPU's 16 KiB). With β = 0, C is never read (BLAS: NaN there is ignored).
 // LOWER: only the lower triangle is computed (tiles wholly above it exit at once) and
 // `mirror_lower` then copies it over the upper one (symmetric products such as XᵀX).
+// B_IN_A: A and B overlap in one buffer (XᵀX: one view) and are both read through `a`, B at
+// offset_b of that binding, so that C may share their buffer (WebGPU refuses two overlapping
+// bindings of a buffer the dispatch writes); `b` is then a placeholder, unread.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override LOWER: bool = false;
+override B_IN_A: bool = false;
 
 const TILE: u32 = 64u;
 const KSTEP: u32 = 16u;
@@ -54,7 +58,11 @@ fn op_b(base: u32, row: u32, col: u32) -> f32 {
     if (row >= g.k || col >= g.n) {
         return 0.0;
     }
-    return b[base + select(row * g.ldb + col, col * g.ldb + row, TRANS_B)];
+    let at = base + select(row * g.ldb + col, col * g.ldb + row, TRANS_B);
+    if (B_IN_A) {
+        return a[at];
+    }
+    return b[at];
 }
 
 @compute @workgroup_size(256)

@@ -118,6 +118,10 @@ fn substitute(@builtin(local_invocation_index) lid: u32) {
 
 // combine: 1 G (vec4), 2 x (vec4), 3 w, 4 y (vec4): y = λ·x − Gᵀ·w over the chunk's whole
 // vec4s; combine_tail the same for the len % 4 scalars (bindings 1 G, 2 x, 3 w, 4 y scalar).
+// X_IN_Y: y = x in place, x read from y (each entry read once, before it is overwritten) and
+// binding 2 a placeholder, unread: WebGPU refuses overlapping bindings of a written buffer.
+override X_IN_Y: bool = false;
+
 @group(0) @binding(1) var<storage, read> cg4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> cx4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> cw: array<f32>;
@@ -136,7 +140,13 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         for (var j = 0u; j < ch.m; j++) {
             acc += cw[j] * cg4[j * stride4 + i];
         }
-        y4[i] = ch.lambda * cx4[i] - acc;
+        var x: vec4<f32>;
+        if (X_IN_Y) {
+            x = y4[i];
+        } else {
+            x = cx4[i];
+        }
+        y4[i] = ch.lambda * x - acc;
     }
 }
 
@@ -150,5 +160,11 @@ fn combine_tail(@builtin(local_invocation_index) lid: u32) {
     for (var j = 0u; j < ch.m; j++) {
         acc += cw[j] * cg1[j * ch.stride + t];
     }
-    y1[t] = ch.lambda * cx1[t] - acc;
+    var x: f32;
+    if (X_IN_Y) {
+        x = y1[t];
+    } else {
+        x = cx1[t];
+    }
+    y1[t] = ch.lambda * x - acc;
 }

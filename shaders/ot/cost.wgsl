@@ -1,7 +1,8 @@
 // The ground cost of the optimal-transport kernels: C[i][j] from a dense row-major n×m matrix
 // (COST = 0) or computed on the fly from point clouds X (n×dim) and Y (m×dim), never stored:
 // squared Euclidean (COST = 1) or the p-norm distance ‖xᵢ − yⱼ‖_p (COST = 2), times `scale`.
-// Bindings 0 (the Ot uniform), 1 C, 2 X, 3 Y (an unused one is bound to a used buffer).
+// Bindings 0 (the Ot uniform), 1 C, 2 X, 3 Y (the form COST turns off is still bound by the
+// entry points: Rust binds curvgpu's placeholder buffer there, never a second caller's view).
 
 override COST: u32 = 0u;
 

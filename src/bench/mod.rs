@@ -23,6 +23,11 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::record::{PassTimestamps, Recorder};
 
+/// The kernels the bench dispatches itself: the roofline's and the unfused SophiaG baseline's.
+pub(crate) fn kernels() -> Vec<&'static crate::kernel::Kernel> {
+    [roofline::KERNELS, kernels::UNFUSED_KERNELS].concat()
+}
+
 /// How a measurement was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimingMethod {
@@ -89,7 +94,8 @@ async fn settle(gpu: &Gpu, probe: &GpuVec<u32>) -> Result<()> {
     }
     #[cfg(target_arch = "wasm32")]
     {
-        gpu.read_async(probe).await.map(drop)
+        let _ = gpu; // the probe lives on it
+        probe.read_async().await.map(drop)
     }
 }
 
@@ -109,7 +115,7 @@ pub async fn time_runs_async(
     mut record: impl FnMut(&mut Recorder) -> Result<()>,
 ) -> Result<Runs> {
     let reps = reps.max(1);
-    let probe = gpu.zeros::<u32>(1)?;
+    let probe = GpuVec::<u32>::zeros(gpu, 1)?;
     // Warm up for a while, not once: a GPU left idle (by a host-side reference solve, say)
     // drops its clocks, and a few milliseconds of timed work run before they come back (an
     // H200 timed a Sinkhorn iteration 5× slower right after 22 s of host-only work).
@@ -125,19 +131,19 @@ pub async fn time_runs_async(
     }
     if use_timestamps && gpu.has_timestamps() {
         let count = 2 * reps as u32;
-        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+        let set = gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("curvgpu bench"),
             ty: wgpu::QueryType::Timestamp,
             count,
         });
-        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        let resolve = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("curvgpu timestamps"),
             size: 8 * count as u64,
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let ticks = gpu.zeros::<u32>(2 * count as usize)?;
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        let ticks = GpuVec::<u32>::zeros(gpu, 2 * count as usize)?;
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
         for r in 0..reps as u32 {
             let mut rec = Recorder::new(gpu);
             record(&mut rec)?;
@@ -152,13 +158,13 @@ pub async fn time_runs_async(
         }
         encoder.resolve_query_set(&set, 0..count, &resolve, 0);
         encoder.copy_buffer_to_buffer(&resolve, 0, ticks.buffer(), 0, 8 * count as u64);
-        gpu.queue.submit([encoder.finish()]);
-        let words = gpu.read_async(&ticks).await?;
+        gpu.submit("timed runs", || vec![encoder.finish()])?;
+        let words = ticks.read_async().await?;
         let stamps: Vec<u64> = words
             .chunks_exact(2)
             .map(|w| w[0] as u64 | ((w[1] as u64) << 32))
             .collect();
-        let period_ns = gpu.queue.get_timestamp_period() as f64;
+        let period_ns = gpu.queue().get_timestamp_period() as f64;
         let ms = stamps
             .chunks_exact(2)
             .map(|s| (s[1] as f64 - s[0] as f64) * period_ns * 1e-6)
@@ -174,12 +180,17 @@ pub async fn time_runs_async(
     for _ in 0..reps {
         let mut rec = Recorder::new(gpu);
         record(&mut rec)?;
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
         rec.encode(&mut encoder);
         let cmd = encoder.finish();
-        let t0 = Instant::now();
-        gpu.queue.submit([cmd]);
+        // The clock starts at the submit itself, not at the error scope around it.
+        let mut t0 = None;
+        gpu.submit("timed run", || {
+            t0 = Some(Instant::now());
+            vec![cmd]
+        })?;
         settle(gpu, &probe).await?;
+        let t0 = t0.ok_or_else(|| Error::Poll("the timed run was not submitted".into()))?;
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     if ms.iter().any(|x| !x.is_finite()) {

@@ -2,6 +2,7 @@
 //! work it does (flops against the FMA roofline, or bytes against the copy roofline).
 
 use crate::bench::kernels::Case;
+use crate::buffer::GpuVec;
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::linalg::{record_gemm, record_spd_inverse, Batch, CholeskyWorkspace, Gemm};
@@ -43,7 +44,7 @@ pub async fn problem_async(gpu: &Gpu, name: &str) -> Result<Option<(Case, Work)>
             let shape = Gemm::new(side, side, side);
             let a = crate::rng::gaussian(gpu, side * side, 1, 0)?;
             let b = crate::rng::gaussian(gpu, side * side, 2, 0)?;
-            let c = gpu.zeros::<f32>(side * side)?;
+            let c = GpuVec::<f32>::zeros(gpu, side * side)?;
             let case = Case::new(Box::new(move |rec| {
                 record_gemm(rec, &shape, a.view(), b.view(), c.view())
             }));
@@ -73,7 +74,7 @@ fn spd_inverses(gpu: &Gpu, count: usize, n: usize) -> Result<(Case, Work)> {
     let identity: Vec<f32> = (0..count * n * n)
         .map(|e| (e % (n * n)).is_multiple_of(n + 1) as u32 as f32)
         .collect();
-    let original = gpu.upload(&identity)?;
+    let original = GpuVec::upload(gpu, &identity)?;
     let mut rec = crate::record::Recorder::new(gpu);
     let gram = Gemm {
         trans_a: true,
@@ -85,12 +86,12 @@ fn spd_inverses(gpu: &Gpu, count: usize, n: usize) -> Result<(Case, Work)> {
     };
     record_gemm(&mut rec, &gram, x.view(), x.view(), original.view())?;
     rec.submit()?;
-    let factors = gpu.zeros::<f32>(batch.len())?;
-    let inverses = gpu.zeros::<f32>(batch.len())?;
+    let factors = GpuVec::<f32>::zeros(gpu, batch.len())?;
+    let inverses = GpuVec::<f32>::zeros(gpu, batch.len())?;
     let workspace = CholeskyWorkspace::new(gpu, &batch)?;
     let total = batch.len();
     let case = Case::new(Box::new(move |rec| {
-        crate::krylov::operator::record_copy(rec, original.view(), 0, factors.view(), 0, total)?;
+        crate::vector::record_copy(rec, original.view(), 0, factors.view(), 0, total)?;
         record_spd_inverse(rec, &batch, factors.view(), inverses.view(), &workspace)
     }));
     let work = Work {
@@ -142,7 +143,7 @@ async fn mfac_ihvp(gpu: &Gpu, d: usize, m: usize) -> Result<(Case, Work)> {
         mfac.push_async(gpu, &g).await?;
     }
     let x = crate::rng::gaussian(gpu, d, 6, 0)?;
-    let y = gpu.zeros::<f32>(d)?;
+    let y = GpuVec::<f32>::zeros(gpu, d)?;
     let case = Case::new(Box::new(move |rec| {
         mfac.record_ihvp(rec, x.view(), y.view())
     }));

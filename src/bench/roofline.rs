@@ -2,20 +2,40 @@
 //! throughput, each the best of several kernel shapes (software adapters reward few workgroups
 //! in a grid-stride loop, GPUs one element per invocation; neither is assumed).
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{time_runs_async, timer, Runs, TimingMethod};
+use crate::buffer::GpuVec;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::kernel;
-use crate::record::{Binding, Recorder};
+use crate::kernel::{uniform, Kernel, Slot};
+use crate::record::{grid_for_groups, Binding, Recorder};
+use crate::shader;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Len {
-    n: u32,
-    iters: u32,
+crate::kernel::uniform_struct! {
+    /// The roofline kernels' length (and the FMA kernel's iterations).
+    pub(crate) struct Len { n: u32, iters: u32 }
 }
+
+/// dst[i] = src[i] over f32s.
+pub(crate) static COPY_F32: Kernel = Kernel::new(
+    &shader::BENCH_ROOFLINE,
+    "copy_f32",
+    &[uniform::<Len>(), Slot::Read("src"), Slot::Write("dst")],
+);
+/// dst[i] = src[i] over vec4s.
+pub(crate) static COPY_VEC4: Kernel = Kernel::new(
+    &shader::BENCH_ROOFLINE,
+    "copy_vec4",
+    &[uniform::<Len>(), Slot::Read("src"), Slot::Write("dst")],
+);
+/// Eight FMA chains per invocation, one vec4 written.
+pub(crate) static FMA_VEC4: Kernel = Kernel::new(
+    &shader::BENCH_ROOFLINE,
+    "fma_vec4",
+    &[uniform::<Len>(), Slot::Write("out")],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[&COPY_F32, &COPY_VEC4, &FMA_VEC4];
 
 /// One measured shape.
 #[derive(Clone, Debug)]
@@ -88,8 +108,8 @@ pub(crate) async fn measure_pooling(
         (runs.median_ms(), runs.method)
     };
     let n = n.max(4) / 4 * 4;
-    let src = gpu.zeros::<f32>(n)?;
-    let dst = gpu.zeros::<f32>(n)?;
+    let src = GpuVec::<f32>::zeros(gpu, n)?;
+    let dst = GpuVec::<f32>::zeros(gpu, n)?;
     let bytes = 8.0 * n as f64;
     let mut copy_shapes = Vec::new();
     let mut timing = TimingMethod::WallClock;
@@ -101,23 +121,23 @@ pub(crate) async fn measure_pooling(
         for &cap in &grids {
             let groups = (items as u64).div_ceil(256);
             let groups = cap.map_or(groups, |c| groups.min(c as u64));
-            let grid = gpu.grid_for_groups(groups)?;
+            let grid = grid_for_groups(gpu, groups)?;
             let uniform = Len {
                 n: items as u32,
                 iters: 0,
             };
             let k = match entry {
-                "copy_f32" => kernel!("bench/roofline.wgsl", "copy_f32"),
-                _ => kernel!("bench/roofline.wgsl", "copy_vec4"),
+                "copy_f32" => &COPY_F32,
+                _ => &COPY_VEC4,
             };
             let runs = time_runs_async(gpu, reps, true, |rec: &mut Recorder| {
                 rec.dispatch(
                     k,
                     &[("WG", 256.0)],
                     &[
-                        Binding::Uniform(bytemuck::bytes_of(&uniform)),
-                        Binding::Storage(src.view(), None),
-                        Binding::Storage(dst.view(), None),
+                        Binding::uniform(&uniform),
+                        Binding::storage(src.view()),
+                        Binding::storage(dst.view()),
                     ],
                     grid,
                 )
@@ -137,21 +157,18 @@ pub(crate) async fn measure_pooling(
     }
     let mut fma_shapes = Vec::new();
     let invocations = (n / 64).max(256);
-    let out = gpu.zeros::<f32>(4 * invocations)?;
+    let out = GpuVec::<f32>::zeros(gpu, 4 * invocations)?;
     for (wg, iters) in [(64u32, 256u32), (256, 256), (256, 1024)] {
         let uniform = Len {
             n: invocations as u32,
             iters,
         };
-        let grid = gpu.grid_for_groups((invocations as u64).div_ceil(wg as u64))?;
+        let grid = grid_for_groups(gpu, (invocations as u64).div_ceil(wg as u64))?;
         let runs = time_runs_async(gpu, reps, true, |rec: &mut Recorder| {
             rec.dispatch(
-                kernel!("bench/roofline.wgsl", "fma_vec4"),
+                &FMA_VEC4,
                 &[("WG", wg as f64)],
-                &[
-                    Binding::Uniform(bytemuck::bytes_of(&uniform)),
-                    Binding::Storage(out.view(), None),
-                ],
+                &[Binding::uniform(&uniform), Binding::storage(out.view())],
                 grid,
             )
         })

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::buffer::GpuVec;
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::krylov::{cg_batched, CgOptions, CgStats, Poisson};
@@ -74,10 +75,10 @@ fn true_residual(side: usize, x: &[f64], b: &[f64]) -> f64 {
 pub fn poisson_time_to_solution(gpu: &Gpu, side: usize, rtol: f32) -> Result<[SolverRun; 2]> {
     let n = side * side;
     let problem = format!("poisson2d_{side}");
-    let b32 = gpu.read(&crate::rng::gaussian(gpu, n, 2, 0)?)?;
+    let b32 = crate::rng::gaussian(gpu, n, 2, 0)?.read()?;
     let b: Vec<f64> = b32.iter().map(|&v| v as f64).collect();
     let op = Poisson::new_2d(side, side)?;
-    let b_gpu = gpu.upload(&b32)?;
+    let b_gpu = GpuVec::upload(gpu, &b32)?;
     gpu.wait()?;
     let t0 = Instant::now();
     let options = CgOptions {
@@ -86,7 +87,7 @@ pub fn poisson_time_to_solution(gpu: &Gpu, side: usize, rtol: f32) -> Result<[So
     };
     let (mut results, stats) = cg_batched(gpu, &op, &[b_gpu.view()], None, &options)?;
     let result = results.pop().ok_or(crate::Error::Empty { argument: "b" })?;
-    let x = gpu.read(&result.x)?;
+    let x = result.x.read()?;
     let gpu_ms = t0.elapsed().as_secs_f64() * 1e3;
     let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let gpu_run = SolverRun {

@@ -195,6 +195,25 @@ impl KernelTable {
     }
 }
 
+impl KernelTable {
+    /// For every `_packed` row with its unpacked twin at the same largest size: (the packed
+    /// row's name, n, packed median / unpacked median), the cost of views sharing a buffer.
+    pub fn packed_slowdowns(&self) -> Vec<(&str, usize, f64)> {
+        let mut out = Vec::new();
+        for name in kernels::KERNELS {
+            let Some(base) = name.strip_suffix("_packed") else {
+                continue;
+            };
+            if let (Some(p), Some(u)) = (self.largest(name), self.largest(base)) {
+                if p.n == u.n {
+                    out.push((p.kernel.as_str(), p.n, p.median_ms / u.median_ms));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// One table of the text: a header (the first column, the work, the rate and the roofline
 /// column's names), then a row per entry, coarse ones ending in `*`.
 fn write_section<'r>(
@@ -280,6 +299,13 @@ impl fmt::Display for KernelTable {
         if let Some((n, x)) = self.fused_speedup() {
             writeln!(f, "fused sophiag_step is {x:.2}× faster than sophiag_step_unfused at n = {n} (target ≥ 2×)")?;
         }
+        for (name, n, x) in self.packed_slowdowns() {
+            let base = name.strip_suffix("_packed").unwrap_or(name);
+            writeln!(
+                f,
+                "{name} at n = {n}: {x:.2}× the time of {base} (views in one buffer)"
+            )?;
+        }
         for k in ["sophiag_step", "adahessian_step"] {
             if let Some(r) = self.largest(k) {
                 writeln!(
@@ -329,7 +355,7 @@ pub async fn kernel_table_async(
     let mut stamps = Vec::new();
     let roofline = roofline::measure_pooling(gpu, largest, reps.clamp(3, 10), &mut stamps).await?;
     progress(Progress::Roofline(&roofline));
-    let period_ns = gpu.queue.get_timestamp_period() as f64;
+    let period_ns = gpu.queue().get_timestamp_period() as f64;
     // The roofline always times on timestamps where there are any, so its stamps are the
     // rows' clock too, and a wall clock is measured once.
     let wall_step = match timing {
@@ -502,6 +528,54 @@ mod tests {
                 "{text}"
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn packed_rows_sit_beside_their_twins_with_the_same_bytes() -> Result<()> {
+        let gpu = gpu();
+        let twins = [
+            "sophiag_step",
+            "adahessian_step",
+            "adamw_step",
+            "dot",
+            "poisson2d_apply",
+        ];
+        let mut names: Vec<String> = twins.iter().map(|k| format!("{k}_packed")).collect();
+        names.extend(twins.iter().map(|k| k.to_string()));
+        let options = TableOptions {
+            kernels: names,
+            ..options(&[], true)
+        };
+        let table = kernel_table(gpu, &options, |_| {})?;
+        let rows: Vec<(&str, usize)> = table
+            .rows
+            .iter()
+            .map(|r| (r.kernel.as_str(), r.n))
+            .collect();
+        let mut expected = Vec::new();
+        for k in twins {
+            for name in [k.to_string(), format!("{k}_packed")] {
+                for n in [1024, 4096] {
+                    expected.push((name.clone(), n));
+                }
+            }
+        }
+        let expected: Vec<(&str, usize)> = expected.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        assert_eq!(rows, expected);
+        for r in &table.rows {
+            assert!(r.median_ms > 0.0 && r.rate > 0.0, "{r:?}");
+            let base = r.kernel.strip_suffix("_packed").unwrap_or(&r.kernel);
+            assert_eq!(
+                kernels::bytes_per_element(&r.kernel),
+                kernels::bytes_per_element(base),
+                "{r:?}"
+            );
+        }
+        let slowdowns = table.packed_slowdowns();
+        assert_eq!(slowdowns.len(), twins.len());
+        assert!(slowdowns.iter().all(|&(_, n, x)| n == 4096 && x > 0.0));
+        assert_eq!(kernels::bytes_per_element("sophiah_step_packed"), None);
         Ok(())
     }
 

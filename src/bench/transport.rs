@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::buffer::GpuVec;
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ot::{Cost, Masses, Metric, OtProblem, SinkhornConfig, SnsConfig};
@@ -76,7 +77,11 @@ pub fn compare(gpu: &Gpu, name: &str, max_sinkhorn: usize) -> Result<Option<[Sol
     let Some(d) = problem_data(name) else {
         return Ok(None);
     };
-    let (a, b, c) = (gpu.upload(&d.a)?, gpu.upload(&d.b)?, gpu.upload(&d.cost)?);
+    let (a, b, c) = (
+        GpuVec::upload(gpu, &d.a)?,
+        GpuVec::upload(gpu, &d.b)?,
+        GpuVec::upload(gpu, &d.cost)?,
+    );
     let problem = OtProblem::new(gpu, &a, &b, Cost::Dense(c.view()), Masses::Renormalize)?;
     gpu.wait()?;
     let t0 = Instant::now();
@@ -128,11 +133,11 @@ pub fn sinkhorn_iteration_ms(gpu: &Gpu, n: usize, on_the_fly: bool) -> Result<f6
             .into_iter()
             .map(|x| x as f32)
             .collect();
-        gpu.upload(&v)
+        GpuVec::upload(gpu, &v)
     };
     let (x, y) = (uniform(2 * n, 3)?, uniform(2 * n, 4)?);
     let dense = uniform(if on_the_fly { 1 } else { n * n }, 5)?;
-    let weights = gpu.upload(&vec![1.0 / n as f32; n])?;
+    let weights = GpuVec::upload(gpu, &vec![1.0 / n as f32; n])?;
     let cost = if on_the_fly {
         Cost::Points {
             x: x.view(),

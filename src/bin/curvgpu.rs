@@ -1,5 +1,6 @@
 //! `curvgpu info` lists adapters; `curvgpu bench` measures the adapter's roofline and every
-//! kernel against it in one run.
+//! kernel against it in one run. Built with the `cli` feature:
+//! `cargo run --release --features cli -- bench --json out.json`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -293,6 +294,7 @@ fn run_bench(
                 }),
             }).collect::<Vec<_>>(),
             "fused_speedup": table.fused_speedup().map(|(n, x)| json!({"n": n, "sophiag_step_vs_unfused": x})),
+            "packed_slowdowns": table.packed_slowdowns().iter().map(|&(name, n, x)| json!({"name": name, "n": n, "time_vs_unpacked": x})).collect::<Vec<_>>(),
             "solvers": solver_runs.iter().map(|s| json!({
                 "name": s.name,
                 "problem": s.problem,

@@ -1,7 +1,7 @@
 //! AdaHessian: `AdaHessian::record_step_lists` → [`ADAHESSIAN_STEP`] →
 //! `shaders/diag/adahessian.wgsl`'s `adahessian_step`.
 
-use super::state::{check_lens, diag_accessors, Moments};
+use super::state::{check_lens, diag_accessors, Moments, STATE_M, STATE_V};
 use crate::buffer::{BufView, GpuVec};
 use crate::check;
 use crate::elementwise::{self, Elementwise};
@@ -45,7 +45,11 @@ static ADAHESSIAN_STEP_TAIL: Kernel =
 static SEGMENT_MEAN_ABS: Kernel = Kernel::new(
     &shader::ADAHESSIAN,
     "segment_mean_abs",
-    &[uniform::<SegmentUniform>(), Slot::Read("zhz"), Slot::Write("means")],
+    &[
+        uniform::<SegmentUniform>(),
+        Slot::Read("zhz"),
+        Slot::Write("means"),
+    ],
 );
 
 /// The kernels of this module.
@@ -312,7 +316,12 @@ impl Optimizer for AdaHessian {
                 power: c.hessian_power,
                 ..Default::default()
             };
-            let full = [params[i], grads[i], m.view().named("m"), v.view().named("v")];
+            let full = [
+                params[i],
+                grads[i],
+                m.view().named(STATE_M),
+                v.view().named(STATE_V),
+            ];
             match &self.means[i] {
                 None => {
                     let full = [full[0], full[1], full[2], full[3], zhz[i]];

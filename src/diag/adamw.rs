@@ -1,7 +1,7 @@
 //! AdamW, the first-order baseline: `AdamW::record_step_lists` → [`ADAMW_STEP`] →
 //! `shaders/diag/adamw.wgsl`'s `adamw_step`.
 
-use super::state::{diag_accessors, record_fused_step, Moments};
+use super::state::{diag_accessors, record_fused_step, Moments, STATE_V};
 use crate::buffer::{BufView, GpuVec};
 use crate::check;
 use crate::elementwise::Elementwise;
@@ -143,15 +143,17 @@ impl Optimizer for AdamW {
         let decay = (1.0 - c.lr as f64 * c.weight_decay as f64) as f32;
         let step_size = (c.lr as f64 / bc1) as f32;
         let bc2_sqrt = bc2.sqrt() as f32;
-        record_fused_step(rec, &self.state, STEP, params, &inputs[0], |n| AdamWUniform {
-            n,
-            decay,
-            beta1: c.beta1,
-            beta2: c.beta2,
-            step_size,
-            bc2_sqrt,
-            eps: c.eps,
-            _pad: 0,
+        record_fused_step(rec, &self.state, STEP, (params, &inputs[0]), STATE_V, |n| {
+            AdamWUniform {
+                n,
+                decay,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                step_size,
+                bc2_sqrt,
+                eps: c.eps,
+                _pad: 0,
+            }
         })
     }
 }

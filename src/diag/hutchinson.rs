@@ -71,7 +71,12 @@ impl HutchinsonDiag {
     }
 
     /// Records probe `k` (≥ 1, Rademacher) into `out`, one view per tensor.
-    pub fn record_probe<'a>(&self, rec: &mut Recorder, k: u64, out: impl Tensors<'a>) -> Result<()> {
+    pub fn record_probe<'a>(
+        &self,
+        rec: &mut Recorder,
+        k: u64,
+        out: impl Tensors<'a>,
+    ) -> Result<()> {
         let k = probe_number(k)?;
         let out = self.state.check(rec.gpu(), "out", &out.views())?;
         let total: u64 = self.state.lens.iter().map(|&l| l as u64).sum();
@@ -94,7 +99,7 @@ impl HutchinsonDiag {
         let k = probe_number(k)?;
         let zhz = self.state.check(rec.gpu(), "zhz", &zhz.views())?;
         for (est, x) in self.state.h.iter().zip(&zhz) {
-            let est = est.view().named("estimate");
+            let est = est.view().named("estimate (estimator state)");
             elementwise::record(rec, RUNNING_MEAN, est.len(), &[est, *x], &[], 1, |n| {
                 AccumulateUniform {
                     n,

@@ -1,7 +1,7 @@
 //! SophiaG and SophiaH: `SophiaG::record_step_lists` → [`SOPHIAG_STEP`] →
 //! `shaders/diag/sophia.wgsl`'s `sophiag_step`.
 
-use super::state::{diag_accessors, record_fused_step, Moments};
+use super::state::{diag_accessors, record_fused_step, Moments, STATE_H};
 use crate::buffer::{BufView, GpuVec};
 use crate::check;
 use crate::elementwise::{self, Elementwise};
@@ -47,15 +47,18 @@ const SOPHIAH_SLOTS: &[Slot] = &[
     Slot::Write("m"),
     Slot::Read("h"),
 ];
-const EMA_SLOTS: &[Slot] = &[uniform::<EmaUniform>(), Slot::Write("h"), Slot::Read("sample")];
+const EMA_SLOTS: &[Slot] = &[
+    uniform::<EmaUniform>(),
+    Slot::Write("h"),
+    Slot::Read("sample"),
+];
 
 /// SophiaG's fused step over vec4s.
-pub(crate) static SOPHIAG_STEP: Kernel = Kernel::new(&shader::SOPHIA, "sophiag_step", SOPHIAG_SLOTS);
-static SOPHIAG_STEP_TAIL: Kernel =
-    Kernel::new(&shader::SOPHIA, "sophiag_step_tail", SOPHIAG_SLOTS);
+pub(crate) static SOPHIAG_STEP: Kernel =
+    Kernel::new(&shader::SOPHIA, "sophiag_step", SOPHIAG_SLOTS);
+static SOPHIAG_STEP_TAIL: Kernel = Kernel::new(&shader::SOPHIA, "sophiag_step_tail", SOPHIAG_SLOTS);
 static SOPHIAH_STEP: Kernel = Kernel::new(&shader::SOPHIA, "sophiah_step", SOPHIAH_SLOTS);
-static SOPHIAH_STEP_TAIL: Kernel =
-    Kernel::new(&shader::SOPHIA, "sophiah_step_tail", SOPHIAH_SLOTS);
+static SOPHIAH_STEP_TAIL: Kernel = Kernel::new(&shader::SOPHIA, "sophiah_step_tail", SOPHIAH_SLOTS);
 static EMA_SQUARE: Kernel = Kernel::new(&shader::SOPHIA, "ema_square", EMA_SLOTS);
 static EMA_SQUARE_TAIL: Kernel = Kernel::new(&shader::SOPHIA, "ema_square_tail", EMA_SLOTS);
 static EMA: Kernel = Kernel::new(&shader::SOPHIA, "ema", EMA_SLOTS);
@@ -199,7 +202,7 @@ fn record_ema(
         },
     };
     for (h, x) in state.h.iter().zip(&samples) {
-        let h = h.view().named("h");
+        let h = h.view().named(STATE_H);
         elementwise::record(rec, kernel, h.len(), &[h, *x], &[], 1, |n| EmaUniform {
             n,
             beta,
@@ -290,15 +293,22 @@ impl Optimizer for SophiaG {
     ) -> Result<()> {
         let c = self.config;
         let decay = (1.0 - c.lr as f64 * c.weight_decay as f64) as f32;
-        record_fused_step(rec, &self.state, SOPHIAG, params, &inputs[0], |n| SophiaGUniform {
-            n,
-            lr: c.lr,
-            beta1: c.beta1,
-            rho_bs: c.rho * c.batch_tokens,
-            decay,
-            eps: c.eps,
-            ..Default::default()
-        })
+        record_fused_step(
+            rec,
+            &self.state,
+            SOPHIAG,
+            (params, &inputs[0]),
+            STATE_H,
+            |n| SophiaGUniform {
+                n,
+                lr: c.lr,
+                beta1: c.beta1,
+                rho_bs: c.rho * c.batch_tokens,
+                decay,
+                eps: c.eps,
+                ..Default::default()
+            },
+        )
     }
 }
 
@@ -374,15 +384,22 @@ impl Optimizer for SophiaH {
     ) -> Result<()> {
         let c = self.config;
         let bias1 = (1.0 - (c.beta1 as f64).powf(step as f64)) as f32;
-        record_fused_step(rec, &self.state, SOPHIAH, params, &inputs[0], |n| SophiaHUniform {
-            n,
-            lr: c.lr,
-            beta1: c.beta1,
-            bias1,
-            gamma: c.gamma,
-            eps: c.eps,
-            weight_decay: c.weight_decay,
-            _pad: 0,
-        })
+        record_fused_step(
+            rec,
+            &self.state,
+            SOPHIAH,
+            (params, &inputs[0]),
+            STATE_H,
+            |n| SophiaHUniform {
+                n,
+                lr: c.lr,
+                beta1: c.beta1,
+                bias1,
+                gamma: c.gamma,
+                eps: c.eps,
+                weight_decay: c.weight_decay,
+                _pad: 0,
+            },
+        )
     }
 }

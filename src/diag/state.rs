@@ -31,20 +31,28 @@ pub struct TensorState {
     pub h: Vec<f32>,
 }
 
+/// How errors name the state: first moment, then the curvature slot (AdamW's v).
+pub(super) const STATE_M: &str = "m (optimizer state)";
+pub(super) const STATE_H: &str = "h (optimizer state)";
+pub(super) const STATE_V: &str = "v (optimizer state)";
+
 /// Records one fused step of `kernel` over every tensor: θ, g, m, h bound in that order
-/// (AdamW binds its v as h), the inputs checked against the state first.
+/// (AdamW binds its v as h, named `h_name`), the inputs checked against the state first.
 pub(super) fn record_fused_step<P: Pod + crate::kernel::Uniform>(
     rec: &mut Recorder,
     state: &Moments,
     kernel: Elementwise,
-    params: &[BufView<'_>],
-    grads: &[BufView<'_>],
+    (params, grads): (&[BufView<'_>], &[BufView<'_>]),
+    h_name: &'static str,
     uniform: impl Fn(u32) -> P,
 ) -> Result<()> {
     let params = state.check(rec.gpu(), "params", params)?;
     let grads = state.check(rec.gpu(), "grads", grads)?;
     for (i, (p, g)) in params.iter().zip(&grads).enumerate() {
-        let (m, h) = (state.m[i].view().named("m"), state.h[i].view().named("h"));
+        let (m, h) = (
+            state.m[i].view().named(STATE_M),
+            state.h[i].view().named(h_name),
+        );
         elementwise::record(rec, kernel, m.len(), &[*p, *g, m, h], &[], 1, &uniform)?;
     }
     Ok(())

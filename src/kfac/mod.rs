@@ -1,21 +1,110 @@
 //! K-FAC: Kronecker-factored curvature for linear layers (Martens & Grosse), with both
 //! running-average conventions (KAISA's and kfac-jax's), kfac-jax's π-corrected damping or
 //! KAISA's Tikhonov damping, batched inversion and the inverse-path preconditioned gradient
-//! G′⁻¹·∇W·A′⁻¹ with KAISA's KL clip. [`Kfac::record_update_factors`] → `linalg::record_gemm`;
-//! [`Kfac::record_refresh_inverses`] → `kernel!("kfac/factors.wgsl", "damp")` and
-//! `linalg::record_spd_inverse`.
+//! G′⁻¹·∇W·A′⁻¹ with KAISA's KL clip. [`Kfac::record_update_factors`] → `linalg::record_gemm`
+//! (and [`WITH_ONES`]); [`Kfac::record_refresh_inverses`] → [`TRACE_MEAN`], [`DAMP`]
+//! (`shaders/kfac/factors.wgsl`) and `linalg::record_spd_inverse`.
 //!
 //! Layout (kfac-pytorch's): a layer y = W·x (+ b) has ∇W row-major `out`×`cols`, `cols` =
 //! in + 1 with a bias (its gradient the last column); A is `cols`², G is `out`².
-
-use bytemuck::{Pod, Zeroable};
+//!
+//! Every tensor argument may be a view of one buffer shared with the others (an engine's
+//! arena) where their ranges are disjoint; which overlaps are allowed is said per function.
 
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernel;
-use crate::linalg::{record_gemm, record_spd_inverse, Batch, CholeskyWorkspace, Eigenpairs, Gemm};
+use crate::kernel::{uniform, Kernel, Slot};
+use crate::linalg::{
+    check_binding, record_gemm, record_spd_inverse, same_view, Batch, CholeskyWorkspace,
+    Eigenpairs, Gemm,
+};
 use crate::record::{Binding, Recorder};
+use crate::shader;
+
+crate::kernel::uniform_struct! {
+    /// The factor helpers' parameters (factors.wgsl's `Factor`).
+    pub(crate) struct FactorUniform {
+        n: u32, offset: u32, slot: u32, other: u32, pi: u32, mu: f32, _pad0: u32, _pad1: u32,
+    }
+}
+
+crate::kernel::uniform_struct! {
+    /// `eigen_divide`'s parameters (factors.wgsl's `Divide`).
+    pub(crate) struct DivideUniform {
+        rows: u32, cols: u32, g_offset: u32, a_offset: u32, sg: f32, sa: f32, mu: f32,
+        gamma: f32,
+    }
+}
+
+/// [x | 1]: the activations with a ones column.
+pub(crate) static WITH_ONES: Kernel = Kernel::new(
+    &shader::KFAC_FACTORS,
+    "with_ones",
+    &[
+        uniform::<FactorUniform>(),
+        Slot::Read("x"),
+        Slot::Write("with_ones"),
+    ],
+);
+/// tr F / dim of one factor.
+pub(crate) static TRACE_MEAN: Kernel = Kernel::new(
+    &shader::KFAC_FACTORS,
+    "trace_mean",
+    &[
+        uniform::<FactorUniform>(),
+        Slot::Read("factors"),
+        Slot::Write("means"),
+    ],
+);
+/// F′ = s·F + μ·I.
+pub(crate) static DAMP: Kernel = Kernel::new(
+    &shader::KFAC_FACTORS,
+    "damp",
+    &[
+        uniform::<FactorUniform>(),
+        Slot::Read("running"),
+        Slot::Read("means"),
+        Slot::Write("damped"),
+    ],
+);
+/// KAISA's ν from the per-layer ⟨v, g⟩.
+pub(crate) static KL_CLIP: Kernel = Kernel::new(
+    &shader::KFAC_FACTORS,
+    "kl_clip",
+    &[uniform::<FactorUniform>(), Slot::Write("clip")],
+);
+/// v ← ν·v.
+pub(crate) static SCALE: Kernel = Kernel::new(
+    &shader::KFAC_FACTORS,
+    "scale",
+    &[
+        uniform::<FactorUniform>(),
+        Slot::Read("clip"),
+        Slot::Write("outs"),
+    ],
+);
+/// The eigen path's entrywise divide.
+pub(crate) static EIGEN_DIVIDE: Kernel = Kernel::new(
+    &shader::KFAC_FACTORS,
+    "eigen_divide",
+    &[
+        uniform::<DivideUniform>(),
+        Slot::Read("eigenvalues_g"),
+        Slot::Read("eigenvalues_a"),
+        Slot::Write("rotated"),
+    ],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &WITH_ONES,
+    &TRACE_MEAN,
+    &DAMP,
+    &KL_CLIP,
+    &SCALE,
+    &EIGEN_DIVIDE,
+];
 
 /// One linear layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,11 +124,13 @@ impl Layer {
     }
 }
 
-/// A non-empty list of layers with non-zero widths (shared by K-FAC and MKOR).
-pub(crate) fn check_layers(layers: &[Layer]) -> Result<()> {
+/// A non-empty list of layers with non-zero widths whose gradients (out × cols) each fit one
+/// storage binding (shared by K-FAC and MKOR); returns the largest gradient's elements.
+pub(crate) fn check_layers(gpu: &Gpu, layers: &[Layer]) -> Result<usize> {
     if layers.is_empty() {
         return Err(Error::Empty { argument: "layers" });
     }
+    let mut largest = 0;
     for l in layers {
         if l.in_dim == 0 {
             return Err(Error::Empty { argument: "in_dim" });
@@ -49,28 +140,102 @@ pub(crate) fn check_layers(layers: &[Layer]) -> Result<()> {
                 argument: "out_dim",
             });
         }
+        let elements = (l.in_dim as u64)
+            .saturating_add(l.bias as u64)
+            .saturating_mul(l.out_dim as u64);
+        check_binding(gpu, "layers", elements)?;
+        largest = largest.max(elements as usize);
     }
-    Ok(())
+    Ok(largest)
 }
 
-/// Checks a batch's per-layer activations (`batch`×in) and output gradients (`batch`×out).
-pub(crate) fn check_batch(
+/// `elements` of `len` per sample times `batch`, or [`Error::TooLarge`] past usize.
+fn batch_len(argument: &'static str, batch: usize, len: usize) -> Result<usize> {
+    batch.checked_mul(len).ok_or(Error::TooLarge {
+        argument,
+        requested: u64::MAX,
+        limit: "usize",
+        max: usize::MAX as u64,
+    })
+}
+
+/// Checks a batch's per-layer activations (`batch`×in) and output gradients (`batch`×out);
+/// returns them named `xs` and `dys`.
+pub(crate) fn check_batch<'a>(
     gpu: &Gpu,
     layers: &[Layer],
     batch: usize,
-    xs: &[BufView<'_>],
-    dys: &[BufView<'_>],
-) -> Result<()> {
+    xs: &[BufView<'a>],
+    dys: &[BufView<'a>],
+) -> Result<(Vec<BufView<'a>>, Vec<BufView<'a>>)> {
     if batch == 0 {
         return Err(Error::Empty { argument: "batch" });
     }
     crate::check::same_count("xs", layers.len(), xs.len())?;
     crate::check::same_count("dys", layers.len(), dys.len())?;
+    let mut named = (Vec::with_capacity(xs.len()), Vec::with_capacity(dys.len()));
     for (l, (x, dy)) in layers.iter().zip(xs.iter().zip(dys)) {
-        x.check(gpu, "xs", batch * l.in_dim)?;
-        dy.check(gpu, "dys", batch * l.out_dim)?;
+        named
+            .0
+            .push(x.check(gpu, "xs", batch_len("batch", batch, l.in_dim)?)?);
+        named
+            .1
+            .push(dy.check(gpu, "dys", batch_len("batch", batch, l.out_dim)?)?);
     }
-    Ok(())
+    Ok(named)
+}
+
+/// Checks per-layer gradients and outputs (out × cols each) and the overlaps between them:
+/// an output may not overlap another layer's output, nor any layer's gradient except its own
+/// when `in_place` allows `outs[i]` to be the very view `grads[i]` is. Returns the views named
+/// `grads` and `outs`.
+pub(crate) fn check_grads_outs<'a>(
+    gpu: &Gpu,
+    layers: &[Layer],
+    grads: &[BufView<'a>],
+    outs: &[BufView<'a>],
+    in_place: bool,
+    why: &str,
+) -> Result<(Vec<BufView<'a>>, Vec<BufView<'a>>)> {
+    crate::check::same_count("grads", layers.len(), grads.len())?;
+    crate::check::same_count("outs", layers.len(), outs.len())?;
+    let mut named = (
+        Vec::with_capacity(grads.len()),
+        Vec::with_capacity(outs.len()),
+    );
+    for (l, (g, o)) in layers.iter().zip(grads.iter().zip(outs)) {
+        named.0.push(g.check(gpu, "grads", l.out_dim * l.cols())?);
+        named.1.push(o.check(gpu, "outs", l.out_dim * l.cols())?);
+    }
+    let overlap = |first: &BufView<'_>, second: &BufView<'_>, why: String| Error::Overlap {
+        first: first.name().unwrap_or("outs").into(),
+        second: second.name().unwrap_or("grads").into(),
+        first_bytes: first.byte_range(),
+        second_bytes: second.byte_range(),
+        why,
+    };
+    for (i, o) in named.1.iter().enumerate() {
+        for (j, g) in named.0.iter().enumerate() {
+            let allowed = in_place && i == j && same_view(o, g);
+            if o.overlaps(g) && !allowed {
+                return Err(overlap(
+                    o,
+                    g,
+                    format!("output {i} overlaps gradient {j}: {why}"),
+                ));
+            }
+        }
+        for (j, p) in named.1.iter().enumerate().skip(i + 1) {
+            if o.overlaps(p) {
+                return Err(overlap(
+                    o,
+                    p,
+                    format!("outputs {i} and {j} overlap: each layer needs its own"),
+                ));
+            }
+        }
+    }
+    Ok(named)
 }
 
 /// A square factor inside a packed batch: its view, its first element, and whether to use its
@@ -79,7 +244,9 @@ pub(crate) type FactorRef<'a> = (BufView<'a>, usize, bool);
 
 /// Records out = op(L)·∇W·op(R) for one layer: L (out×out) and R (cols×cols) square factors
 /// of packed batches, op the transpose where asked, through `scratch` (≥ out·cols). Shared by
-/// K-FAC's G′⁻¹·∇W·A′⁻¹ and both halves of its eigen path, and MKOR's J_G·∇W·J_A.
+/// K-FAC's G′⁻¹·∇W·A′⁻¹ and both halves of its eigen path, and MKOR's J_G·∇W·J_A. `grad` is
+/// wholly read (into the scratch) before `out` is written, so they may be one view; the
+/// callers check the views.
 pub(crate) fn record_two_sided(
     rec: &mut Recorder,
     layer: &Layer,
@@ -89,11 +256,8 @@ pub(crate) fn record_two_sided(
     scratch: &GpuVec<f32>,
     out: BufView<'_>,
 ) -> Result<()> {
-    let gpu = rec.gpu();
     let (o, c) = (layer.out_dim, layer.cols());
-    grad.check(gpu, "grads", o * c)?;
-    out.check(gpu, "outs", o * c)?;
-    let tmp = BufView::new(scratch.buffer(), 0, o * c);
+    let tmp = scratch.view().named("scratch").sub(0, o * c);
     let first = Gemm {
         trans_a: left.2,
         offsets: [left.1, 0, 0],
@@ -181,31 +345,6 @@ impl Default for KfacConfig {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct DivideUniform {
-    rows: u32,
-    cols: u32,
-    g_offset: u32,
-    a_offset: u32,
-    sg: f32,
-    sa: f32,
-    mu: f32,
-    gamma: f32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct FactorUniform {
-    n: u32,
-    offset: u32,
-    slot: u32,
-    other: u32,
-    pi: u32,
-    mu: f32,
-    _pad: [u32; 2],
-}
-
 /// One side's factors (every layer's A, or every layer's G) packed in one batch.
 struct Side {
     batch: Batch,
@@ -217,15 +356,21 @@ struct Side {
 }
 
 impl Side {
-    fn new(gpu: &Gpu, sizes: &[usize], start_at_identity: bool) -> Result<Self> {
+    /// The factors' layout, checked against the device before anything is allocated.
+    fn layout(gpu: &Gpu, sizes: &[usize]) -> Result<Batch> {
         let batch = Batch::new(sizes)?;
+        check_binding(gpu, "layers", batch.len() as u64)?;
+        Ok(batch)
+    }
+
+    fn new(gpu: &Gpu, batch: Batch, start_at_identity: bool) -> Result<Self> {
         Ok(Side {
             running: match start_at_identity {
-                true => gpu.upload(&batch.identities())?,
-                false => gpu.zeros(batch.len())?,
+                true => GpuVec::upload(gpu, &batch.identities()?)?,
+                false => GpuVec::zeros(gpu, batch.len())?,
             },
-            damped: gpu.zeros(batch.len())?,
-            inverse: gpu.zeros(batch.len())?,
+            damped: GpuVec::zeros(gpu, batch.len())?,
+            inverse: GpuVec::zeros(gpu, batch.len())?,
             workspace: CholeskyWorkspace::new(gpu, &batch)?,
             eigen: None,
             batch,
@@ -266,9 +411,11 @@ impl Kfac {
     /// State for `layers` (each with non-zero widths).
     ///
     /// Errors: no layers, a zero width, decay outside [0, 1), λ or γ not finite and > 0, a
-    /// zero inverse-update period, factors past the device limits.
+    /// zero inverse-update period, factors or gradients past the device limits
+    /// ([`Error::TooLarge`] naming `layers`, checked before anything is allocated), or past
+    /// host memory ([`Error::HostMemory`]).
     pub fn new(gpu: &Gpu, layers: &[Layer], config: KfacConfig) -> Result<Self> {
-        check_layers(layers)?;
+        let largest = check_layers(gpu, layers)?;
         let (Averaging::Kaisa { decay } | Averaging::KfacJax { decay }) = config.averaging;
         crate::check::beta("decay", decay)?;
         match config.damping {
@@ -281,19 +428,15 @@ impl Kfac {
         let kaisa = matches!(config.averaging, Averaging::Kaisa { .. });
         let a_sizes: Vec<usize> = layers.iter().map(Layer::cols).collect();
         let g_sizes: Vec<usize> = layers.iter().map(|l| l.out_dim).collect();
-        let largest = layers
-            .iter()
-            .map(|l| l.out_dim * l.cols())
-            .max()
-            .unwrap_or(1);
+        let (a, g) = (Side::layout(gpu, &a_sizes)?, Side::layout(gpu, &g_sizes)?);
         Ok(Kfac {
-            a: Side::new(gpu, &a_sizes, kaisa)?,
-            g: Side::new(gpu, &g_sizes, kaisa)?,
-            means: gpu.zeros(2 * layers.len())?,
-            clip: gpu.zeros(layers.len() + 1)?,
+            a: Side::new(gpu, a, kaisa)?,
+            g: Side::new(gpu, g, kaisa)?,
+            means: GpuVec::zeros(gpu, 2 * layers.len())?,
+            clip: GpuVec::zeros(gpu, layers.len() + 1)?,
             with_ones: None,
-            scratch: gpu.zeros(largest)?,
-            scratch2: gpu.zeros(largest)?,
+            scratch: GpuVec::zeros(gpu, largest)?,
+            scratch2: GpuVec::zeros(gpu, largest)?,
             eigen_scales: Vec::new(),
             layers: layers.to_vec(),
             config,
@@ -321,6 +464,10 @@ impl Kfac {
     /// i's input activations `xs[i]` (`batch`×in) and the per-sample gradients of the loss
     /// with respect to its output `dys[i]` (`batch`×out). A_new = [x | 1]ᵀ[x | 1]/B and
     /// G_new = dyᵀdy/B enter by the configured average, fused into the product (α, β).
+    /// The inputs are only read: they may share one buffer, overlapping or not.
+    ///
+    /// Errors: tensor counts ([`Error::CountMismatch`]), lengths, a zero batch, a bias layer's
+    /// `batch`×(in + 1) copy past one storage binding.
     pub fn record_update_factors(
         &mut self,
         rec: &mut Recorder,
@@ -329,7 +476,7 @@ impl Kfac {
         dys: &[BufView<'_>],
     ) -> Result<()> {
         let gpu = rec.gpu();
-        check_batch(gpu, &self.layers, batch, xs, dys)?;
+        let (xs, dys) = check_batch(gpu, &self.layers, batch, xs, dys)?;
         let (alpha, beta, weight) = match self.config.averaging {
             Averaging::Kaisa { decay } => ((1.0 - decay as f64) / batch as f64, decay as f64, 0.0),
             Averaging::KfacJax { decay } => {
@@ -341,11 +488,14 @@ impl Kfac {
             .layers
             .iter()
             .filter(|l| l.bias)
-            .map(|l| batch * l.cols())
-            .max();
+            .map(|l| batch_len("batch", batch, l.cols()))
+            .try_fold(None, |most: Option<usize>, len| {
+                len.map(|len| Some(most.map_or(len, |m| m.max(len))))
+            })?;
         if let Some(len) = ones_len {
+            check_binding(gpu, "batch", len as u64)?;
             if self.with_ones.as_ref().is_none_or(|v| v.len() < len) {
-                self.with_ones = Some(gpu.zeros(len)?);
+                self.with_ones = Some(GpuVec::zeros(gpu, len)?);
             }
         }
         for (i, l) in self.layers.iter().enumerate() {
@@ -357,22 +507,22 @@ impl Kfac {
                         offset: batch as u32,
                         ..Default::default()
                     };
+                    let ones = ones.view().named("with_ones").sub(0, batch * cols);
+                    let grid = rec.elementwise_grid((batch * cols) as u64)?;
                     rec.dispatch(
-                        kernel!("kfac/factors.wgsl", "with_ones"),
-                        &gpu.wg_constants(),
+                        &WITH_ONES,
+                        &rec.wg(),
                         &[
-                            Binding::Uniform(bytemuck::bytes_of(&u)),
-                            Binding::Storage(xs[i], None),
-                            Binding::Storage(ones.view(), None),
+                            Binding::uniform(&u),
+                            Binding::storage(xs[i]),
+                            Binding::storage(ones),
                         ],
-                        gpu.elementwise_grid((batch * cols) as u64)?,
+                        grid,
                     )?;
-                    ones.view()
+                    ones
                 }
                 _ => xs[i],
             };
-            let x_len = batch * cols;
-            let x = BufView::new(x.buffer(), x.byte_offset(), x_len);
             for (side, operand, n) in [(&self.a, x, cols), (&self.g, dys[i], l.out_dim)] {
                 let shape = Gemm {
                     trans_a: true,
@@ -383,7 +533,8 @@ impl Kfac {
                     ld: [None, None, Some(n)],
                     ..Gemm::new(n, n, batch)
                 };
-                record_gemm(rec, &shape, operand, operand, side.running.view())?;
+                let running = side.running.view().named("running");
+                record_gemm(rec, &shape, operand, operand, running)?;
             }
         }
         self.weight = weight;
@@ -394,12 +545,10 @@ impl Kfac {
     /// A factor that is not SPD after damping (NaN statistics) is reported by
     /// [`Kfac::check_inverses`] after the submission.
     pub fn record_refresh_inverses(&self, rec: &mut Recorder) -> Result<()> {
-        let gpu = rec.gpu();
         let (pi, mu) = match self.config.damping {
             Damping::Pi { lambda } => (1, lambda.sqrt()),
             Damping::Tikhonov { gamma } => (0, gamma),
         };
-        let [wg] = gpu.wg_constants();
         let uniform = |side: &Side, i: usize, n: usize, slot: usize| FactorUniform {
             n: n as u32,
             offset: side.batch.offset(i) as u32,
@@ -407,8 +556,9 @@ impl Kfac {
             other: (slot ^ 1) as u32,
             pi,
             mu,
-            _pad: [0; 2],
+            ..Default::default()
         };
+        let means = self.means.view().named("means");
         // Every mean diagonal first: each factor's scale needs its partner's.
         let factors =
             |i: usize, l: &Layer| [(&self.a, l.cols(), 2 * i), (&self.g, l.out_dim, 2 * i + 1)];
@@ -417,12 +567,12 @@ impl Kfac {
                 for (side, n, slot) in factors(i, l) {
                     let u = uniform(side, i, n, slot);
                     rec.dispatch(
-                        kernel!("kfac/factors.wgsl", "trace_mean"),
-                        &[wg],
+                        &TRACE_MEAN,
+                        &rec.wg(),
                         &[
-                            Binding::Uniform(bytemuck::bytes_of(&u)),
-                            Binding::Storage(side.running.view(), None),
-                            Binding::Storage(self.means.view(), None),
+                            Binding::uniform(&u),
+                            Binding::storage(side.running.view().named("running")),
+                            Binding::storage(means),
                         ],
                         [1, 1, 1],
                     )?;
@@ -432,16 +582,17 @@ impl Kfac {
         for (i, l) in self.layers.iter().enumerate() {
             for (side, n, slot) in factors(i, l) {
                 let u = uniform(side, i, n, slot);
+                let grid = rec.elementwise_grid((n * n) as u64)?;
                 rec.dispatch(
-                    kernel!("kfac/factors.wgsl", "damp"),
-                    &[wg],
+                    &DAMP,
+                    &rec.wg(),
                     &[
-                        Binding::Uniform(bytemuck::bytes_of(&u)),
-                        Binding::Storage(side.running.view(), None),
-                        Binding::Storage(self.means.view(), None),
-                        Binding::Storage(side.damped.view(), None),
+                        Binding::uniform(&u),
+                        Binding::storage(side.running.view().named("running")),
+                        Binding::storage(means),
+                        Binding::storage(side.damped.view().named("damped")),
                     ],
-                    gpu.elementwise_grid((n * n) as u64)?,
+                    grid,
                 )?;
             }
         }
@@ -449,8 +600,8 @@ impl Kfac {
             record_spd_inverse(
                 rec,
                 &side.batch,
-                side.damped.view(),
-                side.inverse.view(),
+                side.damped.view().named("damped"),
+                side.inverse.view().named("inverse"),
                 &side.workspace,
             )?;
         }
@@ -472,26 +623,56 @@ impl Kfac {
         self.g.workspace.check_async(gpu, "kfac_g").await
     }
 
-    /// Records out_i = G′_i⁻¹·∇W_i·A′_i⁻¹ for every layer from the last refreshed inverses;
-    /// `out` may not alias `grads`.
+    /// The gradients and outputs of a precondition, checked (in place allowed).
+    fn check_precondition<'a>(
+        &self,
+        gpu: &Gpu,
+        grads: &[BufView<'a>],
+        outs: &[BufView<'a>],
+    ) -> Result<(Vec<BufView<'a>>, Vec<BufView<'a>>)> {
+        let why = "each layer's output is written after its own gradient is read, but before \
+                   the later layers' gradients are; pass the same view (in place) or disjoint \
+                   views";
+        check_grads_outs(gpu, &self.layers, grads, outs, true, why)
+    }
+
+    /// Records out_i = G′_i⁻¹·∇W_i·A′_i⁻¹ for every layer from the last refreshed inverses (or
+    /// the eigen path's formula).
+    ///
+    /// **In place** (`outs[i]` the very view `grads[i]` is) is supported: each layer's
+    /// gradient is wholly read into a scratch before its output is written. Other overlaps —
+    /// an output overlapping another layer's gradient or output, or its own gradient only in
+    /// part — are [`Error::Overlap`] naming `outs` and `grads` (a later layer would read a
+    /// gradient already overwritten). Preconditioned in place, the gradients are gone: call
+    /// [`Kfac::record_kl_clip`] only with separate outputs.
+    ///
+    /// Errors: tensor counts ([`Error::CountMismatch`]), lengths, the overlaps; the eigen path
+    /// before [`Kfac::refresh_eigen`] ([`Error::State`]).
     pub fn record_precondition(
         &self,
         rec: &mut Recorder,
         grads: &[BufView<'_>],
         outs: &[BufView<'_>],
     ) -> Result<()> {
-        crate::check::same_count("grads", self.layers.len(), grads.len())?;
-        crate::check::same_count("outs", self.layers.len(), outs.len())?;
+        let (grads, outs) = self.check_precondition(rec.gpu(), grads, outs)?;
         if self.config.path == Path::Eigen {
-            return self.record_eigen_precondition(rec, grads, outs);
+            return self.record_eigen_precondition(rec, &grads, &outs);
         }
         for (i, l) in self.layers.iter().enumerate() {
             record_two_sided(
                 rec,
                 l,
-                (self.g.inverse.view(), self.g.batch.offset(i), false),
+                (
+                    self.g.inverse.view().named("g_inverse"),
+                    self.g.batch.offset(i),
+                    false,
+                ),
                 grads[i],
-                (self.a.inverse.view(), self.a.batch.offset(i), false),
+                (
+                    self.a.inverse.view().named("a_inverse"),
+                    self.a.batch.offset(i),
+                    false,
+                ),
                 &self.scratch,
                 outs[i],
             )?;
@@ -551,7 +732,6 @@ impl Kfac {
         grads: &[BufView<'_>],
         outs: &[BufView<'_>],
     ) -> Result<()> {
-        let gpu = rec.gpu();
         let (Some(ea), Some(eg)) = (&self.a.eigen, &self.g.eigen) else {
             return Err(Error::State(
                 "the eigen path needs Kfac::refresh_eigen before preconditioning".into(),
@@ -563,8 +743,11 @@ impl Kfac {
         };
         for (i, l) in self.layers.iter().enumerate() {
             let (o, c) = (l.out_dim, l.cols());
-            let rotated = BufView::new(self.scratch2.buffer(), 0, o * c);
-            let (qg, qa) = (eg.vectors.view(), ea.vectors.view());
+            let rotated = self.scratch2.view().named("rotated").sub(0, o * c);
+            let (qg, qa) = (
+                eg.vectors.view().named("eigenvectors_g"),
+                ea.vectors.view().named("eigenvectors_a"),
+            );
             let (g_at, a_at) = (self.g.batch.offset(i), self.a.batch.offset(i));
             // Q_Gᵀ·∇W·Q_A, divided entrywise, then Q_G·(…)·Q_Aᵀ.
             record_two_sided(
@@ -587,16 +770,17 @@ impl Kfac {
                 mu,
                 gamma,
             };
+            let grid = rec.elementwise_grid((o * c) as u64)?;
             rec.dispatch(
-                kernel!("kfac/factors.wgsl", "eigen_divide"),
-                &gpu.wg_constants(),
+                &EIGEN_DIVIDE,
+                &rec.wg(),
                 &[
-                    Binding::Uniform(bytemuck::bytes_of(&u)),
-                    Binding::Storage(eg.values_gpu.view(), None),
-                    Binding::Storage(ea.values_gpu.view(), None),
-                    Binding::Storage(rotated, None),
+                    Binding::uniform(&u),
+                    Binding::storage(eg.values_gpu.view().named("eigenvalues_g")),
+                    Binding::storage(ea.values_gpu.view().named("eigenvalues_a")),
+                    Binding::storage(rotated),
                 ],
-                gpu.elementwise_grid((o * c) as u64)?,
+                grid,
             )?;
             record_two_sided(
                 rec,
@@ -614,6 +798,11 @@ impl Kfac {
     /// Records KAISA's KL clip over every layer: ν = min(1, √(`kl_clip` / |Σ lr²·⟨out_i,
     /// grad_i⟩|)) (1 when the sum is 0, as kfac-pytorch), then out_i ← ν·out_i. Call it after
     /// [`Kfac::record_precondition`] with the same views; kfac-pytorch's bound is 1e-3.
+    ///
+    /// ν needs the unpreconditioned gradients: `outs` may not overlap `grads` at all (after
+    /// an in-place precondition the gradients are gone), [`Error::Overlap`] otherwise.
+    ///
+    /// Errors: lr or kl_clip not finite and > 0, tensor counts, lengths, the overlaps.
     pub fn record_kl_clip(
         &self,
         rec: &mut Recorder,
@@ -626,21 +815,12 @@ impl Kfac {
         crate::check::positive("lr", lr)?;
         crate::check::positive("kl_clip", kl_clip)?;
         let count = self.layers.len();
-        crate::check::same_count("grads", count, grads.len())?;
-        crate::check::same_count("outs", count, outs.len())?;
-        for (l, (g, o)) in self.layers.iter().zip(grads.iter().zip(outs)) {
-            g.check(gpu, "grads", l.out_dim * l.cols())?;
-            o.check(gpu, "outs", l.out_dim * l.cols())?;
-        }
-        for (i, (g, o)) in grads.iter().zip(outs).enumerate() {
-            crate::reduce::record(
-                rec,
-                crate::reduce::Reduction::Dot,
-                *o,
-                Some(*g),
-                self.clip.view(),
-                i,
-            )?;
+        let why = "ν is ⟨out, grad⟩ of the unpreconditioned gradients: precondition into \
+                   separate outputs to clip";
+        let (grads, outs) = check_grads_outs(gpu, &self.layers, grads, outs, false, why)?;
+        let clip = self.clip.view().named("clip");
+        for (i, (g, o)) in grads.iter().zip(&outs).enumerate() {
+            crate::reduce::record(rec, crate::reduce::Reduction::Dot, *o, Some(*g), clip, i)?;
         }
         let u = FactorUniform {
             n: count as u32,
@@ -650,12 +830,9 @@ impl Kfac {
             ..Default::default()
         };
         rec.dispatch(
-            kernel!("kfac/factors.wgsl", "kl_clip"),
+            &KL_CLIP,
             &[],
-            &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                Binding::Storage(self.clip.view(), None),
-            ],
+            &[Binding::uniform(&u), Binding::storage(clip)],
             [1, 1, 1],
         )?;
         for o in outs {
@@ -663,15 +840,16 @@ impl Kfac {
                 n: o.len() as u32,
                 ..u
             };
+            let grid = rec.elementwise_grid(o.len() as u64)?;
             rec.dispatch(
-                kernel!("kfac/factors.wgsl", "scale"),
-                &gpu.wg_constants(),
+                &SCALE,
+                &rec.wg(),
                 &[
-                    Binding::Uniform(bytemuck::bytes_of(&u)),
-                    Binding::Storage(self.clip.view(), None),
-                    Binding::Storage(*o, None),
+                    Binding::uniform(&u),
+                    Binding::storage(clip),
+                    Binding::storage(o),
                 ],
-                gpu.elementwise_grid(o.len() as u64)?,
+                grid,
             )?;
         }
         Ok(())
@@ -681,6 +859,11 @@ impl Kfac {
     /// first step and every `inverse_update_period` steps after, precondition every layer's
     /// gradient into `outs`. Blocking only when it refreshed (to check the factorisations).
     /// The native wrapper of [`Kfac::step_async`].
+    ///
+    /// All four lists may be views of one buffer. `outs` may be `grads` (in place) as in
+    /// [`Kfac::record_precondition`], whose overlap rules apply; `xs` and `dys` are read
+    /// before any output is written. Everything is checked before anything is recorded: a
+    /// refused step leaves the state as it was.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn step(
         &mut self,
@@ -707,6 +890,13 @@ impl Kfac {
     ) -> Result<()> {
         let refresh = self.steps.is_multiple_of(self.config.inverse_update_period);
         let eigen = self.config.path == Path::Eigen;
+        check_batch(gpu, &self.layers, batch, xs, dys)?;
+        self.check_precondition(gpu, grads, outs)?;
+        if eigen && !refresh && self.a.eigen.is_none() {
+            return Err(Error::State(
+                "the eigen path needs Kfac::refresh_eigen before preconditioning".into(),
+            ));
+        }
         let mut rec = Recorder::new(gpu);
         self.record_update_factors(&mut rec, batch, xs, dys)?;
         if refresh && eigen {

@@ -25,3 +25,8 @@ pub use spectrum::{
     BlockTrace, Eigenpairs, LanczosTridiagonal, PowerOptions, SlqOptions, SpectralDensity,
     TraceEstimate, TraceOptions,
 };
+
+/// The kernels of this family.
+pub(crate) fn kernels() -> Vec<&'static crate::kernel::Kernel> {
+    [operator::KERNELS, cg::KERNELS, spectrum::KERNELS].concat()
+}

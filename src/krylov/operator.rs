@@ -1,24 +1,145 @@
 //! [`LinearOperator`]: anything that records y = A·x, and the built-in operators:
-//! `DenseMatrix::record_apply` → `kernel!("krylov/operators.wgsl", "dense_matvec")`.
-
-use bytemuck::{Pod, Zeroable};
+//! `DenseMatrix::record_apply` → [`DENSE_MATVEC`] → `shaders/krylov/operators.wgsl`'s
+//! `dense_matvec`; `CsrMatrix` → `csr_matvec`, `Poisson` → `poisson` / `poisson_vec4`
+//! (`poisson_vec4_dot` for CG's fused forms).
+//!
+//! Views. x and y may lie in one buffer (an engine's arena) where they are disjoint; a y that
+//! overlaps x is refused by every built-in operator with [`Error::Overlap`] naming `x` and `y`
+//! (the trait's contract: x and y never alias). Operators composed of several passes
+//! ([`Shifted`], [`BlockDiagonal`]) check that before recording anything, since no single pass
+//! of theirs binds both.
 
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
+use crate::shader;
+use crate::vector::{record_axpy, record_copy, record_fill};
+
+crate::kernel::uniform_struct! {
+    /// `dense_matvec`'s and `dense_diagonal`'s shape.
+    pub(crate) struct DenseUniform { rows: u32, cols: u32, stride: u32, _pad: u32 }
+}
+
+crate::kernel::uniform_struct! {
+    /// The CSR kernels' shape.
+    pub(crate) struct CsrUniform { rows: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
+}
+
+crate::kernel::uniform_struct! {
+    /// The Poisson stencils' grid (and where β lives for the fused direction).
+    pub(crate) struct GridUniform {
+        nx: u32, ny: u32, nz: u32, n: u32, beta_index: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    }
+}
+
+/// y ← M·x for a row-major M whose rows start `stride` apart: one workgroup per row.
+pub(crate) static DENSE_MATVEC: Kernel = Kernel::new(
+    &shader::KRYLOV_OPERATORS,
+    "dense_matvec",
+    &[
+        uniform::<DenseUniform>(),
+        Slot::Read("a"),
+        Slot::Read("x"),
+        Slot::Write("y"),
+    ],
+);
+/// d ← diag(A) of a square dense A.
+static DENSE_DIAGONAL: Kernel = Kernel::new(
+    &shader::KRYLOV_OPERATORS,
+    "dense_diagonal",
+    &[uniform::<DenseUniform>(), Slot::Read("a"), Slot::Write("d")],
+);
+/// y ← A·x for CSR A: one invocation per row.
+static CSR_MATVEC: Kernel = Kernel::new(
+    &shader::KRYLOV_OPERATORS,
+    "csr_matvec",
+    &[
+        uniform::<CsrUniform>(),
+        Slot::Read("row_ptr"),
+        Slot::Read("col_idx"),
+        Slot::Read("values"),
+        Slot::Read("x"),
+        Slot::Write("y"),
+    ],
+);
+/// d ← the stored diagonal of CSR A (0 where a row stores none).
+static CSR_DIAGONAL: Kernel = Kernel::new(
+    &shader::KRYLOV_OPERATORS,
+    "csr_diagonal",
+    &[
+        uniform::<CsrUniform>(),
+        Slot::Read("row_ptr"),
+        Slot::Read("col_idx"),
+        Slot::Read("values"),
+        Slot::Write("d"),
+    ],
+);
+/// The scalar stencil, any grid.
+static POISSON: Kernel = Kernel::new(
+    &shader::KRYLOV_OPERATORS,
+    "poisson",
+    &[uniform::<GridUniform>(), Slot::Read("x"), Slot::Write("y")],
+);
+/// The vec4 stencil (nx % 4 = 0), on x or (DIRECTION) on x + β·d.
+static POISSON_VEC4: Kernel = Kernel::new(
+    &shader::KRYLOV_OPERATORS,
+    "poisson_vec4",
+    &[
+        uniform::<GridUniform>(),
+        Slot::Read("x"),
+        Slot::Write("y"),
+        Slot::Gap,
+        Slot::Read("d"),
+        Slot::Read("scalars"),
+    ],
+);
+/// [`POISSON_VEC4`] with one partial sum of (operand)ᵀy per workgroup.
+static POISSON_VEC4_DOT: Kernel = Kernel::new(
+    &shader::KRYLOV_OPERATORS,
+    "poisson_vec4_dot",
+    &[
+        uniform::<GridUniform>(),
+        Slot::Read("x"),
+        Slot::Write("y"),
+        Slot::Write("partials"),
+        Slot::Read("d"),
+        Slot::Read("scalars"),
+    ],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &DENSE_MATVEC,
+    &DENSE_DIAGONAL,
+    &CSR_MATVEC,
+    &CSR_DIAGONAL,
+    &POISSON,
+    &POISSON_VEC4,
+    &POISSON_VEC4_DOT,
+];
 
 /// A linear map the solvers and spectrum tools can apply without seeing its entries.
 ///
 /// Implement it to plug in anything that can record y = A·x into a [`Recorder`]: a model's
 /// Hessian-vector product written in your own WGSL (see [`Recorder::dispatch_raw`]), a learned
 /// preconditioner, a composition of the built-in operators. `FnOperator` wraps a closure.
+///
+/// The solvers record an operator inside curvgpu's error scope: what wgpu finds wrong while it
+/// records (a bind group that does not fit its layout, say) comes back from the solver as
+/// [`Error::Wgpu`], as do errors found when the recording runs.
 pub trait LinearOperator {
     /// (rows, columns).
     fn shape(&self) -> (usize, usize);
 
-    /// Records y ← A·x. `x` has `columns` elements, `y` has `rows`; they never alias.
+    /// Records y ← A·x. `x` has `columns` elements, `y` has `rows`; they never alias (the
+    /// solvers never pass overlapping views, and the built-in operators refuse them with
+    /// [`Error::Overlap`]: there is no in-place form). They may lie in one buffer (the
+    /// solvers' own vectors never do; a caller may pass such views to the built-in
+    /// operators). A user pipeline that binds x `read` and y `read_write` cannot take them
+    /// from one buffer — wgpu refuses a buffer bound read-only and writable in one dispatch
+    /// ([`Error::Wgpu`] at submit) — unless it declares x `read_write` too.
     fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()>;
 
     /// Records d ← diag(A) and returns true, or returns false when the operator cannot
@@ -31,7 +152,8 @@ pub trait LinearOperator {
     /// `Some(g)` (g ≤ `partials.len()`), such that Σ partials[..g] = Σ_{i < 4⌊n/4⌋} x_i·y_i —
     /// the caller adds the last n % 4 products itself. `Ok(None)` (the default) means the
     /// operator cannot fuse, and the caller reduces xᵀy in a separate pass. CG uses it for
-    /// pᵀAp: fusing saves a pass over p and q every iteration.
+    /// pᵀAp: fusing saves a pass over p and q every iteration. As in
+    /// [`LinearOperator::record_apply`], x and y never alias; `partials` overlaps neither.
     fn record_apply_dot(
         &self,
         _rec: &mut Recorder,
@@ -46,7 +168,11 @@ pub trait LinearOperator {
     /// `direction.scalars[direction.beta_index]`; x and d are left as they are. Partial sums as
     /// in [`LinearOperator::record_apply_dot`]. `Ok(None)` (the default) means the operator
     /// cannot, and unpreconditioned CG forms p = r + β·p in a pass of its own first: the fused
-    /// form saves that pass every iteration.
+    /// form saves that pass every iteration. y (and `partials`) overlap none of x, d and the
+    /// scalars; x, d and the scalars are only read and may overlap each other where y lies in
+    /// another buffer (in y's buffer they must be disjoint: WebGPU refuses overlapping
+    /// bindings of a buffer a dispatch writes). The built-in operators refuse what breaks
+    /// this with [`Error::Overlap`] naming both views.
     fn record_direction_apply_dot(
         &self,
         _rec: &mut Recorder,
@@ -88,84 +214,82 @@ pub(crate) fn square_dim(op: &dyn LinearOperator) -> Result<usize> {
     Ok(rows)
 }
 
-fn check_xy(rec: &Recorder, op: &dyn LinearOperator, x: &BufView, y: &BufView) -> Result<()> {
+/// Runs `f` (which records an operator's passes) inside the core's error scope: what wgpu
+/// raises while a user's operator records comes back as [`Error::Wgpu`] instead of reaching
+/// the device's uncaptured-error handler (wgpu's default panics, on a device an engine made).
+pub(crate) fn scoped<'g, T>(
+    rec: &mut Recorder<'g>,
+    f: impl FnOnce(&mut Recorder<'g>) -> Result<T>,
+) -> Result<T> {
+    let gpu = rec.gpu();
+    gpu.scoped("operator", || f(rec))?
+}
+
+/// [`Error::Overlap`] for two checked views.
+pub(crate) fn overlap(first: &BufView<'_>, second: &BufView<'_>, why: &str) -> Error {
+    Error::Overlap {
+        first: first.name().unwrap_or("?").to_string(),
+        second: second.name().unwrap_or("?").to_string(),
+        first_bytes: first.byte_range(),
+        second_bytes: second.byte_range(),
+        why: why.to_string(),
+    }
+}
+
+/// x and y checked against the operator's shape, named `x` and `y`, disjoint, and each within
+/// one storage binding.
+fn check_xy<'x, 'y>(
+    rec: &Recorder,
+    op: &dyn LinearOperator,
+    x: BufView<'x>,
+    y: BufView<'y>,
+) -> Result<(BufView<'x>, BufView<'y>)> {
+    let (x, y) = check_lengths(rec, op, x, y)?;
+    check_disjoint(&x, &y)?;
+    Ok((x, y))
+}
+
+/// x and y checked against the operator's shape and named, each within one storage binding.
+fn check_lengths<'x, 'y>(
+    rec: &Recorder,
+    op: &dyn LinearOperator,
+    x: BufView<'x>,
+    y: BufView<'y>,
+) -> Result<(BufView<'x>, BufView<'y>)> {
+    let gpu = rec.gpu();
     let (rows, cols) = op.shape();
-    x.check(rec.gpu(), "x", cols)?;
-    y.check(rec.gpu(), "y", rows)
+    let x = x.check(gpu, "x", cols)?;
+    let y = y.check(gpu, "y", rows)?;
+    binding_limit(gpu, "x", cols)?;
+    binding_limit(gpu, "y", rows)?;
+    Ok((x, y))
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Dims {
-    a: u32,
-    b: u32,
-    c: u32,
-    d: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Axpy {
-    n: u32,
-    alpha: f32,
-    _pad: [u32; 2],
+/// [`Error::Overlap`] when y overlaps x: no operator has an in-place form.
+fn check_disjoint(x: &BufView<'_>, y: &BufView<'_>) -> Result<()> {
+    match x.overlaps(y) {
+        true => Err(overlap(
+            x,
+            y,
+            "y = A·x has no in-place form (a LinearOperator's x and y never alias): pass a \
+             separate output",
+        )),
+        false => Ok(()),
+    }
 }
 
 fn binding_limit(gpu: &Gpu, argument: &'static str, elems: usize) -> Result<()> {
     let max = gpu.limits().max_storage_buffer_binding_size;
-    if 4 * elems as u64 > max {
+    let bytes = (elems as u64).saturating_mul(4);
+    if bytes > max {
         return Err(Error::TooLarge {
             argument,
-            requested: 4 * elems as u64,
+            requested: bytes,
             limit: "max_storage_buffer_binding_size",
             max,
         });
     }
     Ok(())
-}
-
-/// Records y ← α everywhere.
-pub(crate) fn record_fill(rec: &mut Recorder, y: BufView<'_>, alpha: f32) -> Result<()> {
-    let gpu = rec.gpu();
-    let u = Axpy {
-        n: y.len() as u32,
-        alpha,
-        _pad: [0; 2],
-    };
-    rec.dispatch(
-        kernel!("krylov/operators.wgsl", "fill"),
-        &gpu.wg_constants(),
-        &[
-            Binding::Uniform(bytemuck::bytes_of(&u)),
-            Binding::Storage(y, None),
-        ],
-        gpu.elementwise_grid(y.len() as u64)?,
-    )
-}
-
-/// Records y ← y + α·x.
-pub(crate) fn record_axpy(
-    rec: &mut Recorder,
-    alpha: f32,
-    x: BufView<'_>,
-    y: BufView<'_>,
-) -> Result<()> {
-    let gpu = rec.gpu();
-    let u = Axpy {
-        n: y.len() as u32,
-        alpha,
-        _pad: [0; 2],
-    };
-    rec.dispatch(
-        kernel!("krylov/operators.wgsl", "axpy_inplace"),
-        &gpu.wg_constants(),
-        &[
-            Binding::Uniform(bytemuck::bytes_of(&u)),
-            Binding::Storage(x, None),
-            Binding::Storage(y, None),
-        ],
-        gpu.elementwise_grid(y.len() as u64)?,
-    )
 }
 
 /// Records y ← M·x for the `rows × cols` row-major matrix `m` whose rows start `stride`
@@ -179,23 +303,23 @@ pub(crate) fn record_strided_matvec(
     x: BufView<'_>,
     y: BufView<'_>,
 ) -> Result<()> {
-    let gpu = rec.gpu();
-    let u = Dims {
-        a: rows as u32,
-        b: cols as u32,
-        c: stride as u32,
-        d: 0,
+    let u = DenseUniform {
+        rows: rows as u32,
+        cols: cols as u32,
+        stride: stride as u32,
+        _pad: 0,
     };
+    let grid = rec.grid_for_groups(rows as u64)?;
     rec.dispatch(
-        kernel!("krylov/operators.wgsl", "dense_matvec"),
-        &gpu.wg_constants(),
+        &DENSE_MATVEC,
+        &rec.wg(),
         &[
-            Binding::Uniform(bytemuck::bytes_of(&u)),
-            Binding::Storage(m, None),
-            Binding::Storage(x, None),
-            Binding::Storage(y, None),
+            Binding::uniform(&u),
+            Binding::storage(m),
+            Binding::storage(x),
+            Binding::storage(y),
         ],
-        gpu.grid_for_groups(rows as u64)?,
+        grid,
     )
 }
 
@@ -235,7 +359,7 @@ impl DenseMatrix {
         Ok(DenseMatrix {
             rows,
             cols,
-            data: gpu.upload(data)?,
+            data: GpuVec::upload(gpu, data)?,
         })
     }
 }
@@ -245,8 +369,9 @@ impl LinearOperator for DenseMatrix {
         (self.rows, self.cols)
     }
 
+    /// y ← A·x (one dispatch). x and y may share a buffer; overlapping is [`Error::Overlap`].
     fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
-        check_xy(rec, self, &x, &y)?;
+        let (x, y) = check_xy(rec, self, x, y)?;
         let (r, c) = (self.rows, self.cols);
         record_strided_matvec(rec, self.data.view(), r, c, c, x, y)
     }
@@ -255,23 +380,23 @@ impl LinearOperator for DenseMatrix {
         if self.rows != self.cols {
             return Ok(false);
         }
-        let gpu = rec.gpu();
-        d.check(gpu, "d", self.rows)?;
-        let u = Dims {
-            a: self.rows as u32,
-            b: self.cols as u32,
-            c: self.cols as u32,
-            d: 0,
+        let d = d.check(rec.gpu(), "d", self.rows)?;
+        let u = DenseUniform {
+            rows: self.rows as u32,
+            cols: self.cols as u32,
+            stride: self.cols as u32,
+            _pad: 0,
         };
+        let grid = rec.elementwise_grid(self.rows as u64)?;
         rec.dispatch(
-            kernel!("krylov/operators.wgsl", "dense_diagonal"),
-            &gpu.wg_constants(),
+            &DENSE_DIAGONAL,
+            &rec.wg(),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                Binding::Storage(self.data.view(), None),
-                Binding::Storage(d, None),
+                Binding::uniform(&u),
+                Binding::storage(self.data.view()),
+                Binding::storage(d),
             ],
-            gpu.elementwise_grid(self.rows as u64)?,
+            grid,
         )?;
         Ok(true)
     }
@@ -306,10 +431,10 @@ impl CsrMatrix {
         if rows == 0 || cols == 0 {
             return Err(Error::Empty { argument: "csr" });
         }
-        if row_ptr.len() != rows + 1 {
+        if row_ptr.len() != rows.saturating_add(1) {
             return Err(Error::LengthMismatch {
                 argument: "row_ptr",
-                expected: rows + 1,
+                expected: rows.saturating_add(1),
                 actual: row_ptr.len(),
             });
         }
@@ -351,6 +476,7 @@ impl CsrMatrix {
             });
         }
         binding_limit(gpu, "values", values.len())?;
+        binding_limit(gpu, "row_ptr", row_ptr.len())?;
         // Empty matrices still need a bindable buffer.
         let (col_idx, values): (&[u32], &[f32]) = if values.is_empty() {
             (&[0], &[0.0])
@@ -360,27 +486,17 @@ impl CsrMatrix {
         Ok(CsrMatrix {
             rows,
             cols,
-            row_ptr: gpu.upload(row_ptr)?,
-            col_idx: gpu.upload(col_idx)?,
-            values: gpu.upload(values)?,
+            row_ptr: GpuVec::upload(gpu, row_ptr)?,
+            col_idx: GpuVec::upload(gpu, col_idx)?,
+            values: GpuVec::upload(gpu, values)?,
         })
     }
 
-    fn bindings<'a>(
-        &'a self,
-        u: &'a [u8],
-        v: BufView<'a>,
-        w: Option<BufView<'a>>,
-    ) -> Vec<Binding<'a>> {
-        let mut b = vec![
-            Binding::Uniform(u),
-            Binding::Storage(self.row_ptr.view(), None),
-            Binding::Storage(self.col_idx.view(), None),
-            Binding::Storage(self.values.view(), None),
-            Binding::Storage(v, None),
-        ];
-        b.extend(w.map(|w| Binding::Storage(w, None)));
-        b
+    fn uniform(&self) -> CsrUniform {
+        CsrUniform {
+            rows: self.rows as u32,
+            ..Default::default()
+        }
     }
 }
 
@@ -389,20 +505,23 @@ impl LinearOperator for CsrMatrix {
         (self.rows, self.cols)
     }
 
+    /// y ← A·x (one dispatch). x and y may share a buffer; overlapping is [`Error::Overlap`].
     fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
-        check_xy(rec, self, &x, &y)?;
-        let gpu = rec.gpu();
-        let u = Dims {
-            a: self.rows as u32,
-            b: 0,
-            c: 0,
-            d: 0,
-        };
+        let (x, y) = check_xy(rec, self, x, y)?;
+        let u = self.uniform();
+        let grid = rec.elementwise_grid(self.rows as u64)?;
         rec.dispatch(
-            kernel!("krylov/operators.wgsl", "csr_matvec"),
-            &gpu.wg_constants(),
-            &self.bindings(bytemuck::bytes_of(&u), x, Some(y)),
-            gpu.elementwise_grid(self.rows as u64)?,
+            &CSR_MATVEC,
+            &rec.wg(),
+            &[
+                Binding::uniform(&u),
+                Binding::storage(self.row_ptr.view()),
+                Binding::storage(self.col_idx.view()),
+                Binding::storage(self.values.view()),
+                Binding::storage(x),
+                Binding::storage(y),
+            ],
+            grid,
         )
     }
 
@@ -410,19 +529,20 @@ impl LinearOperator for CsrMatrix {
         if self.rows != self.cols {
             return Ok(false);
         }
-        let gpu = rec.gpu();
-        d.check(gpu, "d", self.rows)?;
-        let u = Dims {
-            a: self.rows as u32,
-            b: 0,
-            c: 0,
-            d: 0,
-        };
+        let d = d.check(rec.gpu(), "d", self.rows)?;
+        let u = self.uniform();
+        let grid = rec.elementwise_grid(self.rows as u64)?;
         rec.dispatch(
-            kernel!("krylov/operators.wgsl", "csr_diagonal"),
-            &gpu.wg_constants(),
-            &self.bindings(bytemuck::bytes_of(&u), d, None),
-            gpu.elementwise_grid(self.rows as u64)?,
+            &CSR_DIAGONAL,
+            &rec.wg(),
+            &[
+                Binding::uniform(&u),
+                Binding::storage(self.row_ptr.view()),
+                Binding::storage(self.col_idx.view()),
+                Binding::storage(self.values.view()),
+                Binding::storage(d),
+            ],
+            grid,
         )?;
         Ok(true)
     }
@@ -430,6 +550,11 @@ impl LinearOperator for CsrMatrix {
 
 /// The matrix-free Poisson operator on an nx × ny (× nz) grid with Dirichlet zero boundary:
 /// the unscaled 5-point (2-D) or 7-point (3-D) Laplacian, SPD, index i + nx·(j + ny·k).
+///
+/// Grids with nx a multiple of 4 apply through the vec4 stencil and fuse CG's dot products
+/// and search direction into it ([`LinearOperator::record_apply_dot`],
+/// [`LinearOperator::record_direction_apply_dot`]); others through the scalar stencil, without
+/// fused forms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Poisson {
     nx: usize,
@@ -459,14 +584,25 @@ impl Poisson {
         self.nx * self.ny * self.nz
     }
 
+    fn uniform(&self, beta_index: u32) -> GridUniform {
+        GridUniform {
+            nx: self.nx as u32,
+            ny: self.ny as u32,
+            nz: self.nz as u32,
+            n: self.len() as u32,
+            beta_index,
+            ..Default::default()
+        }
+    }
+
     /// Override constants: the workgroup size, the stencil (5- or 7-point), the walk length
     /// and whether the operand is x + β·d.
-    fn constants(&self, gpu: &Gpu, direction: bool) -> [(&'static str, f64); 4] {
-        let [wg] = gpu.wg_constants();
+    fn constants(&self, rec: &Recorder, direction: bool) -> [(&'static str, f64); 4] {
+        let [wg] = rec.wg();
         [
             wg,
             ("POISSON_3D", (self.nz > 1) as u32 as f64),
-            ("MARCH", gpu.tuning().stencil_march as f64),
+            ("MARCH", rec.gpu().tuning().stencil_march as f64),
             ("DIRECTION", direction as u32 as f64),
         ]
     }
@@ -495,75 +631,61 @@ impl Poisson {
         y: BufView<'_>,
         partials: Option<&GpuVec<f32>>,
     ) -> Result<u64> {
-        check_xy(rec, self, &x, &y)?;
+        let (x, y) = check_lengths(rec, self, x, y)?;
         let gpu = rec.gpu();
-        let beta_index = match direction {
+        let direction = match direction {
             Some((d, scalars, index)) => {
-                d.check(gpu, "d", self.len())?;
+                let d = d.check(gpu, "d", self.len())?;
+                let scalars = scalars.check(gpu, "scalars", scalars.len())?;
                 if index >= scalars.len() {
                     return Err(Error::Shape {
                         argument: "beta_index",
                         message: format!("{index} is past the {} scalars", scalars.len()),
                     });
                 }
-                index as u32
+                Some((d, scalars, index as u32))
             }
-            None => 0,
+            None => None,
         };
-        let u = PoissonUniform {
-            nx: self.nx as u32,
-            ny: self.ny as u32,
-            nz: self.nz as u32,
-            n: self.len() as u32,
-            beta_index,
-            _pad: [0; 3],
+        let partials = match partials {
+            Some(p) => Some(p.view().check(gpu, "partials", p.len())?),
+            None => None,
         };
-        let grid = gpu.elementwise_grid(self.walks(gpu))?;
+        // The rest (d or β against y, partials against any) the dispatch itself refuses.
+        check_disjoint(&x, &y)?;
+        let u = self.uniform(direction.map_or(0, |(_, _, i)| i));
+        let grid = rec.elementwise_grid(self.walks(gpu))?;
         let mut groups = grid[0] as u64 * grid[1] as u64;
-        let mut bindings = vec![
-            Binding::Uniform(bytemuck::bytes_of(&u)),
-            Binding::Storage(x, None),
-            Binding::Storage(y, None),
-        ];
-        let kernel = match partials {
+        let (kernel, partial) = match partials {
             Some(p) => {
                 groups = groups.min(p.len() as u64);
-                bindings.push(Binding::Storage(p.view(), None));
-                kernel!("krylov/operators.wgsl", "poisson_vec4_dot")
+                (&POISSON_VEC4_DOT, Binding::storage(p))
             }
-            None => {
-                bindings.push(Binding::Skip);
-                kernel!("krylov/operators.wgsl", "poisson_vec4")
-            }
+            None => (&POISSON_VEC4, Binding::Skip),
         };
-        // The layout holds d and β even where DIRECTION is off (bindings are reachable
-        // before overrides apply): x stands in, unread.
-        let (d, scalars) = direction.map_or((x, x), |(d, scalars, _)| (d, scalars));
-        bindings.extend([
-            Binding::Storage(x, None),
-            Binding::Storage(d, None),
-            Binding::Storage(d, None),
-            Binding::Storage(scalars, None),
-        ]);
+        // d and β are declared even where DIRECTION is off (a use behind an override still
+        // counts): the placeholder stands in, unread.
+        let (d, scalars) = match direction {
+            Some((d, scalars, _)) => (Binding::storage(d), Binding::storage(scalars)),
+            None => (Binding::Placeholder, Binding::Placeholder),
+        };
+        let constants = self.constants(rec, direction.is_some());
+        let grid = rec.grid_for_groups(groups)?;
         rec.dispatch(
             kernel,
-            &self.constants(gpu, direction.is_some()),
-            &bindings,
-            gpu.grid_for_groups(groups)?,
+            &constants,
+            &[
+                Binding::uniform(&u),
+                Binding::storage(x),
+                Binding::storage(y),
+                partial,
+                d,
+                scalars,
+            ],
+            grid,
         )?;
         Ok(groups)
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct PoissonUniform {
-    nx: u32,
-    ny: u32,
-    nz: u32,
-    n: u32,
-    beta_index: u32,
-    _pad: [u32; 3],
 }
 
 impl LinearOperator for Poisson {
@@ -571,34 +693,29 @@ impl LinearOperator for Poisson {
         (self.len(), self.len())
     }
 
+    /// y ← A·x (one dispatch). x and y may share a buffer; overlapping is [`Error::Overlap`].
     fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
         if self.vec4() {
             return self.record_vec4(rec, x, None, y, None).map(|_| ());
         }
-        check_xy(rec, self, &x, &y)?;
-        let gpu = rec.gpu();
-        let u = PoissonUniform {
-            nx: self.nx as u32,
-            ny: self.ny as u32,
-            nz: self.nz as u32,
-            n: self.len() as u32,
-            beta_index: 0,
-            _pad: [0; 3],
-        };
+        let (x, y) = check_xy(rec, self, x, y)?;
+        let u = self.uniform(0);
+        let constants = self.constants(rec, false);
+        let grid = rec.elementwise_grid(self.len() as u64)?;
         rec.dispatch(
-            kernel!("krylov/operators.wgsl", "poisson"),
-            &self.constants(gpu, false),
+            &POISSON,
+            &constants,
             &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                Binding::Storage(x, None),
-                Binding::Storage(y, None),
+                Binding::uniform(&u),
+                Binding::storage(x),
+                Binding::storage(y),
             ],
-            gpu.elementwise_grid(self.len() as u64)?,
+            grid,
         )
     }
 
     fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
-        d.check(rec.gpu(), "d", self.len())?;
+        let d = d.check(rec.gpu(), "d", self.len())?;
         record_fill(rec, d, if self.nz == 1 { 4.0 } else { 6.0 })?;
         Ok(true)
     }
@@ -669,17 +786,20 @@ impl LinearOperator for Shifted<'_> {
         self.inner.shape()
     }
 
+    /// y ← A·x, then y += σ·x in a second pass, which reads x again: x and y must not overlap
+    /// ([`Error::Overlap`], checked before anything is recorded); they may share a buffer.
     fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
+        let (x, y) = check_xy(rec, self, x, y)?;
         self.inner.record_apply(rec, x, y)?;
         record_axpy(rec, self.sigma, x, y)
     }
 
     fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
+        let d = d.check(rec.gpu(), "d", self.inner.shape().0)?;
         if !self.inner.record_diagonal(rec, d)? {
             return Ok(false);
         }
-        let gpu = rec.gpu();
-        let ones = gpu.zeros::<f32>(d.len())?;
+        let ones = GpuVec::<f32>::zeros(rec.gpu(), d.len())?;
         record_fill(rec, ones.view(), 1.0)?;
         record_axpy(rec, self.sigma, ones.view(), d)?;
         Ok(true)
@@ -707,56 +827,22 @@ impl<'a> BlockDiagonal<'a> {
             .map(|b| square_dim(*b))
             .collect::<Result<Vec<_>>>()?;
         let mut starts = Vec::with_capacity(dims.len());
-        let mut n = 0;
+        let mut n = 0usize;
         for &d in &dims {
             starts.push(n);
-            n += d;
+            n = n.checked_add(d).ok_or(Error::Shape {
+                argument: "blocks",
+                message: "the blocks' dimensions overflow".into(),
+            })?;
         }
         Ok(BlockDiagonal {
-            scratch_in: gpu.packed(&dims)?,
-            scratch_out: gpu.packed(&dims)?,
+            scratch_in: GpuVec::packed(gpu, &dims)?,
+            scratch_out: GpuVec::packed(gpu, &dims)?,
             blocks,
             starts,
             n,
         })
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct CopyRange {
-    n: u32,
-    src_offset: u32,
-    dst_offset: u32,
-    _pad: u32,
-}
-
-/// Records dst[dst_offset..][..n] = src[src_offset..][..n] (element offsets, any alignment).
-pub(crate) fn record_copy(
-    rec: &mut Recorder,
-    src: BufView<'_>,
-    src_offset: usize,
-    dst: BufView<'_>,
-    dst_offset: usize,
-    n: usize,
-) -> Result<()> {
-    let gpu = rec.gpu();
-    let u = CopyRange {
-        n: n as u32,
-        src_offset: src_offset as u32,
-        dst_offset: dst_offset as u32,
-        _pad: 0,
-    };
-    rec.dispatch(
-        kernel!("common/copy.wgsl", "copy_range"),
-        &gpu.wg_constants(),
-        &[
-            Binding::Uniform(bytemuck::bytes_of(&u)),
-            Binding::Storage(src, None),
-            Binding::Storage(dst, None),
-        ],
-        gpu.elementwise_grid(n as u64)?,
-    )
 }
 
 impl std::fmt::Debug for BlockDiagonal<'_> {
@@ -773,11 +859,16 @@ impl LinearOperator for BlockDiagonal<'_> {
         (self.n, self.n)
     }
 
+    /// Per block: its range of x copied to scratch, the block applied scratch to scratch, the
+    /// result copied into its range of y. Each block reads x after earlier blocks wrote y, so x
+    /// and y must not overlap ([`Error::Overlap`], checked before anything is recorded); they
+    /// may share a buffer, at any element offsets.
     fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
-        check_xy(rec, self, &x, &y)?;
+        let (x, y) = check_xy(rec, self, x, y)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let (start, len) = (self.starts[i], self.scratch_in[i].len());
-            let (sin, sout) = (self.scratch_in[i].view(), self.scratch_out[i].view());
+            let sin = self.scratch_in[i].view().named("block x");
+            let sout = self.scratch_out[i].view().named("block y");
             record_copy(rec, x, start, sin, 0, len)?;
             block.record_apply(rec, sin, sout)?;
             record_copy(rec, sout, 0, y, start, len)?;
@@ -786,9 +877,9 @@ impl LinearOperator for BlockDiagonal<'_> {
     }
 
     fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
-        d.check(rec.gpu(), "d", self.n)?;
+        let d = d.check(rec.gpu(), "d", self.n)?;
         for (i, block) in self.blocks.iter().enumerate() {
-            let sout = self.scratch_out[i].view();
+            let sout = self.scratch_out[i].view().named("block d");
             if !block.record_diagonal(rec, sout)? {
                 return Ok(false);
             }
@@ -832,8 +923,12 @@ where
         (self.rows, self.cols)
     }
 
+    /// Checks x and y (lengths, device, disjoint: overlapping is [`Error::Overlap`]) and runs
+    /// the closure inside curvgpu's error scope: what wgpu raises while it records (a bind
+    /// group that does not fit its layout, say) comes back as [`Error::Wgpu`], not through
+    /// the device's uncaptured-error handler; an `Err` of the closure's own comes back as is.
     fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
-        check_xy(rec, self, &x, &y)?;
-        (self.apply)(rec, x, y)
+        let (x, y) = check_xy(rec, self, x, y)?;
+        scoped(rec, |rec| (self.apply)(rec, x, y))
     }
 }

@@ -1,69 +1,124 @@
 //! Spectrum tools through any [`LinearOperator`], as PyHessian runs them: power iteration
 //! with deflation, Hutchinson trace (whole and per block), Lanczos with full
 //! re-orthogonalisation and stochastic Lanczos quadrature. Vector work stays on the GPU
-//! (`kernel!("krylov/vectors.wgsl", …)`); only the scalars a stopping rule needs come back.
-
-use bytemuck::{Pod, Zeroable};
+//! ([`SCALED_AXPY`], [`NORMALIZE_INTO`], [`BASIS_SUBTRACT`], [`RANGE_DOTS`] →
+//! `shaders/krylov/vectors.wgsl`); only the scalars a stopping rule needs come back.
+//!
+//! Views. None of these functions takes a caller's vector: every vector they bind is their own
+//! (in buffers of its own, apart from the Lanczos basis, whose vectors are disjoint views of
+//! one buffer), so nothing a caller passes can overlap. The operator is recorded inside
+//! curvgpu's error scope: what wgpu finds wrong in a user operator's recording comes back as
+//! [`Error::Wgpu`], as do errors found when it runs.
 
 use super::density::{slq_density, Density, DensityOptions};
-use super::operator::{record_copy, record_strided_matvec, square_dim, LinearOperator};
+use super::operator::{record_strided_matvec, scoped, square_dim, LinearOperator};
 use super::tridiag::tridiagonal_eigen;
 use crate::buffer::{BufView, GpuVec};
+use crate::check;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernel;
-use crate::kernel::Kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
 use crate::reduce::{self, Reduction};
 use crate::rng::{self, Distribution};
+use crate::shader;
+use crate::vector::record_copy;
 
 /// PyHessian's normalisation guard: v / (‖v‖ + 1e-6).
 const NORM_EPS: f32 = 1e-6;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Vec1 {
-    n: u32,
-    index: u32,
-    sign: f32,
-    eps: f32,
+crate::kernel::uniform_struct! {
+    /// The scalar-driven vector kernels' parameters: y op= sign·f(scal[index])·x.
+    pub(crate) struct Vec1 { n: u32, index: u32, sign: f32, eps: f32 }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct BasisU {
-    n: u32,
-    m: u32,
-    stride: u32,
-    _pad: u32,
+crate::kernel::uniform_struct! {
+    /// `basis_subtract`'s basis: m vectors of n elements, `stride` apart.
+    pub(crate) struct BasisUniform { n: u32, m: u32, stride: u32, _pad: u32 }
 }
 
+crate::kernel::uniform_struct! {
+    /// `range_dots`'s block count.
+    pub(crate) struct Ranges { count: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
+}
+
+/// Bindings of the kernels driven by one GPU scalar.
+const VEC_SLOTS: &[Slot] = &[
+    uniform::<Vec1>(),
+    Slot::Read("scalars"),
+    Slot::Read("x"),
+    Slot::Write("y"),
+];
+
+/// y += sign·scal[index]·x.
+pub(crate) static SCALED_AXPY: Kernel =
+    Kernel::new(&shader::KRYLOV_VECTORS, "scaled_axpy", VEC_SLOTS);
+/// y += sign·√scal[index]·x (Lanczos's β from its square).
+static SCALED_AXPY_SQRT: Kernel =
+    Kernel::new(&shader::KRYLOV_VECTORS, "scaled_axpy_sqrt", VEC_SLOTS);
+/// y = x / (√scal[index] + eps).
+pub(crate) static NORMALIZE_INTO: Kernel =
+    Kernel::new(&shader::KRYLOV_VECTORS, "normalize_into", VEC_SLOTS);
+/// w −= Σ_j c_j·V_j.
+pub(crate) static BASIS_SUBTRACT: Kernel = Kernel::new(
+    &shader::KRYLOV_VECTORS,
+    "basis_subtract",
+    &[
+        uniform::<BasisUniform>(),
+        Slot::Read("basis"),
+        Slot::Write("w"),
+        Slot::Read("coefficients"),
+    ],
+);
+/// Per-block sums of z ⊙ A·z.
+pub(crate) static RANGE_DOTS: Kernel = Kernel::new(
+    &shader::KRYLOV_VECTORS,
+    "range_dots",
+    &[
+        uniform::<Ranges>(),
+        Slot::Read("block starts"),
+        Slot::Read("z"),
+        Slot::Read("A·z"),
+        Slot::Write("block sums"),
+    ],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &SCALED_AXPY,
+    &SCALED_AXPY_SQRT,
+    &NORMALIZE_INTO,
+    &BASIS_SUBTRACT,
+    &RANGE_DOTS,
+];
+
+/// One of the [`VEC_SLOTS`] kernels: y op= sign·f(scal[index])·x.
 fn vec_kernel(
     rec: &mut Recorder,
-    k: Kernel,
+    kernel: &'static Kernel,
     scal: &GpuVec<f32>,
     index: usize,
     sign: f32,
     x: BufView<'_>,
     y: BufView<'_>,
 ) -> Result<()> {
-    let gpu = rec.gpu();
     let u = Vec1 {
         n: x.len() as u32,
         index: index as u32,
         sign,
         eps: NORM_EPS,
     };
+    let grid = rec.elementwise_grid(x.len() as u64)?;
     rec.dispatch(
-        k,
-        &gpu.wg_constants(),
+        kernel,
+        &rec.wg(),
         &[
-            Binding::Uniform(bytemuck::bytes_of(&u)),
-            Binding::Storage(scal.view(), None),
-            Binding::Storage(x, None),
-            Binding::Storage(y, None),
+            Binding::uniform(&u),
+            Binding::storage(scal.view()),
+            Binding::storage(x),
+            Binding::storage(y),
         ],
-        gpu.elementwise_grid(x.len() as u64)?,
+        grid,
     )
 }
 
@@ -76,15 +131,17 @@ fn record_normalize(
     y: BufView<'_>,
 ) -> Result<()> {
     reduce::record(rec, Reduction::SquaredNorm, x, None, scal.view(), slot)?;
-    vec_kernel(
-        rec,
-        kernel!("krylov/vectors.wgsl", "normalize_into"),
-        scal,
-        slot,
-        1.0,
-        x,
-        y,
-    )
+    vec_kernel(rec, &NORMALIZE_INTO, scal, slot, 1.0, x, y)
+}
+
+/// Records y = A·x for the caller's operator inside curvgpu's error scope.
+fn record_operator(
+    rec: &mut Recorder,
+    op: &dyn LinearOperator,
+    x: BufView<'_>,
+    y: BufView<'_>,
+) -> Result<()> {
+    scoped(rec, |rec| op.record_apply(rec, x, y))
 }
 
 /// Vectors of length n stored `stride` apart in one buffer, so each is a bindable view.
@@ -98,56 +155,69 @@ struct Basis {
 impl Basis {
     fn new(gpu: &Gpu, n: usize, capacity: usize) -> Result<Self> {
         let stride = n.div_ceil(64) * 64;
+        let capacity = capacity.max(1);
         // The whole basis is bound at once by the Gram–Schmidt kernels.
-        let bytes = 4 * (stride * capacity.max(1)) as u64;
         let max = gpu.limits().max_storage_buffer_binding_size;
-        if bytes > max {
-            return Err(Error::TooLarge {
-                argument: "steps",
-                requested: bytes,
-                limit: "max_storage_buffer_binding_size",
-                max,
-            });
+        let elems = stride.checked_mul(capacity);
+        let bytes = elems.and_then(|e| (e as u64).checked_mul(4));
+        match bytes {
+            Some(bytes) if bytes <= max => {}
+            _ => {
+                return Err(Error::TooLarge {
+                    argument: "steps",
+                    requested: bytes.unwrap_or(u64::MAX),
+                    limit: "max_storage_buffer_binding_size",
+                    max,
+                })
+            }
         }
         Ok(Basis {
-            data: gpu.zeros(stride * capacity.max(1))?,
-            coeffs: gpu.zeros(capacity.max(1))?,
+            data: GpuVec::zeros(gpu, stride * capacity)?,
+            coeffs: GpuVec::zeros(gpu, capacity)?,
             n,
             stride,
         })
     }
 
     fn vector(&self, j: usize) -> BufView<'_> {
-        self.data.view().sub(j * self.stride, self.n)
+        self.data
+            .view()
+            .sub(j * self.stride, self.n)
+            .named("basis vector")
     }
 
     /// w −= Σ_{j<m} (v_j·w)·v_j, twice (classical Gram–Schmidt with re-orthogonalisation:
-    /// one pass loses orthogonality in f32 over a hundred Lanczos steps).
+    /// one pass loses orthogonality in f32 over a hundred Lanczos steps). w lies outside the
+    /// basis.
     fn record_orthogonalize(&self, rec: &mut Recorder, m: usize, w: BufView<'_>) -> Result<()> {
         if m == 0 {
             return Ok(());
         }
-        let gpu = rec.gpu();
-        let u = BasisU {
+        let u = BasisUniform {
             n: self.n as u32,
             m: m as u32,
             stride: self.stride as u32,
             _pad: 0,
         };
-        let u = bytemuck::bytes_of(&u);
+        let v = self
+            .data
+            .view()
+            .sub(0, self.stride * (m - 1) + self.n)
+            .named("basis");
+        let coeffs = self.coeffs.view().sub(0, m).named("coefficients");
         for _ in 0..2 {
-            let v = self.data.view().sub(0, self.stride * (m - 1) + self.n);
-            record_strided_matvec(rec, v, m, self.n, self.stride, w, self.coeffs.view())?;
+            record_strided_matvec(rec, v, m, self.n, self.stride, w, coeffs)?;
+            let grid = rec.elementwise_grid(self.n as u64)?;
             rec.dispatch(
-                kernel!("krylov/vectors.wgsl", "basis_subtract"),
-                &gpu.wg_constants(),
+                &BASIS_SUBTRACT,
+                &rec.wg(),
                 &[
-                    Binding::Uniform(u),
-                    Binding::Storage(self.data.view(), None),
-                    Binding::Storage(w, None),
-                    Binding::Storage(self.coeffs.view(), None),
+                    Binding::uniform(&u),
+                    Binding::storage(v),
+                    Binding::storage(w),
+                    Binding::storage(coeffs),
                 ],
-                gpu.elementwise_grid(self.n as u64)?,
+                grid,
             )?;
         }
         Ok(())
@@ -159,7 +229,7 @@ impl Basis {
 pub struct PowerOptions {
     /// How many eigenvalues (largest first, by power iteration with deflation).
     pub top_n: usize,
-    /// Iterations per eigenvalue.
+    /// Iterations per eigenvalue, at least 1.
     pub max_iter: usize,
     /// Stop when |λ − λ_prev| / (|λ_prev| + 1e-6) < tol.
     pub tol: f64,
@@ -189,10 +259,9 @@ pub struct Eigenpairs {
     pub iterations: Vec<usize>,
 }
 
+/// The iteration limit (at least 1, [`check::iterations`]) and the stopping tolerance.
 fn check_iter(name: &'static str, max_iter: usize, tol: f64) -> Result<()> {
-    if max_iter == 0 {
-        return Err(Error::param(name, 0.0, "at least 1"));
-    }
+    check::iterations(name, max_iter)?;
     if !(tol.is_finite() && tol >= 0.0) {
         return Err(Error::param("tol", tol, "finite and ≥ 0"));
     }
@@ -202,8 +271,12 @@ fn check_iter(name: &'static str, max_iter: usize, tol: f64) -> Result<()> {
 /// The top-k eigenvalues by power iteration with deflation, as PyHessian's `eigenvalues`:
 /// Gaussian start normalised by ‖v‖ + 1e-6; each iteration orthogonalises against the
 /// eigenvectors found, λ = vᵀAv, v ← Av/(‖Av‖ + 1e-6); stop on relative change < tol.
-/// Power iteration finds the eigenvalues largest in magnitude. Blocking: the native wrapper
-/// of [`top_eigenvalues_async`].
+/// Power iteration finds the eigenvalues largest in magnitude.
+///
+/// Errors: a non-square operator; `max_iter` 0 ([`check::iterations`]), `tol` negative or
+/// non-finite, `top_n` 0 or past the dimension; [`Error::Breakdown`] when vᵀAv is not
+/// finite; [`Error::Wgpu`] for what wgpu finds wrong in the operator's recording or when it
+/// runs. Blocking: the native wrapper of [`top_eigenvalues_async`].
 #[cfg(not(target_arch = "wasm32"))]
 pub fn top_eigenvalues(
     gpu: &Gpu,
@@ -230,11 +303,11 @@ pub async fn top_eigenvalues_async(
         ));
     }
     let basis = Basis::new(gpu, n, options.top_n)?;
-    let scal = gpu.zeros::<f32>(4)?;
+    let scal = GpuVec::<f32>::zeros(gpu, 4)?;
     let (v, w, hv) = (
-        gpu.zeros::<f32>(n)?,
-        gpu.zeros::<f32>(n)?,
-        gpu.zeros::<f32>(n)?,
+        GpuVec::<f32>::zeros(gpu, n)?,
+        GpuVec::<f32>::zeros(gpu, n)?,
+        GpuVec::<f32>::zeros(gpu, n)?,
     );
     let mut result = Eigenpairs {
         values: Vec::new(),
@@ -261,7 +334,7 @@ pub async fn top_eigenvalues_async(
                 record_normalize(&mut rec, &scal, 1, v.view(), w.view())?;
                 record_copy(&mut rec, w.view(), 0, v.view(), 0, n)?;
             }
-            op.record_apply(&mut rec, v.view(), hv.view())?;
+            record_operator(&mut rec, op, v.view(), hv.view())?;
             reduce::record(
                 &mut rec,
                 Reduction::Dot,
@@ -272,7 +345,7 @@ pub async fn top_eigenvalues_async(
             )?;
             record_normalize(&mut rec, &scal, 2, hv.view(), v.view())?;
             rec.submit()?;
-            let lambda = gpu.read_async(&scal).await?[0] as f64;
+            let lambda = scal.read_async().await?[0] as f64;
             if !lambda.is_finite() {
                 return Err(Error::Breakdown {
                     method: "power iteration",
@@ -292,7 +365,7 @@ pub async fn top_eigenvalues_async(
         let mut rec = Recorder::new(gpu);
         record_copy(&mut rec, v.view(), 0, basis.vector(k), 0, n)?;
         rec.submit()?;
-        let vector = gpu.zeros::<f32>(n)?;
+        let vector = GpuVec::<f32>::zeros(gpu, n)?;
         let mut rec = Recorder::new(gpu);
         record_copy(&mut rec, v.view(), 0, vector.view(), 0, n)?;
         rec.submit()?;
@@ -306,7 +379,7 @@ pub async fn top_eigenvalues_async(
 /// Options of [`hutchinson_trace`]; defaults are PyHessian's `trace(maxIter=100, tol=1e-3)`.
 #[derive(Clone, Debug)]
 pub struct TraceOptions {
-    /// Probes at most.
+    /// Probes at most, at least 1.
     pub max_iter: usize,
     /// Stop when |mean − previous mean| / (|previous mean| + 1e-6) < tol.
     pub tol: f64,
@@ -352,15 +425,13 @@ pub struct TraceEstimate {
     pub blocks: Vec<BlockTrace>,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Ranges {
-    count: u32,
-    _pad: [u32; 3],
-}
-
 /// tr(A) ≈ mean of zᵀAz over Rademacher z, with PyHessian's stopping rule, and per-block
-/// traces from the same probes. Blocking: the native wrapper of [`hutchinson_trace_async`].
+/// traces from the same probes.
+///
+/// Errors: a non-square operator; `max_iter` 0, `tol` negative or non-finite; blocks that do
+/// not sum to the dimension or are empty; [`Error::Breakdown`] when zᵀAz is not finite;
+/// [`Error::Wgpu`] as for [`top_eigenvalues`]. Blocking: the native wrapper of
+/// [`hutchinson_trace_async`].
 #[cfg(not(target_arch = "wasm32"))]
 pub fn hutchinson_trace(
     gpu: &Gpu,
@@ -389,21 +460,21 @@ pub async fn hutchinson_trace_async(
     if options.blocks.contains(&0) {
         return Err(Error::Empty { argument: "blocks" });
     }
-    let (z, hz) = (gpu.zeros::<f32>(n)?, gpu.zeros::<f32>(n)?);
-    let scal = gpu.zeros::<f32>(1)?;
+    let (z, hz) = (GpuVec::<f32>::zeros(gpu, n)?, GpuVec::<f32>::zeros(gpu, n)?);
+    let scal = GpuVec::<f32>::zeros(gpu, 1)?;
     let mut starts = vec![0u32];
     for &b in &options.blocks {
         starts.push(starts.last().copied().unwrap_or(0) + b as u32);
     }
-    let starts_buf = gpu.upload(&starts)?;
-    let block_sums = gpu.zeros::<f32>(options.blocks.len().max(1))?;
+    let starts_buf = GpuVec::upload(gpu, &starts)?;
+    let block_sums = GpuVec::<f32>::zeros(gpu, options.blocks.len().max(1))?;
     let mut samples = Vec::new();
     let mut block_samples = vec![0.0f64; options.blocks.len()];
     let mut trace = 0.0;
     for i in 0..options.max_iter {
         let mut rec = Recorder::new(gpu);
         rng::record_rademacher(&mut rec, z.view(), options.seed, (i * n) as u64)?;
-        op.record_apply(&mut rec, z.view(), hz.view())?;
+        record_operator(&mut rec, op, z.view(), hz.view())?;
         reduce::record(
             &mut rec,
             Reduction::Dot,
@@ -415,23 +486,24 @@ pub async fn hutchinson_trace_async(
         if !options.blocks.is_empty() {
             let u = Ranges {
                 count: options.blocks.len() as u32,
-                _pad: [0; 3],
+                ..Default::default()
             };
+            let grid = rec.grid_for_groups(options.blocks.len() as u64)?;
             rec.dispatch(
-                kernel!("krylov/vectors.wgsl", "range_dots"),
-                &gpu.wg_constants(),
+                &RANGE_DOTS,
+                &rec.wg(),
                 &[
-                    Binding::Uniform(bytemuck::bytes_of(&u)),
-                    Binding::Storage(starts_buf.view(), None),
-                    Binding::Storage(z.view(), None),
-                    Binding::Storage(hz.view(), None),
-                    Binding::Storage(block_sums.view(), None),
+                    Binding::uniform(&u),
+                    Binding::storage(starts_buf.view()),
+                    Binding::storage(z.view()),
+                    Binding::storage(hz.view()),
+                    Binding::storage(block_sums.view()),
                 ],
-                gpu.grid_for_groups(options.blocks.len() as u64)?,
+                grid,
             )?;
         }
         rec.submit()?;
-        let sample = gpu.read_async(&scal).await?[0] as f64;
+        let sample = scal.read_async().await?[0] as f64;
         if !sample.is_finite() {
             return Err(Error::Breakdown {
                 method: "hutchinson trace",
@@ -441,10 +513,7 @@ pub async fn hutchinson_trace_async(
         }
         samples.push(sample);
         if !options.blocks.is_empty() {
-            for (acc, s) in block_samples
-                .iter_mut()
-                .zip(gpu.read_async(&block_sums).await?)
-            {
+            for (acc, s) in block_samples.iter_mut().zip(block_sums.read_async().await?) {
                 *acc += s as f64;
             }
         }
@@ -487,8 +556,11 @@ pub struct LanczosTridiagonal {
 /// `steps` Lanczos steps from the Rademacher vector (seed, offset) normalised, with full
 /// re-orthogonalisation (PyHessian's density loop). All steps are one submission; α and β come
 /// back at the end. Stops early (fewer steps) when β falls to f32 noise: the Krylov space
-/// is exhausted and the quadrature is then exact. Blocking: the native wrapper of
-/// [`lanczos_async`].
+/// is exhausted and the quadrature is then exact.
+///
+/// Errors: a non-square operator; `steps` 0 or past the dimension; [`Error::Breakdown`] for
+/// a non-finite coefficient; [`Error::Wgpu`] as for [`top_eigenvalues`]. Blocking: the native
+/// wrapper of [`lanczos_async`].
 #[cfg(not(target_arch = "wasm32"))]
 pub fn lanczos(
     gpu: &Gpu,
@@ -509,7 +581,8 @@ pub async fn lanczos_async(
     offset: u64,
 ) -> Result<LanczosTridiagonal> {
     let n = square_dim(op)?;
-    if steps == 0 || steps > n {
+    check::iterations("steps", steps)?;
+    if steps > n {
         return Err(Error::param(
             "steps",
             steps as f64,
@@ -517,15 +590,14 @@ pub async fn lanczos_async(
         ));
     }
     let basis = Basis::new(gpu, n, steps)?;
-    let (z, w) = (gpu.zeros::<f32>(n)?, gpu.zeros::<f32>(n)?);
+    let (z, w) = (GpuVec::<f32>::zeros(gpu, n)?, GpuVec::<f32>::zeros(gpu, n)?);
     // scal: α_i at 2i, β_i² at 2i + 1, scratch norms at 2·steps.
-    let scal = gpu.zeros::<f32>(2 * steps + 1)?;
+    let scal = GpuVec::<f32>::zeros(gpu, 2 * steps + 1)?;
     let tmp = 2 * steps;
-    let axpy = kernel!("krylov/vectors.wgsl", "scaled_axpy");
     let mut rec = Recorder::new(gpu);
     rng::record_rademacher(&mut rec, z.view(), seed, offset)?;
     record_normalize(&mut rec, &scal, tmp, z.view(), basis.vector(0))?;
-    op.record_apply(&mut rec, basis.vector(0), w.view())?;
+    record_operator(&mut rec, op, basis.vector(0), w.view())?;
     reduce::record(
         &mut rec,
         Reduction::Dot,
@@ -534,7 +606,15 @@ pub async fn lanczos_async(
         scal.view(),
         0,
     )?;
-    vec_kernel(&mut rec, axpy, &scal, 0, -1.0, basis.vector(0), w.view())?;
+    vec_kernel(
+        &mut rec,
+        &SCALED_AXPY,
+        &scal,
+        0,
+        -1.0,
+        basis.vector(0),
+        w.view(),
+    )?;
     for i in 1..steps {
         reduce::record(
             &mut rec,
@@ -546,7 +626,7 @@ pub async fn lanczos_async(
         )?;
         basis.record_orthogonalize(&mut rec, i, w.view())?;
         record_normalize(&mut rec, &scal, tmp, w.view(), basis.vector(i))?;
-        op.record_apply(&mut rec, basis.vector(i), w.view())?;
+        record_operator(&mut rec, op, basis.vector(i), w.view())?;
         reduce::record(
             &mut rec,
             Reduction::Dot,
@@ -557,7 +637,7 @@ pub async fn lanczos_async(
         )?;
         vec_kernel(
             &mut rec,
-            axpy,
+            &SCALED_AXPY,
             &scal,
             2 * i,
             -1.0,
@@ -566,7 +646,7 @@ pub async fn lanczos_async(
         )?;
         vec_kernel(
             &mut rec,
-            kernel!("krylov/vectors.wgsl", "scaled_axpy_sqrt"),
+            &SCALED_AXPY_SQRT,
             &scal,
             2 * i + 1,
             -1.0,
@@ -575,7 +655,7 @@ pub async fn lanczos_async(
         )?;
     }
     rec.submit()?;
-    let s = gpu.read_async(&scal).await?;
+    let s = scal.read_async().await?;
     let alpha: Vec<f64> = (0..steps).map(|i| s[2 * i] as f64).collect();
     let beta: Vec<f64> = (1..steps).map(|i| (s[2 * i + 1] as f64).sqrt()).collect();
     if let Some(i) = alpha.iter().chain(&beta).position(|x| !x.is_finite()) {
@@ -604,9 +684,9 @@ pub async fn lanczos_async(
 /// Options of [`spectral_density`]; defaults are PyHessian's `density(iter=100, n_v=1)`.
 #[derive(Clone, Copy, Debug)]
 pub struct SlqOptions {
-    /// Lanczos steps per run (capped at the dimension).
+    /// Lanczos steps per run, at least 1 (capped at the dimension).
     pub steps: usize,
-    /// Independent runs averaged.
+    /// Independent runs averaged, at least 1.
     pub runs: usize,
     /// Seed of the Rademacher start vectors (run r uses offset r·n).
     pub seed: u64,
@@ -635,8 +715,10 @@ pub struct SpectralDensity {
 }
 
 /// Stochastic Lanczos quadrature: per run, nodes = eig(T) and weights = (first eigenvector
-/// components)², then PyHessian's Gaussian-kernel density on its grid. Blocking: the native
-/// wrapper of [`spectral_density_async`].
+/// components)², then PyHessian's Gaussian-kernel density on its grid.
+///
+/// Errors: `runs` or `steps` 0, and those of [`lanczos`] and the density options. Blocking:
+/// the native wrapper of [`spectral_density_async`].
 #[cfg(not(target_arch = "wasm32"))]
 pub fn spectral_density(
     gpu: &Gpu,
@@ -654,9 +736,8 @@ pub async fn spectral_density_async(
     options: &SlqOptions,
 ) -> Result<SpectralDensity> {
     let n = square_dim(op)?;
-    if options.runs == 0 {
-        return Err(Error::param("runs", 0.0, "at least 1"));
-    }
+    check::iterations("runs", options.runs)?;
+    check::iterations("steps", options.steps)?;
     let steps = options.steps.min(n);
     let mut runs = Vec::with_capacity(options.runs);
     for r in 0..options.runs {

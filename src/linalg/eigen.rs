@@ -1,16 +1,67 @@
 //! Batched symmetric eigendecomposition by the parallel cyclic Jacobi method:
-//! [`symmetric_eigen`] → `kernel!("linalg/jacobi.wgsl", "angles")`, `rotate_rows`,
-//! `rotate_columns`. Jacobi suits the GPU (n/2 independent rotations per round, no sequential
-//! reduction to tridiagonal form) and is accurate to the last bits on well-scaled matrices.
+//! [`symmetric_eigen`] → [`ANGLES`], [`ROTATE_ROWS`], [`ROTATE_COLUMNS`] and [`NORMS`]
+//! (`shaders/linalg/jacobi.wgsl`). Jacobi suits the GPU (n/2 independent rotations per round,
+//! no sequential reduction to tridiagonal form) and is accurate to the last bits on
+//! well-scaled matrices.
 
-use bytemuck::{Pod, Zeroable};
-
+use super::cholesky::check_binding;
 use super::Batch;
-use crate::buffer::GpuVec;
+use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
+use crate::shader;
+
+crate::kernel::uniform_struct! {
+    /// One round of a sweep over a run of equally sized matrices (jacobi.wgsl's `Round`).
+    pub(crate) struct RoundUniform {
+        n: u32, m: u32, round: u32, offset: u32, rot_offset: u32, _pad0: u32, _pad1: u32,
+        _pad2: u32,
+    }
+}
+
+/// The rotation of every pair of a round.
+pub(crate) static ANGLES: Kernel = Kernel::new(
+    &shader::JACOBI,
+    "angles",
+    &[
+        uniform::<RoundUniform>(),
+        Slot::Read("a"),
+        Slot::Write("rotations"),
+    ],
+);
+/// Rows p and q of every pair ← Jᵀ·A.
+pub(crate) static ROTATE_ROWS: Kernel = Kernel::new(
+    &shader::JACOBI,
+    "rotate_rows",
+    &[
+        uniform::<RoundUniform>(),
+        Slot::Read("rotations"),
+        Slot::Write("a"),
+    ],
+);
+/// Columns p and q of A and V ← ·J.
+pub(crate) static ROTATE_COLUMNS: Kernel = Kernel::new(
+    &shader::JACOBI,
+    "rotate_columns",
+    &[
+        uniform::<RoundUniform>(),
+        Slot::Read("rotations"),
+        Slot::Write("a"),
+        Slot::Write("v"),
+    ],
+);
+/// Squared off-diagonal and total Frobenius norms per matrix.
+pub(crate) static NORMS: Kernel = Kernel::new(
+    &shader::JACOBI,
+    "norms",
+    &[
+        uniform::<RoundUniform>(),
+        Slot::Read("a"),
+        Slot::Write("norms"),
+    ],
+);
 
 /// Stopping rule and post-processing of [`symmetric_eigen`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -52,28 +103,19 @@ pub struct Eigenpairs {
     pub sweeps: usize,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct RoundUniform {
-    n: u32,
-    m: u32,
-    round: u32,
-    offset: u32,
-    rot_offset: u32,
-    _pad: [u32; 3],
-}
-
 /// The eigendecomposition A = V·diag(λ)·Vᵀ of every symmetric matrix of `batch` in `matrices`
-/// (left unchanged; only the lower triangle's symmetry is assumed, not checked). Blocking: the
-/// native wrapper of [`symmetric_eigen_async`].
+/// (left unchanged; a view of any buffer). Both triangles are read and A is assumed
+/// symmetric, not checked. Blocking: the native wrapper of [`symmetric_eigen_async`].
 ///
-/// Errors: `matrices` not holding the batch, `tol` not finite and > 0, `max_sweeps` 0,
-/// non-finite entries ([`Error::NonFinite`]), [`Error::NoConvergence`] after `max_sweeps`.
+/// Errors: `matrices` not holding the batch, `tol` not finite and > 0, `max_sweeps` 0, a
+/// batch past one storage binding ([`Error::TooLarge`], checked before anything is
+/// allocated) or past host memory ([`Error::HostMemory`]), non-finite entries
+/// ([`Error::NonFinite`]), [`Error::NoConvergence`] after `max_sweeps`.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn symmetric_eigen(
+pub fn symmetric_eigen<'a>(
     gpu: &Gpu,
     batch: &Batch,
-    matrices: &GpuVec<f32>,
+    matrices: impl Into<BufView<'a>>,
     options: &JacobiOptions,
 ) -> Result<Eigenpairs> {
     pollster::block_on(symmetric_eigen_async(gpu, batch, matrices, options))
@@ -81,33 +123,36 @@ pub fn symmetric_eigen(
 
 /// Async form of [`symmetric_eigen`], the one implementation: one awaited readback of two
 /// norms per matrix per sweep, and the final eigenpairs.
-pub async fn symmetric_eigen_async(
+pub async fn symmetric_eigen_async<'a>(
     gpu: &Gpu,
     batch: &Batch,
-    matrices: &GpuVec<f32>,
+    matrices: impl Into<BufView<'a>>,
     options: &JacobiOptions,
 ) -> Result<Eigenpairs> {
-    matrices.view().check(gpu, "matrices", batch.len())?;
+    let matrices = matrices.into().check(gpu, "matrices", batch.len())?;
     crate::check::positive("tol", options.tol)?;
-    if options.max_sweeps == 0 {
-        return Err(Error::param("max_sweeps", 0.0, "at least 1"));
-    }
-    crate::finite::ensure_finite_async(gpu, "matrices", &[matrices.view()]).await?;
-    let a = gpu.zeros::<f32>(batch.len())?;
-    let v = gpu.upload(&batch.identities())?;
+    crate::check::iterations("max_sweeps", options.max_sweeps)?;
+    let count = batch.sizes().len();
+    // Per matrix ⌈n/2⌉ rotations of 4 floats (pairs with the dummy partner of an odd side).
+    let rot_len: usize = batch.sizes().iter().map(|n| n.div_ceil(2)).sum();
+    check_binding(gpu, "matrices", batch.len() as u64)?;
+    check_binding(gpu, "matrices", 4 * rot_len as u64)?;
+    check_binding(gpu, "matrices", 2 * count as u64)?;
+    let identities = batch.identities()?;
+    crate::finite::ensure_finite_async(gpu, "matrices", &[matrices]).await?;
+    let a = GpuVec::<f32>::zeros(gpu, batch.len())?;
+    let v = GpuVec::upload(gpu, &identities)?;
+    drop(identities);
+    let (a_view, v_view) = (a.view().named("a"), v.view().named("v"));
     let mut rec = Recorder::new(gpu);
-    crate::krylov::operator::record_copy(&mut rec, matrices.view(), 0, a.view(), 0, batch.len())?;
+    crate::vector::record_copy(&mut rec, matrices, 0, a_view, 0, batch.len())?;
     rec.submit()?;
-    let runs = batch.runs();
-    let rot_len: usize = batch
-        .sizes()
-        .iter()
-        .map(|n| n.div_ceil(2))
-        .sum::<usize>()
-        .max(1);
-    let rot = gpu.zeros::<f32>(4 * rot_len)?;
+    let max_z = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let runs = batch.runs(|_| max_z);
+    let rot = GpuVec::<f32>::zeros(gpu, 4 * rot_len)?;
+    let rot_view = rot.view().named("rotations");
     let tol2 = (options.tol as f64).powi(2);
-    let norms = gpu.zeros::<f32>(2 * batch.sizes().len())?;
+    let norms = GpuVec::<f32>::zeros(gpu, 2 * count)?;
     let mut sweeps = 0;
     // Each pass records the off-diagonal norms (and, from the second on, a sweep before them):
     // one readback of two scalars per matrix per sweep.
@@ -120,25 +165,25 @@ pub async fn symmetric_eigen_async(
                 round: 0,
                 offset: batch.offset(first) as u32,
                 rot_offset: first as u32,
-                _pad: [0; 3],
+                ..Default::default()
             };
             rec.dispatch(
-                kernel!("linalg/jacobi.wgsl", "norms"),
-                &gpu.wg_constants(),
+                &NORMS,
+                &rec.wg(),
                 &[
-                    Binding::Uniform(bytemuck::bytes_of(&u)),
-                    Binding::Storage(a.view(), None),
-                    Binding::Storage(norms.view(), None),
+                    Binding::uniform(&u),
+                    Binding::storage(a_view),
+                    Binding::storage(norms.view().named("norms")),
                 ],
                 [1, 1, count as u32],
             )?;
         }
         rec.submit()?;
-        let squares = gpu.read_async(&norms).await?;
+        let squares = norms.read_async().await?;
         let converged = squares.chunks(2).all(|s| s[0] as f64 <= tol2 * s[1] as f64);
         if converged {
-            let a = gpu.read_async(&a).await?;
-            return finish(gpu, batch, &a, &v, options, sweeps).await;
+            let a = a.read_async().await?;
+            return finish(batch, &a, &v, options, sweeps).await;
         }
         if sweeps == options.max_sweeps {
             return Err(Error::NoConvergence {
@@ -158,38 +203,37 @@ pub async fn symmetric_eigen_async(
                     round: round as u32,
                     offset: batch.offset(first) as u32,
                     rot_offset: rot_offset as u32,
-                    _pad: [0; 3],
+                    ..Default::default()
                 };
-                let u = bytemuck::bytes_of(&u);
                 rec.dispatch(
-                    kernel!("linalg/jacobi.wgsl", "angles"),
+                    &ANGLES,
                     &[],
                     &[
-                        Binding::Uniform(u),
-                        Binding::Storage(a.view(), None),
-                        Binding::Storage(rot.view(), None),
+                        Binding::uniform(&u),
+                        Binding::storage(a_view),
+                        Binding::storage(rot_view),
                     ],
                     [half.div_ceil(64), 1, count as u32],
                 )?;
                 let grid = [(n as u32).div_ceil(64), half, count as u32];
                 rec.dispatch(
-                    kernel!("linalg/jacobi.wgsl", "rotate_rows"),
+                    &ROTATE_ROWS,
                     &[],
                     &[
-                        Binding::Uniform(u),
-                        Binding::Storage(rot.view(), None),
-                        Binding::Storage(a.view(), None),
+                        Binding::uniform(&u),
+                        Binding::storage(rot_view),
+                        Binding::storage(a_view),
                     ],
                     grid,
                 )?;
                 rec.dispatch(
-                    kernel!("linalg/jacobi.wgsl", "rotate_columns"),
+                    &ROTATE_COLUMNS,
                     &[],
                     &[
-                        Binding::Uniform(u),
-                        Binding::Storage(rot.view(), None),
-                        Binding::Storage(a.view(), None),
-                        Binding::Storage(v.view(), None),
+                        Binding::uniform(&u),
+                        Binding::storage(rot_view),
+                        Binding::storage(a_view),
+                        Binding::storage(v_view),
                     ],
                     grid,
                 )?;
@@ -202,20 +246,22 @@ pub async fn symmetric_eigen_async(
 
 /// Sorts each matrix's eigenpairs ascending (clamping negatives when asked) on the host.
 async fn finish(
-    gpu: &Gpu,
     batch: &Batch,
     a: &[f32],
     v: &GpuVec<f32>,
     options: &JacobiOptions,
     sweeps: usize,
 ) -> Result<Eigenpairs> {
-    let vecs = gpu.read_async(v).await?;
-    let mut values = Vec::new();
-    let mut value_offsets = Vec::new();
-    let mut sorted = vec![0.0f32; batch.len()];
+    let gpu = v.gpu();
+    let vecs = v.read_async().await?;
+    let count = batch.sizes().len();
+    let mut values = crate::host::vec_with_capacity("matrices", batch.sizes().iter().sum())?;
+    let mut value_offsets = crate::host::vec_with_capacity("matrices", count)?;
+    let mut sorted = crate::host::filled("matrices", batch.len(), 0.0f32)?;
     for (i, &n) in batch.sizes().iter().enumerate() {
         let at = batch.offset(i);
-        let mut order: Vec<usize> = (0..n).collect();
+        let mut order = crate::host::vec_with_capacity("matrices", n)?;
+        order.extend(0..n);
         order.sort_by(|&x, &y| a[at + x * (n + 1)].total_cmp(&a[at + y * (n + 1)]));
         value_offsets.push(values.len());
         for (col, &src) in order.iter().enumerate() {
@@ -230,8 +276,8 @@ async fn finish(
         }
     }
     Ok(Eigenpairs {
-        values_gpu: gpu.upload(&values)?,
-        vectors: gpu.upload(&sorted)?,
+        values_gpu: GpuVec::upload(gpu, &values)?,
+        vectors: GpuVec::upload(gpu, &sorted)?,
         values,
         value_offsets,
         sweeps,

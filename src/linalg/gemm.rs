@@ -1,15 +1,55 @@
-//! C = α·op(A)·op(B) + β·C: [`record_gemm`] → `kernel!("linalg/gemm.wgsl", "gemm")`.
+//! C = α·op(A)·op(B) + β·C: [`record_gemm`] → [`GEMM`] (`shaders/linalg/gemm.wgsl`'s `gemm`)
+//! and, for a symmetric product, [`MIRROR_LOWER`].
 
-use bytemuck::{Pod, Zeroable};
+use std::ops::Range;
 
-use crate::buffer::BufView;
+use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
+use crate::shader;
 
 /// Rows and columns of C each workgroup computes (`TILE` in gemm.wgsl).
 const TILE: u64 = 64;
+
+crate::kernel::uniform_struct! {
+    /// `gemm`'s and `mirror_lower`'s shape: dimensions, leading dimensions, element offsets
+    /// and batch strides of A, B and C, the scales.
+    pub(crate) struct GemmUniform {
+        m: u32, n: u32, k: u32,
+        lda: u32, ldb: u32, ldc: u32,
+        offset_a: u32, offset_b: u32, offset_c: u32,
+        stride_a: u32, stride_b: u32, stride_c: u32,
+        alpha: f32, beta: f32, _pad0: u32, _pad1: u32,
+    }
+}
+
+/// One 64×64 tile of C per workgroup.
+pub(crate) static GEMM: Kernel = Kernel::new(
+    &shader::GEMM,
+    "gemm",
+    &[
+        uniform::<GemmUniform>(),
+        Slot::Read("a"),
+        Slot::Read("b"),
+        Slot::Write("c"),
+    ],
+);
+/// Copies a symmetric product's lower triangle over its upper one (reads C only).
+pub(crate) static MIRROR_LOWER: Kernel = Kernel::new(
+    &shader::GEMM,
+    "mirror_lower",
+    &[
+        uniform::<GemmUniform>(),
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Write("c"),
+    ],
+);
+
+/// An operand as the shader indexes it: (leading dimension, batch stride, elements reached).
+type Operand = (u32, u32, u64);
 
 /// The shape of C = α·op(A)·op(B) + β·C over a batch of equally shaped row-major products:
 /// op(A) is m×k (A is stored k×m when `trans_a`), op(B) is k×n (B stored n×k when
@@ -81,9 +121,13 @@ impl Gemm {
         ]
     }
 
-    /// Checks the shape and the views; returns (leading dimension, batch stride, elements
-    /// reached) per operand.
-    fn check(&self, gpu: &Gpu, views: [&BufView; 3]) -> Result<[(u32, u32, u64); 3]> {
+    /// Checks the shape and the views; returns the views named `a`, `b`, `c` and per operand
+    /// (leading dimension, batch stride, elements reached).
+    fn check<'v>(
+        &self,
+        gpu: &Gpu,
+        views: [BufView<'v>; 3],
+    ) -> Result<([BufView<'v>; 3], [Operand; 3])> {
         for (name, v) in [
             ("m", self.m),
             ("n", self.n),
@@ -109,6 +153,7 @@ impl Gemm {
         // Indices are u32 in the shader and each operand is one binding.
         let limit = (gpu.limits().max_storage_buffer_binding_size / 4).min(u32::MAX as u64);
         let mut out = [(0, 0, 0); 3];
+        let mut named = views;
         for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
             let (rows, cols) = self.stored()[i];
             let ld = self.ld[i].unwrap_or(cols);
@@ -118,22 +163,23 @@ impl Gemm {
                     message: format!("leading dimension {ld} is below the {cols} stored columns"),
                 });
             }
-            let item = (rows as u64 - 1) * ld as u64 + cols as u64;
-            let stride = self.batch_strides[i].map_or(rows as u64 * ld as u64, |s| s as u64);
+            let (rows, cols, ld) = (rows as u64, cols as u64, ld as u64);
+            // Saturating: a size past u64 is past the limit all the same.
+            let item = (rows - 1).saturating_mul(ld).saturating_add(cols);
+            let stride = self.batch_strides[i].map_or(rows.saturating_mul(ld), |s| s as u64);
             if i == 2 && self.batch > 1 && stride < item {
                 return Err(Error::Shape {
                     argument: "c",
                     message: format!("batch stride {stride} overlaps items of {item} elements"),
                 });
             }
-            let required = self.offsets[i] as u64
-                + (self.batch as u64 - 1) * stride
-                + (rows as u64 - 1) * ld as u64
-                + cols as u64;
+            let required = (self.offsets[i] as u64)
+                .saturating_add((self.batch as u64 - 1).saturating_mul(stride))
+                .saturating_add(item);
             if required > limit {
                 return Err(Error::TooLarge {
                     argument: name,
-                    requested: 4 * required,
+                    requested: 4u64.saturating_mul(required),
                     limit: "max_storage_buffer_binding_size (or 2^32 elements)",
                     max: 4 * limit,
                 });
@@ -148,18 +194,14 @@ impl Gemm {
                     actual: len,
                 });
             }
-            views[i].check(gpu, name, len)?;
-            if stride > u32::MAX as u64 {
-                return Err(Error::TooLarge {
-                    argument: name,
-                    requested: stride,
-                    limit: "2^32 elements between batch items",
-                    max: u32::MAX as u64,
-                });
-            }
+            named[i] = views[i].check(gpu, name, len)?;
+            // Only batches of several items step by the stride (then it is below `required`).
+            let stride = if self.batch > 1 { stride } else { 0 };
+            // With one stored row the leading dimension multiplies only row 0.
+            let ld = if rows > 1 { ld } else { cols };
             out[i] = (ld as u32, stride as u32, required);
         }
-        Ok(out)
+        Ok((named, out))
     }
 
     fn grid(&self, gpu: &Gpu) -> Result<[u32; 3]> {
@@ -181,26 +223,21 @@ impl Gemm {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct GemmUniform {
-    m: u32,
-    n: u32,
-    k: u32,
-    ld: [u32; 3],
-    offsets: [u32; 3],
-    strides: [u32; 3],
-    alpha: f32,
-    beta: f32,
-    _pad: [u32; 2],
-}
-
-/// Records C = α·op(A)·op(B) + β·C (see [`Gemm`]); `c` must not alias `a` or `b`.
+/// Records C = α·op(A)·op(B) + β·C (see [`Gemm`]).
+///
+/// `a`, `b` and `c` may be views of one buffer (an engine's arena) where C's bytes are
+/// disjoint from A's and B's. `a` and `b` may overlap, or be the same view (XᵀX, with
+/// `trans_a`), also when C lies in their buffer: they are then read through one binding.
+/// **No in-place form**: as in BLAS, C may not overlap A or B (each entry of C is written
+/// while other workgroups still read A and B); an overlap is [`Error::Overlap`] naming `a`
+/// (or `b`) and `c`. Only the elements the product reaches count: a view longer than its
+/// sub-matrix may overlap another view past its last reached element.
 ///
 /// Errors: a zero dimension or batch, non-finite α or β, a leading dimension below the stored
 /// columns, views of the wrong length (packed operands must match exactly, sub-matrices must
 /// fit), a non-square symmetric product, an operand past one storage binding or a grid past
-/// `max_compute_workgroups_per_dimension` ([`Error::TooLarge`] names the limit).
+/// `max_compute_workgroups_per_dimension` ([`Error::TooLarge`] names the limit), C
+/// overlapping A or B ([`Error::Overlap`]).
 pub fn record_gemm(
     rec: &mut Recorder,
     shape: &Gemm,
@@ -209,6 +246,11 @@ pub fn record_gemm(
     c: BufView<'_>,
 ) -> Result<()> {
     record_gemm_with(rec, shape, a, b, c, shape.symmetric)
+}
+
+/// The same view: one buffer, one start, one length (an in-place form's test).
+pub(crate) fn same_view(x: &BufView<'_>, y: &BufView<'_>) -> bool {
+    x.buffer() == y.buffer() && x.byte_offset() == y.byte_offset() && x.len() == y.len()
 }
 
 /// [`record_gemm`], with a symmetric product's mirroring optional (a factorisation that only
@@ -222,48 +264,97 @@ pub(crate) fn record_gemm_with(
     mirror: bool,
 ) -> Result<()> {
     let gpu = rec.gpu();
-    let layout = shape.check(gpu, [&a, &b, &c])?;
+    let ([a, b, c], layout) = shape.check(gpu, [a, b, c])?;
     let grid = shape.grid(gpu)?;
+    // Only the elements the product reaches are bound: a sub-matrix of a large buffer binds
+    // within the storage-binding limit, and only those bytes count as overlapping.
+    let reach = |v: &BufView<'_>, elements: u64| v.byte_offset()..v.byte_offset() + 4 * elements;
+    let (ra, rb, rc) = (
+        reach(&a, layout[0].2),
+        reach(&b, layout[1].2),
+        reach(&c, layout[2].2),
+    );
+    let meet = |x: &Range<u64>, y: &Range<u64>| x.start < y.end && y.start < x.end;
+    // C against each operand first, so that the error names the operand even where A and B
+    // are bound as one.
+    for (operand, range) in [(&a, &ra), (&b, &rb)] {
+        if operand.buffer() == c.buffer() && meet(range, &rc) {
+            let name = operand.name().unwrap_or("a");
+            return Err(Error::Overlap {
+                first: name.into(),
+                second: "c".into(),
+                first_bytes: range.clone(),
+                second_bytes: rc.clone(),
+                why: format!(
+                    "gemm writes `c` while reading `{name}`; as in BLAS there is no in-place \
+                     product: pass a separate output"
+                ),
+            });
+        }
+    }
+    let mut offsets = shape.offsets;
+    // A and B overlapping in one buffer (XᵀX: one view) are read through one binding: two
+    // overlapping read bindings would both be promoted to writable where C shares their
+    // buffer, and WebGPU refuses that.
+    let union = (a.buffer() == b.buffer() && meet(&ra, &rb))
+        .then(|| ra.start.min(rb.start)..ra.end.max(rb.end))
+        .filter(|u| (u.end - u.start) / 4 <= super::cholesky::binding_elements(gpu));
+    let (a_binding, b_binding) = match &union {
+        Some(u) => {
+            offsets[0] += ((ra.start - u.start) / 4) as usize;
+            offsets[1] += ((rb.start - u.start) / 4) as usize;
+            let low = if ra.start <= rb.start { a } else { b };
+            (
+                Binding::Storage(low, Some(u.end - u.start)),
+                Binding::Placeholder,
+            )
+        }
+        None => (
+            Binding::Storage(a, Some(ra.end - ra.start)),
+            Binding::Storage(b, Some(rb.end - rb.start)),
+        ),
+    };
+    let c_binding = Binding::Storage(c, Some(rc.end - rc.start));
     let u = GemmUniform {
         m: shape.m as u32,
         n: shape.n as u32,
         k: shape.k as u32,
-        ld: layout.map(|(ld, _, _)| ld),
-        offsets: shape.offsets.map(|o| o as u32),
-        strides: layout.map(|(_, s, _)| s),
+        lda: layout[0].0,
+        ldb: layout[1].0,
+        ldc: layout[2].0,
+        offset_a: offsets[0] as u32,
+        offset_b: offsets[1] as u32,
+        offset_c: offsets[2] as u32,
+        stride_a: layout[0].1,
+        stride_b: layout[1].1,
+        stride_c: layout[2].1,
         alpha: shape.alpha,
         beta: shape.beta,
-        _pad: [0; 2],
+        _pad0: 0,
+        _pad1: 0,
     };
     let constants = [
         ("TRANS_A", shape.trans_a as u32 as f64),
         ("TRANS_B", shape.trans_b as u32 as f64),
         ("LOWER", shape.symmetric as u32 as f64),
+        ("B_IN_A", union.is_some() as u32 as f64),
     ];
-    let bytes = bytemuck::bytes_of(&u);
     rec.dispatch(
-        kernel!("linalg/gemm.wgsl", "gemm"),
+        &GEMM,
         &constants,
-        &[
-            Binding::Uniform(bytes),
-            // Only the elements the product reaches: a sub-matrix of a large buffer binds
-            // within the storage-binding limit.
-            Binding::Storage(a, Some(4 * layout[0].2)),
-            Binding::Storage(b, Some(4 * layout[1].2)),
-            Binding::Storage(c, Some(4 * layout[2].2)),
-        ],
+        &[Binding::uniform(&u), a_binding, b_binding, c_binding],
         grid,
     )?;
     if shape.symmetric && mirror {
         let side = (shape.n as u64).div_ceil(16) as u32;
         rec.dispatch(
-            kernel!("linalg/gemm.wgsl", "mirror_lower"),
-            &[("LOWER", 1.0)],
+            &MIRROR_LOWER,
+            &[],
             &[
-                Binding::Uniform(bytes),
+                Binding::uniform(&u),
                 Binding::Skip,
                 Binding::Skip,
-                Binding::Storage(c, Some(4 * layout[2].2)),
+                c_binding,
             ],
             [side, side, grid[2]],
         )?;
@@ -280,7 +371,7 @@ pub fn gemm<'a>(
     shape: &Gemm,
     a: impl Into<BufView<'a>>,
     b: impl Into<BufView<'a>>,
-) -> Result<crate::buffer::GpuVec<f32>> {
+) -> Result<GpuVec<f32>> {
     pollster::block_on(gemm_async(gpu, shape, a, b))
 }
 
@@ -292,7 +383,7 @@ pub async fn gemm_async<'a>(
     shape: &Gemm,
     a: impl Into<BufView<'a>>,
     b: impl Into<BufView<'a>>,
-) -> Result<crate::buffer::GpuVec<f32>> {
+) -> Result<GpuVec<f32>> {
     if shape.m == 0 || shape.n == 0 || shape.batch == 0 {
         return Err(Error::Empty { argument: "c" });
     }
@@ -306,15 +397,27 @@ pub async fn gemm_async<'a>(
             limit: "usize",
             max: usize::MAX as u64,
         })?;
-    let c = gpu.zeros::<f32>(len)?;
-    let mut rec = Recorder::new(gpu);
     let shape = Gemm {
         beta: 0.0,
         ld: [shape.ld[0], shape.ld[1], None],
         offsets: [shape.offsets[0], shape.offsets[1], 0],
+        batch_strides: [shape.batch_strides[0], shape.batch_strides[1], None],
         ..*shape
     };
-    record_gemm(&mut rec, &shape, a.into(), b.into(), c.view())?;
+    let (a, b) = (a.into(), b.into());
+    // The whole check before C is allocated: C's size against the binding limit first.
+    let limit = (gpu.limits().max_storage_buffer_binding_size / 4).min(u32::MAX as u64);
+    if len as u64 > limit {
+        return Err(Error::TooLarge {
+            argument: "c",
+            requested: 4u64.saturating_mul(len as u64),
+            limit: "max_storage_buffer_binding_size (or 2^32 elements)",
+            max: 4 * limit,
+        });
+    }
+    let c = GpuVec::<f32>::zeros(gpu, len)?;
+    let mut rec = Recorder::new(gpu);
+    record_gemm(&mut rec, &shape, a, b, c.view())?;
     rec.submit()?;
     Ok(c)
 }

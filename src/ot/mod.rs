@@ -5,9 +5,19 @@
 //!
 //! Potentials are the duals f (n) and g (m) in cost units, `P[i][j] = exp((f[i] + g[j] −
 //! C[i][j])/reg)` (POT's `log_u`, `log_v` times reg). From a public function to its WGSL:
-//! [`OtProblem::sinkhorn`] → `kernel!("ot/sinkhorn.wgsl", "row_update")`, `col_partial` (for
-//! a dense cost with m a multiple of 4 their vec4 forms `row_update4`, `col_partial4`),
-//! `col_finish` → `shaders/ot/sinkhorn.wgsl` (the cost in `shaders/ot/cost.wgsl`).
+//! [`OtProblem::sinkhorn`] → `sinkhorn::ROW_UPDATE`, `COL_PARTIAL` (for a dense cost with m a
+//! multiple of 4 their vec4 forms `ROW_UPDATE4`, `COL_PARTIAL4`), `COL_FINISH` →
+//! `shaders/ot/sinkhorn.wgsl` (the cost in `shaders/ot/cost.wgsl`); the plan's passes are in
+//! `plan.rs` (`shaders/ot/plan.wgsl`), SNS's sparse Hessian in `sns.rs` (`shaders/ot/sns.wgsl`).
+//!
+//! Problems need not be square: a has n entries, b has m, the cost is n×m (or n and m points).
+//!
+//! Buffers: every function here reads the caller's views (a, b, the dense cost or the points,
+//! the potentials passed to [`OtProblem::plan`] and friends) and writes only buffers curvgpu
+//! allocates (the problem's copies of a and b, the potentials, the plan, scratch). So the
+//! caller's inputs may share one buffer at any offsets, disjoint or even overlapping (a and b
+//! may be one view for a square problem with equal weights, x and y one view of one point
+//! cloud), and there is no in-place form: no output is ever a caller's view.
 
 mod plan;
 mod sinkhorn;
@@ -17,13 +27,16 @@ pub use plan::{TopK, MAX_TOP_K};
 pub use sinkhorn::{SinkhornConfig, SinkhornSolution};
 pub use sns::{SnsConfig, SnsSolution, MAX_KEPT};
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernel::Kernel;
 use crate::record::{Binding, Recorder};
+
+/// The kernels of this family.
+pub(crate) fn kernels() -> Vec<&'static Kernel> {
+    [sinkhorn::KERNELS, plan::KERNELS, sns::KERNELS].concat()
+}
 
 /// The ground cost C (n×m).
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +81,13 @@ pub enum Masses {
 }
 
 /// A validated problem: the histograms (copied, possibly renormalised) and the cost.
+///
+/// Non-square problems are supported: a (n) and b (m) may differ in length, the cost is n×m
+/// (or n points x and m points y), and every solver and plan function handles n ≠ m.
+///
+/// The problem keeps the caller's cost views and reads them at every solve; it never writes
+/// them, nor any other view the caller passes (see the module docs): inputs may share one
+/// buffer, even overlap.
 pub struct OtProblem<'a> {
     gpu: &'a Gpu,
     n: usize,
@@ -90,32 +110,25 @@ impl std::fmt::Debug for OtProblem<'_> {
     }
 }
 
-/// The uniform every OT kernel reads (`struct Ot` in `shaders/ot/cost.wgsl`).
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct OtUniform {
-    pub n: u32,
-    pub m: u32,
-    pub dim: u32,
-    pub slices: u32,
-    pub reg: f32,
-    pub inv_reg: f32,
-    pub p: f32,
-    pub scale: f32,
-    pub check: u32,
-    pub k: u32,
-    pub _pad: [u32; 2],
+crate::kernel::uniform_struct! {
+    /// The uniform every OT kernel reads (`struct Ot` in `shaders/ot/cost.wgsl`).
+    pub(crate) struct OtUniform {
+        n: u32, m: u32, dim: u32, slices: u32, reg: f32, inv_reg: f32, p: f32, scale: f32,
+        check: u32, k: u32, _pad0: u32, _pad1: u32,
+    }
 }
 
 impl<'a> OtProblem<'a> {
     /// Checks and copies the problem (blocking: reads a and b back, and scans the cost once).
+    /// n ≠ m is fine. The views may share one buffer (see [`OtProblem`]); the problem only
+    /// ever reads them.
     ///
     /// Errors: n or m = 0 ([`Error::Empty`]); a, b or a dense cost holding a negative or
     /// non-finite value ([`Error::Negative`], [`Error::NonFinite`]); zero total mass, or totals
     /// that differ under [`Masses::Equal`] ([`Error::Mass`]); a dense cost of the wrong length
     /// or points of the wrong length or `dim` = 0 ([`Error::LengthMismatch`], [`Error::Shape`]);
     /// p < 1 or a scale that is not positive and finite ([`Error::InvalidParameter`]); a dense
-    /// cost past one storage binding ([`Error::TooLarge`]).
+    /// cost, a, b or the points past one storage binding ([`Error::TooLarge`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new(
         gpu: &'a Gpu,
@@ -142,11 +155,13 @@ impl<'a> OtProblem<'a> {
         if m == 0 {
             return Err(Error::Empty { argument: "b" });
         }
-        a.check(gpu, "a", n)?;
-        b.check(gpu, "b", m)?;
+        let a = a.check(gpu, "a", n)?;
+        let b = b.check(gpu, "b", m)?;
+        check_binding(gpu, "a", n as u64)?;
+        check_binding(gpu, "b", m as u64)?;
         crate::finite::ensure_non_negative_async(gpu, "a", &[a]).await?;
         crate::finite::ensure_non_negative_async(gpu, "b", &[b]).await?;
-        match cost {
+        let cost = match cost {
             Cost::Dense(c) => {
                 check_dense_fits(
                     gpu,
@@ -155,8 +170,9 @@ impl<'a> OtProblem<'a> {
                     "cost",
                     "max_storage_buffer_binding_size (use Cost::Points)",
                 )?;
-                c.check(gpu, "cost", n * m)?;
+                let c = c.check(gpu, "cost", n * m)?;
                 crate::finite::ensure_non_negative_async(gpu, "cost", &[c]).await?;
+                Cost::Dense(c)
             }
             Cost::Points {
                 x,
@@ -171,8 +187,15 @@ impl<'a> OtProblem<'a> {
                         message: "points need at least one coordinate".into(),
                     });
                 }
-                x.check(gpu, "x", n * dim)?;
-                y.check(gpu, "y", m * dim)?;
+                let coordinates = |argument, points: usize| {
+                    let len = points.checked_mul(dim).ok_or(Error::Shape {
+                        argument: "dim",
+                        message: format!("{points} points of {dim} coordinates overflow usize"),
+                    })?;
+                    check_binding(gpu, argument, len as u64).map(|()| len)
+                };
+                let x = x.check(gpu, "x", coordinates("x", n)?)?;
+                let y = y.check(gpu, "y", coordinates("y", m)?)?;
                 if let Metric::Lp(p) = metric {
                     if !(p.is_finite() && p >= 1.0) {
                         return Err(Error::param("p", p as f64, "finite and ≥ 1"));
@@ -181,15 +204,22 @@ impl<'a> OtProblem<'a> {
                 crate::check::positive("scale", scale)?;
                 crate::finite::ensure_finite_async(gpu, "x", &[x]).await?;
                 crate::finite::ensure_finite_async(gpu, "y", &[y]).await?;
+                Cost::Points {
+                    x,
+                    y,
+                    dim,
+                    metric,
+                    scale,
+                }
             }
-        }
+        };
         // Copied by a kernel: a caller's buffer need not allow COPY_SRC.
-        let (a_own, b_own) = (gpu.zeros::<f32>(n)?, gpu.zeros::<f32>(m)?);
-        let mut rec = crate::record::Recorder::new(gpu);
-        crate::krylov::operator::record_copy(&mut rec, a, 0, a_own.view(), 0, n)?;
-        crate::krylov::operator::record_copy(&mut rec, b, 0, b_own.view(), 0, m)?;
+        let (a_own, b_own) = (GpuVec::<f32>::zeros(gpu, n)?, GpuVec::<f32>::zeros(gpu, m)?);
+        let mut rec = Recorder::new(gpu);
+        crate::vector::record_copy(&mut rec, a, 0, a_own.view(), 0, n)?;
+        crate::vector::record_copy(&mut rec, b, 0, b_own.view(), 0, m)?;
         rec.submit()?;
-        let (a_host, b_host) = (gpu.read_async(&a_own).await?, gpu.read_async(&b_own).await?);
+        let (a_host, b_host) = (a_own.read_async().await?, b_own.read_async().await?);
         let total = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>();
         let (ta, tb) = (total(&a_host), total(&b_host));
         for (name, t) in [("a", ta), ("b", tb)] {
@@ -221,8 +251,8 @@ impl<'a> OtProblem<'a> {
                     out
                 };
                 (
-                    gpu.upload(&scaled(&mut a_f64, ta))?,
-                    gpu.upload(&scaled(&mut b_f64, tb))?,
+                    GpuVec::upload(gpu, &scaled(&mut a_f64, ta))?,
+                    GpuVec::upload(gpu, &scaled(&mut b_f64, tb))?,
                 )
             }
         };
@@ -282,32 +312,49 @@ impl<'a> OtProblem<'a> {
             inv_reg: 1.0 / reg,
             p,
             scale,
-            check: 0,
-            k: 0,
-            _pad: [0; 2],
+            ..Default::default()
         }
     }
 
-    /// Records `kernel`, one of the kernels that evaluate C (and P): bindings 0 the uniform,
-    /// 1–3 the cost (C, X, Y; an unused one repeats a used buffer), 4 f, 5 g (`None`: unbound),
-    /// then `rest` from 6 on. `per_row` kernels (one workgroup a row) take
-    /// [`Self::row_workgroup`] invocations, the others the tuned workgroup size.
+    /// Bindings 1–3 of a kernel that evaluates C through `cost()` (`shaders/ot/cost.wgsl`):
+    /// C, X, Y. The form the `COST` override turns off is still bound by the entry point, so
+    /// it takes the placeholder (never a second binding of a caller's view).
+    fn cost_bindings(&self) -> [Binding<'a>; 3] {
+        match self.cost {
+            Cost::Dense(c) => [
+                Binding::storage(c),
+                Binding::Placeholder,
+                Binding::Placeholder,
+            ],
+            Cost::Points { x, y, .. } => [
+                Binding::Placeholder,
+                Binding::storage(x),
+                Binding::storage(y),
+            ],
+        }
+    }
+
+    /// Records `kernel`, one of the kernels that evaluate C (and P) per entry: bindings 0 the
+    /// uniform, 1–3 the cost ([`Self::cost_bindings`]), 4 f, 5 g (`None`: the entry has a
+    /// gap there), then `rest` from 6 on (one per remaining slot). `per_row` kernels (one
+    /// workgroup a row) take [`Self::row_workgroup`] invocations, the others the tuned
+    /// workgroup size.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record_over_cost(
         &self,
         rec: &mut Recorder,
-        kernel: Kernel,
+        kernel: &'static Kernel,
         per_row: bool,
         u: &OtUniform,
         (f, g): (BufView<'_>, Option<BufView<'_>>),
         rest: &[Binding<'_>],
         grid: [u32; 3],
     ) -> Result<()> {
-        let (kind, c, x, y) = match self.cost {
-            Cost::Dense(c) => (0.0, c, c, c),
-            Cost::Points { x, y, metric, .. } => match metric {
-                Metric::SqEuclidean => (1.0, x, x, y),
-                Metric::Lp(_) => (2.0, x, x, y),
+        let kind = match self.cost {
+            Cost::Dense(_) => 0.0,
+            Cost::Points { metric, .. } => match metric {
+                Metric::SqEuclidean => 1.0,
+                Metric::Lp(_) => 2.0,
             },
         };
         let wg = if per_row {
@@ -315,11 +362,10 @@ impl<'a> OtProblem<'a> {
         } else {
             self.gpu.tuning().workgroup_size
         };
-        let cost = [c, x, y].map(|v| Binding::Storage(v, None));
         rec.dispatch(
             kernel,
             &[("WG", wg as f64), ("COST", kind)],
-            &cost_pass_bindings(u, cost, (f, g), rest),
+            &cost_pass_bindings(u, self.cost_bindings(), (f, g), rest),
             grid,
         )
     }
@@ -354,7 +400,30 @@ impl<'a> OtProblem<'a> {
         let t = self.gpu.tuning();
         t.simd_lanes.unwrap_or(t.workgroup_size)
     }
+
+    /// Row slices of the column passes for `pairs` values per column and slice (Sinkhorn's
+    /// (max, sum) partials: 2; SNS's sums: 1): [`SLICE_ROWS`] rows each, at most
+    /// [`MAX_SLICES`], and no more than one storage binding of partials holds.
+    pub(crate) fn column_slices(&self, pairs: usize) -> Result<usize> {
+        let per_slice = (pairs * self.m) as u64;
+        let binding = self.gpu.limits().max_storage_buffer_binding_size / 4;
+        let fit = (binding / per_slice.max(1)) as usize;
+        if fit == 0 {
+            return Err(Error::TooLarge {
+                argument: "b",
+                requested: 4 * per_slice,
+                limit: "max_storage_buffer_binding_size (column partials)",
+                max: 4 * binding,
+            });
+        }
+        Ok(self.n.div_ceil(SLICE_ROWS).clamp(1, MAX_SLICES).min(fit))
+    }
 }
+
+/// Rows each column-pass workgroup folds (the rest of n goes to more slices, up to
+/// [`MAX_SLICES`]): enough workgroups to fill a GPU at n = 500, few partials to combine.
+const SLICE_ROWS: usize = 64;
+const MAX_SLICES: usize = 1024;
 
 /// A dense cost read as vec4 by the Sinkhorn passes.
 pub(crate) struct DenseVec4<'a> {
@@ -375,7 +444,8 @@ impl<'a> DenseVec4<'a> {
         ]
     }
 
-    /// The bindings of a vec4 pass: [`cost_pass_bindings`] with C as vec4 and no points.
+    /// The bindings of a vec4 pass: [`cost_pass_bindings`] with C as vec4 at 1 and gaps at 2
+    /// and 3 (the vec4 entries never evaluate `cost()`, so they do not bind X and Y).
     pub fn bindings<'b>(
         &self,
         u: &'b OtUniform,
@@ -385,23 +455,23 @@ impl<'a> DenseVec4<'a> {
     where
         'a: 'b,
     {
-        let cost = [Binding::Storage(self.c, None), Binding::Skip, Binding::Skip];
+        let cost = [Binding::storage(self.c), Binding::Skip, Binding::Skip];
         cost_pass_bindings(u, cost, (f, g), rest)
     }
 }
 
 /// The bindings of a pass over the cost: 0 the uniform, 1–3 `cost` (C, X, Y, or what a vec4
-/// pass puts there), 4 f, 5 g (`None`: unbound), then `rest` from 6 on.
+/// pass puts there), 4 f, 5 g (`None`: a gap in the entry's slots), then `rest` from 6 on.
 pub(crate) fn cost_pass_bindings<'b>(
     u: &'b OtUniform,
     cost: [Binding<'b>; 3],
     (f, g): (BufView<'b>, Option<BufView<'b>>),
     rest: &[Binding<'b>],
 ) -> Vec<Binding<'b>> {
-    let mut bindings = vec![Binding::Uniform(bytemuck::bytes_of(u))];
+    let mut bindings = vec![Binding::uniform(u)];
     bindings.extend(cost);
-    bindings.push(Binding::Storage(f, None));
-    bindings.push(g.map_or(Binding::Skip, |g| Binding::Storage(g, None)));
+    bindings.push(Binding::storage(f));
+    bindings.push(g.map_or(Binding::Skip, Binding::storage));
     bindings.extend_from_slice(rest);
     bindings
 }
@@ -415,12 +485,27 @@ pub(crate) fn check_dense_fits(
     argument: &'static str,
     limit: &'static str,
 ) -> Result<()> {
-    let elements = n as u64 * m as u64;
+    let elements = (n as u64).saturating_mul(m as u64);
+    check_elements(gpu, argument, elements, limit)
+}
+
+/// `Err(Error::TooLarge)` naming `argument` unless `elements` f32/u32 values fit one storage
+/// binding (and u32 indexing).
+pub(crate) fn check_binding(gpu: &Gpu, argument: &'static str, elements: u64) -> Result<()> {
+    check_elements(gpu, argument, elements, "max_storage_buffer_binding_size")
+}
+
+fn check_elements(
+    gpu: &Gpu,
+    argument: &'static str,
+    elements: u64,
+    limit: &'static str,
+) -> Result<()> {
     let binding = gpu.limits().max_storage_buffer_binding_size / 4;
     if elements > binding.min(u32::MAX as u64) {
         return Err(Error::TooLarge {
             argument,
-            requested: 4 * elements,
+            requested: elements.saturating_mul(4),
             limit,
             max: 4 * binding,
         });

@@ -3,10 +3,129 @@
 
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
+use crate::shader;
 
-use super::{check_dense_fits, check_reg, cost_pass_bindings, OtProblem, OtUniform};
+use super::{check_binding, check_dense_fits, check_reg, cost_pass_bindings, OtProblem, OtUniform};
+
+/// The dense plan, one invocation per entry.
+pub(crate) static PLAN_DENSE: Kernel = Kernel::new(
+    &shader::OT_PLAN,
+    "plan_dense",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Read("x"),
+        Slot::Read("y"),
+        Slot::Read("f"),
+        Slot::Read("g"),
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Write("plan"),
+    ],
+);
+/// P·1 and Σⱼ C·P per row, one workgroup per row.
+pub(crate) static ROW_SUMS: Kernel = Kernel::new(
+    &shader::OT_PLAN,
+    "row_sums",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Read("x"),
+        Slot::Read("y"),
+        Slot::Read("f"),
+        Slot::Read("g"),
+        Slot::Write("row_mass"),
+        Slot::Write("row_cost"),
+    ],
+);
+/// Pᵀ·1 as per-slice partial sums, C per entry.
+pub(crate) static COL_SUMS: Kernel = Kernel::new(
+    &shader::OT_PLAN,
+    "col_sums",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Read("x"),
+        Slot::Read("y"),
+        Slot::Read("f"),
+        Slot::Read("g"),
+        Slot::Write("partials"),
+    ],
+);
+/// [`COL_SUMS`] for a dense C whose rows are whole vec4s.
+pub(crate) static COL_SUMS4: Kernel = Kernel::new(
+    &shader::OT_PLAN,
+    "col_sums4",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Read("f"),
+        Slot::Read("g"),
+        Slot::Write("partials"),
+    ],
+);
+/// Each row's k largest entries, sorted.
+pub(crate) static TOP_K: Kernel = Kernel::new(
+    &shader::OT_PLAN,
+    "top_k",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Read("x"),
+        Slot::Read("y"),
+        Slot::Read("f"),
+        Slot::Read("g"),
+        Slot::Write("columns"),
+        Slot::Write("values"),
+    ],
+);
+/// SNS's sparsity pattern, C per entry.
+pub(crate) static SELECT_ROWS: Kernel = Kernel::new(
+    &shader::OT_PLAN,
+    "select_rows",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Read("x"),
+        Slot::Read("y"),
+        Slot::Read("f"),
+        Slot::Read("g"),
+        Slot::Write("columns"),
+        Slot::Write("values"),
+        Slot::Write("capped"),
+    ],
+);
+/// [`SELECT_ROWS`] for a dense C whose rows are whole vec4s, writing P·1 at binding 2 too.
+pub(crate) static SELECT_ROWS4: Kernel = Kernel::new(
+    &shader::OT_PLAN,
+    "select_rows4",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Write("row_mass"),
+        Slot::Gap,
+        Slot::Read("f"),
+        Slot::Read("g"),
+        Slot::Write("columns"),
+        Slot::Write("values"),
+        Slot::Write("capped"),
+    ],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &PLAN_DENSE,
+    &ROW_SUMS,
+    &COL_SUMS,
+    &COL_SUMS4,
+    &TOP_K,
+    &SELECT_ROWS,
+    &SELECT_ROWS4,
+];
 
 /// Largest k of [`OtProblem::top_k`] (`MAX_K` in `shaders/ot/plan.wgsl`).
 pub const MAX_TOP_K: usize = 128;
@@ -24,13 +143,22 @@ pub struct TopK {
 }
 
 impl<'a> OtProblem<'a> {
-    fn check_potentials(&self, f: &GpuVec<f32>, g: &GpuVec<f32>, reg: f32) -> Result<()> {
+    /// f and g checked and named, for the functions that take a solution's potentials.
+    fn check_potentials<'v>(
+        &self,
+        f: &'v GpuVec<f32>,
+        g: &'v GpuVec<f32>,
+        reg: f32,
+    ) -> Result<(BufView<'v>, BufView<'v>)> {
         check_reg(reg)?;
-        f.view().check(self.gpu(), "f", self.n)?;
-        g.view().check(self.gpu(), "g", self.m)
+        Ok((
+            f.view().check(self.gpu(), "f", self.n)?,
+            g.view().check(self.gpu(), "g", self.m)?,
+        ))
     }
 
     /// ⟨C, P⟩ for the potentials f, g at `reg`: f32 sums per row, added in f64. Blocking.
+    /// f and g are only read (they may share a buffer with each other and the cost).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn transport_cost(&self, f: &GpuVec<f32>, g: &GpuVec<f32>, reg: f32) -> Result<f64> {
         pollster::block_on(self.transport_cost_async(f, g, reg))
@@ -43,13 +171,16 @@ impl<'a> OtProblem<'a> {
         g: &GpuVec<f32>,
         reg: f32,
     ) -> Result<f64> {
-        self.check_potentials(f, g, reg)?;
+        let (f, g) = self.check_potentials(f, g, reg)?;
         let gpu = self.gpu();
-        let (mass, cost) = (gpu.zeros::<f32>(self.n)?, gpu.zeros::<f32>(self.n)?);
+        let (mass, cost) = (
+            GpuVec::<f32>::zeros(gpu, self.n)?,
+            GpuVec::<f32>::zeros(gpu, self.n)?,
+        );
         let mut rec = Recorder::new(gpu);
-        self.record_row_sums(&mut rec, f.view(), g.view(), reg, mass.view(), cost.view())?;
+        self.record_row_sums(&mut rec, f, g, reg, mass.view(), cost.view())?;
         rec.submit()?;
-        let per_row = gpu.read_async(&cost).await?;
+        let per_row = cost.read_async().await?;
         Ok(per_row.iter().map(|&c| c as f64).sum())
     }
 
@@ -63,14 +194,14 @@ impl<'a> OtProblem<'a> {
         mass: BufView<'_>,
         cost: BufView<'_>,
     ) -> Result<()> {
-        let grid = rec.gpu().grid_for_groups(self.n as u64)?;
+        let grid = rec.grid_for_groups(self.n as u64)?;
         self.record_over_cost(
             rec,
-            kernel!("ot/plan.wgsl", "row_sums"),
+            &ROW_SUMS,
             true,
             &self.uniform(reg),
             (f, Some(g)),
-            &[Binding::Storage(mass, None), Binding::Storage(cost, None)],
+            &[Binding::storage(mass), Binding::storage(cost)],
             grid,
         )
     }
@@ -93,31 +224,31 @@ impl<'a> OtProblem<'a> {
         if let Some(dense) = self.dense_vec4() {
             let blocks = (self.m / 4).div_ceil(wg);
             return rec.dispatch(
-                kernel!("ot/plan.wgsl", "col_sums4"),
+                &COL_SUMS4,
                 &[("WG", wg as f64)],
-                &dense.bindings(&u, (f, Some(g)), &[Binding::Storage(partials, None)]),
+                &dense.bindings(&u, (f, Some(g)), &[Binding::storage(partials)]),
                 [blocks as u32, slices as u32, 1],
             );
         }
         let blocks = self.m.div_ceil(wg);
         self.record_over_cost(
             rec,
-            kernel!("ot/plan.wgsl", "col_sums"),
+            &COL_SUMS,
             false,
             &u,
             (f, Some(g)),
-            &[Binding::Storage(partials, None)],
+            &[Binding::storage(partials)],
             [blocks as u32, slices as u32, 1],
         )
     }
 
-    /// The dense plan P (n×m, row-major) for the potentials f, g at `reg`. Blocking only in
-    /// that it submits.
+    /// The dense plan P (n×m, row-major) for the potentials f, g at `reg`, in a new buffer
+    /// (f and g are only read). Blocking only in that it submits.
     ///
     /// Errors: wrong lengths, reg not positive and finite, n·m past one storage binding
     /// ([`Error::TooLarge`]: use [`OtProblem::top_k`] for large problems).
     pub fn plan(&self, f: &GpuVec<f32>, g: &GpuVec<f32>, reg: f32) -> Result<GpuVec<f32>> {
-        self.check_potentials(f, g, reg)?;
+        let (f, g) = self.check_potentials(f, g, reg)?;
         let gpu = self.gpu();
         check_dense_fits(
             gpu,
@@ -127,39 +258,39 @@ impl<'a> OtProblem<'a> {
             "max_storage_buffer_binding_size",
         )?;
         let elements = self.n as u64 * self.m as u64;
-        let out = gpu.zeros(self.n * self.m)?;
+        let out = GpuVec::zeros(gpu, self.n * self.m)?;
         let mut rec = Recorder::new(gpu);
+        let grid = rec.elementwise_grid(elements)?;
         self.record_over_cost(
             &mut rec,
-            kernel!("ot/plan.wgsl", "plan_dense"),
+            &PLAN_DENSE,
             false,
             &self.uniform(reg),
-            (f.view(), Some(g.view())),
-            &[
-                Binding::Skip,
-                Binding::Skip,
-                Binding::Storage(out.view(), None),
-            ],
-            gpu.elementwise_grid(elements)?,
+            (f, Some(g)),
+            &[Binding::Skip, Binding::Skip, Binding::storage(out.view())],
+            grid,
         )?;
         rec.submit()?;
         Ok(out)
     }
 
-    /// The k largest entries of each row of P, selected on the GPU (no host sort). Blocking
-    /// only in that it submits.
+    /// The k largest entries of each row of P, selected on the GPU (no host sort), in new
+    /// buffers (f and g are only read). Blocking only in that it submits.
     ///
-    /// Errors: wrong lengths, reg not positive and finite, k = 0 or k > [`MAX_TOP_K`].
+    /// Errors: wrong lengths, reg not positive and finite, k = 0 or k > [`MAX_TOP_K`]
+    /// ([`Error::InvalidParameter`]), n·k past one storage binding ([`Error::TooLarge`]).
     pub fn top_k(&self, f: &GpuVec<f32>, g: &GpuVec<f32>, reg: f32, k: usize) -> Result<TopK> {
-        self.check_potentials(f, g, reg)?;
+        let (f, g) = self.check_potentials(f, g, reg)?;
+        check_k(k)?;
         let gpu = self.gpu();
+        check_binding(gpu, "k", self.n as u64 * k as u64)?;
         let top = TopK {
             k,
-            columns: gpu.zeros(self.n * k.max(1))?,
-            values: gpu.zeros(self.n * k.max(1))?,
+            columns: GpuVec::zeros(gpu, self.n * k)?,
+            values: GpuVec::zeros(gpu, self.n * k)?,
         };
         let mut rec = Recorder::new(gpu);
-        self.record_top_k(&mut rec, f.view(), g.view(), reg, &top)?;
+        self.record_top_k(&mut rec, f, g, reg, &top)?;
         rec.submit()?;
         Ok(top)
     }
@@ -180,7 +311,7 @@ impl<'a> OtProblem<'a> {
     ) -> Result<()> {
         let Some(dense) = self.dense_vec4() else {
             self.record_row_sums(rec, f, g, reg, row_mass, row_cost)?;
-            let kernel = kernel!("ot/plan.wgsl", "select_rows");
+            let kernel = &SELECT_ROWS;
             return self.record_row_selection(rec, kernel, (f, g), reg, top, Some(capped));
         };
         let u = OtUniform {
@@ -189,28 +320,30 @@ impl<'a> OtProblem<'a> {
         };
         // Binding 2, which the points take in the per-entry kernels, receives P·1.
         let cost = [
-            Binding::Storage(dense.c, None),
-            Binding::Storage(row_mass, None),
+            Binding::storage(dense.c),
+            Binding::storage(row_mass),
             Binding::Skip,
         ];
         let rest = [
-            Binding::Storage(top.columns.view(), None),
-            Binding::Storage(top.values.view(), None),
-            Binding::Storage(capped, None),
+            Binding::storage(top.columns.view()),
+            Binding::storage(top.values.view()),
+            Binding::storage(capped),
         ];
+        let grid = rec.grid_for_groups(self.n as u64)?;
         rec.dispatch(
-            kernel!("ot/plan.wgsl", "select_rows4"),
+            &SELECT_ROWS4,
             &[("WG", self.row_workgroup() as f64)],
             &cost_pass_bindings(&u, cost, (f, Some(g)), &rest),
-            rec.gpu().grid_for_groups(self.n as u64)?,
+            grid,
         )
     }
 
-    /// One workgroup per row writing `top`'s k columns and values: `top_k` or `select_rows`.
+    /// One workgroup per row writing `top`'s k columns and values: `top_k`, or `select_rows`
+    /// (which also counts capped rows into `capped`, its binding 8).
     fn record_row_selection(
         &self,
         rec: &mut Recorder,
-        kernel: crate::kernel::Kernel,
+        kernel: &'static Kernel,
         (f, g): (BufView<'_>, BufView<'_>),
         reg: f32,
         top: &TopK,
@@ -220,20 +353,13 @@ impl<'a> OtProblem<'a> {
             k: top.k as u32,
             ..self.uniform(reg)
         };
-        let grid = rec.gpu().grid_for_groups(self.n as u64)?;
-        self.record_over_cost(
-            rec,
-            kernel,
-            true,
-            &u,
-            (f, Some(g)),
-            &[
-                Binding::Storage(top.columns.view(), None),
-                Binding::Storage(top.values.view(), None),
-                capped.map_or(Binding::Skip, |v| Binding::Storage(v, None)),
-            ],
-            grid,
-        )
+        let grid = rec.grid_for_groups(self.n as u64)?;
+        let mut rest = vec![
+            Binding::storage(top.columns.view()),
+            Binding::storage(top.values.view()),
+        ];
+        rest.extend(capped.map(Binding::storage));
+        self.record_over_cost(rec, kernel, true, &u, (f, Some(g)), &rest, grid)
     }
 
     pub(crate) fn record_top_k(
@@ -244,10 +370,15 @@ impl<'a> OtProblem<'a> {
         reg: f32,
         top: &TopK,
     ) -> Result<()> {
-        if top.k == 0 || top.k > MAX_TOP_K {
-            return Err(Error::param("k", top.k as f64, "1 ..= MAX_TOP_K (128)"));
-        }
-        let kernel = kernel!("ot/plan.wgsl", "top_k");
-        self.record_row_selection(rec, kernel, (f, g), reg, top, None)
+        check_k(top.k)?;
+        self.record_row_selection(rec, &TOP_K, (f, g), reg, top, None)
     }
+}
+
+/// k of [`OtProblem::top_k`]: 1 ..= [`MAX_TOP_K`].
+fn check_k(k: usize) -> Result<()> {
+    if k == 0 || k > MAX_TOP_K {
+        return Err(Error::param("k", k as f64, "1 ..= MAX_TOP_K (128)"));
+    }
+    Ok(())
 }

@@ -2,16 +2,96 @@
 
 use crate::buffer::GpuVec;
 use crate::error::{Error, Result};
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
 use crate::reduce::Reduction;
+use crate::shader;
 
 use super::{check_reg, OtProblem, OtUniform};
 
-/// Rows each column-pass workgroup folds (the rest of n goes to more slices, up to
-/// [`MAX_SLICES`]): enough workgroups to fill a GPU at n = 500, few partials to combine.
-const SLICE_ROWS: usize = 64;
-const MAX_SLICES: usize = 1024;
+/// f ← reg·(log a − LSE_j((g − C)/reg)), one workgroup per row, C per entry.
+pub(crate) static ROW_UPDATE: Kernel = Kernel::new(
+    &shader::SINKHORN,
+    "row_update",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Read("x"),
+        Slot::Read("y"),
+        Slot::Write("f"),
+        Slot::Read("g"),
+        Slot::Read("a"),
+    ],
+);
+/// [`ROW_UPDATE`] for a dense C whose rows are whole vec4s.
+pub(crate) static ROW_UPDATE4: Kernel = Kernel::new(
+    &shader::SINKHORN,
+    "row_update4",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Write("f"),
+        Slot::Read("g"),
+        Slot::Read("a"),
+    ],
+);
+/// Each row slice's (max, sum) of exp((f − C)/reg) per column, C per entry.
+pub(crate) static COL_PARTIAL: Kernel = Kernel::new(
+    &shader::SINKHORN,
+    "col_partial",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Read("x"),
+        Slot::Read("y"),
+        Slot::Read("f"),
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Write("partials"),
+    ],
+);
+/// [`COL_PARTIAL`] for a dense C whose rows are whole vec4s.
+pub(crate) static COL_PARTIAL4: Kernel = Kernel::new(
+    &shader::SINKHORN,
+    "col_partial4",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Read("f"),
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Write("partials"),
+    ],
+);
+/// The slices combined: g updated, or (checking) Pᵀ1 − b written.
+pub(crate) static COL_FINISH: Kernel = Kernel::new(
+    &shader::SINKHORN,
+    "col_finish",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Write("g"),
+        Slot::Read("b"),
+        Slot::Read("partials"),
+        Slot::Write("col_err"),
+    ],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &ROW_UPDATE,
+    &ROW_UPDATE4,
+    &COL_PARTIAL,
+    &COL_PARTIAL4,
+    &COL_FINISH,
+];
 
 /// Settings of [`OtProblem::sinkhorn`]; [`SinkhornConfig::new`] gives POT's defaults except the
 /// tolerance (1e-9 is below what f32 potentials at reg = 1/1200 can hold).
@@ -19,11 +99,12 @@ const MAX_SLICES: usize = 1024;
 pub struct SinkhornConfig {
     /// Entropic regularisation reg = 1/η (> 0).
     pub reg: f32,
-    /// Iteration budget (POT's `numItermax`, 1000).
+    /// Iteration budget (POT's `numItermax`, 1000); at least 1, as every solver's limit.
     pub max_iter: usize,
     /// Stop when ‖Pᵀ1 − b‖₂ < tol at a check (POT's `stopThr`; default 1e-5).
     pub tol: f32,
-    /// Check every this many iterations (POT: 10), after iterations 1, 1 + k, 1 + 2k, ….
+    /// Check every this many iterations (POT: 10), after iterations 1, 1 + k, 1 + 2k, …;
+    /// at least 1.
     pub check_every: usize,
 }
 
@@ -40,11 +121,9 @@ impl SinkhornConfig {
 
     fn check(&self) -> Result<()> {
         check_reg(self.reg)?;
+        crate::check::iterations("max_iter", self.max_iter)?;
         crate::check::positive("tol", self.tol)?;
-        if self.check_every == 0 {
-            return Err(Error::param("check_every", 0.0, "at least 1"));
-        }
-        Ok(())
+        crate::check::iterations("check_every", self.check_every)
     }
 }
 
@@ -83,8 +162,9 @@ pub(crate) struct SinkhornState {
 impl<'a> OtProblem<'a> {
     /// Solves with log-domain Sinkhorn from f = g = 0 (blocking: one readback per check).
     ///
-    /// Errors: reg or tol not positive and finite, check_every = 0
-    /// ([`Error::InvalidParameter`]); a column grid past the device's workgroup limit.
+    /// Errors: reg or tol not positive and finite, max_iter or check_every = 0
+    /// ([`Error::InvalidParameter`]); a column grid past the device's workgroup limit, or
+    /// column partials past one storage binding ([`Error::TooLarge`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn sinkhorn(&self, config: &SinkhornConfig) -> Result<SinkhornSolution> {
         pollster::block_on(self.sinkhorn_async(config))
@@ -114,18 +194,19 @@ impl<'a> OtProblem<'a> {
 
     pub(crate) fn sinkhorn_state(&self) -> Result<SinkhornState> {
         let gpu = self.gpu();
-        let slices = self.n.div_ceil(SLICE_ROWS).clamp(1, MAX_SLICES);
+        let slices = self.column_slices(2)?;
         Ok(SinkhornState {
-            f: gpu.zeros(self.n)?,
-            g: gpu.zeros(self.m)?,
+            f: GpuVec::zeros(gpu, self.n)?,
+            g: GpuVec::zeros(gpu, self.m)?,
             slices,
-            partials: gpu.zeros(2 * slices * self.m)?,
-            col_err: gpu.zeros(self.m)?,
-            err: gpu.zeros(1)?,
+            partials: GpuVec::zeros(gpu, 2 * slices * self.m)?,
+            col_err: GpuVec::zeros(gpu, self.m)?,
+            err: GpuVec::zeros(gpu, 1)?,
         })
     }
 
-    /// Up to `max_iter` iterations of POT's loop from the state's potentials.
+    /// Up to `max_iter` iterations of POT's loop from the state's potentials (0: none, only
+    /// the final error is measured; SNS's stage 1 may ask for that).
     pub(crate) async fn run_sinkhorn(
         &self,
         state: &mut SinkhornState,
@@ -153,14 +234,16 @@ impl<'a> OtProblem<'a> {
             let it = run.iterations;
             let next_check = it.next_multiple_of(every);
             let last = next_check.min(max_iter - 1);
-            let mut encoder = gpu.device.create_command_encoder(&Default::default());
-            iteration.encode_repeated(&mut encoder, last + 1 - it, None);
             checked_last = last == next_check;
-            if checked_last {
-                check.encode_repeated(&mut encoder, 1, None);
-            }
-            gpu.queue.submit([encoder.finish()]);
-            gpu.take_uncaptured("sinkhorn")?;
+            // One command buffer per block: the iterations, then the check if one is due.
+            gpu.submit("sinkhorn", || {
+                let mut encoder = gpu.device().create_command_encoder(&Default::default());
+                iteration.encode_repeated(&mut encoder, last + 1 - it, None);
+                if checked_last {
+                    check.encode_repeated(&mut encoder, 1, None);
+                }
+                vec![encoder.finish()]
+            })?;
             run.iterations = last + 1;
             if checked_last {
                 let err = self.read_error(state).await?;
@@ -210,43 +293,48 @@ impl<'a> OtProblem<'a> {
             ..self.uniform(reg)
         };
         let grid = [blocks as u32, state.slices as u32, 1];
+        // Binding 5 (g) is a gap of the column passes.
+        let rest = [Binding::Skip, Binding::storage(state.partials.view())];
         if let Some(dense) = dense {
             rec.dispatch(
-                kernel!("ot/sinkhorn.wgsl", "col_partial4"),
+                &COL_PARTIAL4,
                 &dense.constants(wg),
-                &dense.bindings(
-                    &u,
-                    (state.f.view(), None),
-                    &[Binding::Skip, Binding::Storage(state.partials.view(), None)],
-                ),
+                &dense.bindings(&u, (state.f.view(), None), &rest),
                 grid,
             )?;
         } else {
             self.record_over_cost(
                 rec,
-                kernel!("ot/sinkhorn.wgsl", "col_partial"),
+                &COL_PARTIAL,
                 false,
                 &u,
                 (state.f.view(), None),
-                &[Binding::Skip, Binding::Storage(state.partials.view(), None)],
+                &rest,
                 grid,
             )?;
         }
+        // The update does not write the column errors (its `check` is a uniform, so the entry
+        // binds them either way).
+        let col_err = match check {
+            true => Binding::storage(state.col_err.view()),
+            false => Binding::Placeholder,
+        };
+        let grid = rec.elementwise_grid(self.m as u64)?;
         rec.dispatch(
-            kernel!("ot/sinkhorn.wgsl", "col_finish"),
-            &gpu.wg_constants(),
+            &COL_FINISH,
+            &rec.wg(),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
+                Binding::uniform(&u),
                 Binding::Skip,
                 Binding::Skip,
                 Binding::Skip,
                 Binding::Skip,
-                Binding::Storage(state.g.view(), None),
-                Binding::Storage(self.b.view(), None),
-                Binding::Storage(state.partials.view(), None),
-                Binding::Storage(state.col_err.view(), None),
+                Binding::storage(state.g.view()),
+                Binding::storage(self.b.view()),
+                Binding::storage(state.partials.view()),
+                col_err,
             ],
-            gpu.elementwise_grid(self.m as u64)?,
+            grid,
         )?;
         if check {
             crate::reduce::record(
@@ -268,35 +356,24 @@ impl<'a> OtProblem<'a> {
         state: &SinkhornState,
         reg: f32,
     ) -> Result<()> {
+        let u = self.uniform(reg);
+        let potentials = (state.f.view(), Some(state.g.view()));
+        let rest = [Binding::storage(self.a.view())];
         if let Some(dense) = self.dense_vec4() {
-            let grid = rec
-                .gpu()
-                .grid_for_groups(self.n.div_ceil(dense.rows) as u64)?;
+            let grid = rec.grid_for_groups(self.n.div_ceil(dense.rows) as u64)?;
             return rec.dispatch(
-                kernel!("ot/sinkhorn.wgsl", "row_update4"),
+                &ROW_UPDATE4,
                 &dense.constants(self.row_workgroup() as usize),
-                &dense.bindings(
-                    &self.uniform(reg),
-                    (state.f.view(), Some(state.g.view())),
-                    &[Binding::Storage(self.a.view(), None)],
-                ),
+                &dense.bindings(&u, potentials, &rest),
                 grid,
             );
         }
-        let grid = rec.gpu().grid_for_groups(self.n as u64)?;
-        self.record_over_cost(
-            rec,
-            kernel!("ot/sinkhorn.wgsl", "row_update"),
-            true,
-            &self.uniform(reg),
-            (state.f.view(), Some(state.g.view())),
-            &[Binding::Storage(self.a.view(), None)],
-            grid,
-        )
+        let grid = rec.grid_for_groups(self.n as u64)?;
+        self.record_over_cost(rec, &ROW_UPDATE, true, &u, potentials, &rest, grid)
     }
 
     async fn read_error(&self, state: &SinkhornState) -> Result<f32> {
-        Ok(self.gpu().read_async(&state.err).await?[0].max(0.0).sqrt())
+        Ok(state.err.read_async().await?[0].max(0.0).sqrt())
     }
 }
 

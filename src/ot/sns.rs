@@ -3,20 +3,79 @@
 //! sparsified to the largest entries of each row of P plus its exact diagonal blocks, solved
 //! by the crate's CG, with a backtracking line search.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
-use crate::kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::krylov::{CgOptions, LinearOperator, Preconditioner};
 use crate::record::{Binding, Recorder};
+use crate::shader;
 
 use super::plan::TopK;
+use super::sinkhorn::SinkhornConfig;
+use super::{check_binding, check_reg, OtProblem};
 
 /// Entries of P kept per row at most (`SnsConfig::density`'s default).
 pub const MAX_KEPT: usize = 512;
-use super::sinkhorn::SinkhornConfig;
-use super::{check_reg, OtProblem};
+
+crate::kernel::uniform_struct! {
+    /// The uniform of `shaders/ot/sns.wgsl` (`struct Sns`); `k` is the column passes' slice
+    /// count in `col_total` and `shift` the step size α in `step`.
+    struct SnsUniform {
+        n: u32, m: u32, k: u32, pinned: u32, shift: f32, _pad1: f32, _pad2: f32, _pad3: f32,
+    }
+}
+
+/// y = H·x for the sparse Hessian.
+static HESSIAN_APPLY: Kernel = Kernel::new(
+    &shader::SNS,
+    "hessian_apply",
+    &[
+        uniform::<SnsUniform>(),
+        Slot::Read("x"),
+        Slot::Write("y"),
+        Slot::Read("diag"),
+        Slot::Read("indices"),
+        Slot::Read("values"),
+        Slot::Read("starts"),
+    ],
+);
+/// d = diag(H).
+static HESSIAN_DIAGONAL: Kernel = Kernel::new(
+    &shader::SNS,
+    "hessian_diagonal",
+    &[
+        uniform::<SnsUniform>(),
+        Slot::Gap,
+        Slot::Write("d"),
+        Slot::Read("diag"),
+    ],
+);
+/// Pᵀ·1 from the column passes' slices.
+static COL_TOTAL: Kernel = Kernel::new(
+    &shader::SNS,
+    "col_total",
+    &[
+        uniform::<SnsUniform>(),
+        Slot::Read("partials"),
+        Slot::Write("diag"),
+    ],
+);
+/// The line search's trial potentials.
+static STEP: Kernel = Kernel::new(
+    &shader::SNS,
+    "step",
+    &[
+        uniform::<SnsUniform>(),
+        Slot::Read("f"),
+        Slot::Read("g"),
+        Slot::Read("direction"),
+        Slot::Write("f_trial"),
+        Slot::Write("g_trial"),
+    ],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[&HESSIAN_APPLY, &HESSIAN_DIAGONAL, &COL_TOTAL, &STEP];
 
 /// Settings of [`OtProblem::sns`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -25,9 +84,12 @@ pub struct SnsConfig {
     pub reg: f32,
     /// Stop when ‖(a − P·1, b − Pᵀ·1)‖₂ < tol (default 1e-5, what f32 holds at η = 1200).
     pub tol: f32,
-    /// Stage 1: Sinkhorn iterations before the first Newton step (N₁, default 20).
+    /// Stage 1: Sinkhorn iterations before the first Newton step (N₁, default 20). Not a
+    /// limit but a fixed count, so 0 is allowed: Newton's method from f = g = 0, which suits
+    /// a large `reg`; at a small one P(0) = exp(−C/reg) has rows and columns without mass in
+    /// f32 and the first Newton step fails with [`Error::Breakdown`] saying so.
     pub sinkhorn_steps: usize,
-    /// Newton-step budget (default 100).
+    /// Newton-step budget (default 100); at least 1, as every solver's limit.
     pub max_newton: usize,
     /// λ, the fraction of P's n·m entries the sparse Hessian may keep: at most ⌈λ·m⌉ a row
     /// (1 ..= [`MAX_KEPT`]), the row's largest, and only those within e^-14 of its largest.
@@ -44,9 +106,13 @@ pub struct SnsConfig {
     /// CG's relative tolerance on each Newton system (default 1e-3: an inexact Newton step;
     /// 1e-6 took the same Newton steps and 20–50% longer at n = 500 and 2000).
     pub cg_rtol: f32,
-    /// CG's iteration limit per Newton step (default 1000).
+    /// CG's iteration limit per Newton step (default 1000); at least 1. A step whose CG stops
+    /// at the limit unconverged is still tried (an inexact Newton step).
     pub cg_maxiter: usize,
-    /// Step halvings tried before a Newton step is given up as stalled (default 12).
+    /// Step halvings tried before a Newton step is given up as stalled (default 12; then
+    /// [`OtProblem::sns`] fails with [`Error::Breakdown`]). The line search tries
+    /// `max_halvings + 1` step sizes, 1, 1/2, …, 2^−max_halvings, so 0 is allowed: full Newton
+    /// steps only.
     pub max_halvings: usize,
 }
 
@@ -69,6 +135,8 @@ impl SnsConfig {
     fn check(&self) -> Result<()> {
         check_reg(self.reg)?;
         crate::check::positive("tol", self.tol)?;
+        // sinkhorn_steps = 0 and max_halvings = 0 are meaningful (see their docs).
+        crate::check::iterations("max_newton", self.max_newton)?;
         crate::check::non_negative("shift", self.shift)?;
         crate::check::positive("cg_rtol", self.cg_rtol)?;
         if let Some(d) = self.density {
@@ -76,15 +144,13 @@ impl SnsConfig {
                 return Err(Error::param("density", d as f64, "in (0, 1]"));
             }
         }
-        if self.cg_maxiter == 0 {
-            return Err(Error::param("cg_maxiter", 0.0, "at least 1"));
-        }
-        Ok(())
+        crate::check::iterations("cg_maxiter", self.cg_maxiter)
     }
 }
 
-/// What [`OtProblem::sns`] returns. A run that did not converge (budget spent, or a Newton
-/// step that no step size could make progress with) says so, with the error it reached.
+/// What [`OtProblem::sns`] returns. A run that spent its Newton budget unconverged says so,
+/// with the error it reached (a Newton step that no step size can make progress with is an
+/// [`Error::Breakdown`] instead).
 #[derive(Debug)]
 pub struct SnsSolution {
     /// Row potential (n), as [`super::SinkhornSolution::f`].
@@ -118,17 +184,6 @@ pub struct SnsSolution {
     pub final_error: f32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct SnsUniform {
-    n: u32,
-    m: u32,
-    k: u32,
-    pinned: u32,
-    shift: f32,
-    _pad: [f32; 3],
-}
-
 /// The sparse Hessian as a [`LinearOperator`] on (n + m)-vectors.
 struct SparseHessian<'h> {
     n: usize,
@@ -149,7 +204,7 @@ impl SparseHessian<'_> {
             k: self.k as u32,
             pinned: self.m as u32 - 1,
             shift: self.shift,
-            _pad: [0.0; 3],
+            ..Default::default()
         }
     }
 }
@@ -160,35 +215,37 @@ impl LinearOperator for SparseHessian<'_> {
     }
 
     fn record_apply(&self, rec: &mut Recorder, x: BufView<'_>, y: BufView<'_>) -> Result<()> {
-        let gpu = rec.gpu();
+        let u = self.uniform();
+        let grid = rec.elementwise_grid((self.n + self.m) as u64)?;
         rec.dispatch(
-            kernel!("ot/sns.wgsl", "hessian_apply"),
-            &gpu.wg_constants(),
+            &HESSIAN_APPLY,
+            &rec.wg(),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&self.uniform())),
-                Binding::Storage(x, None),
-                Binding::Storage(y, None),
-                Binding::Storage(self.diag, None),
-                Binding::Storage(self.indices.view(), None),
-                Binding::Storage(self.values.view(), None),
-                Binding::Storage(self.starts.view(), None),
+                Binding::uniform(&u),
+                Binding::storage(x),
+                Binding::storage(y),
+                Binding::storage(self.diag),
+                Binding::storage(self.indices.view()),
+                Binding::storage(self.values.view()),
+                Binding::storage(self.starts.view()),
             ],
-            gpu.elementwise_grid((self.n + self.m) as u64)?,
+            grid,
         )
     }
 
     fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
-        let gpu = rec.gpu();
+        let u = self.uniform();
+        let grid = rec.elementwise_grid((self.n + self.m) as u64)?;
         rec.dispatch(
-            kernel!("ot/sns.wgsl", "hessian_diagonal"),
-            &gpu.wg_constants(),
+            &HESSIAN_DIAGONAL,
+            &rec.wg(),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&self.uniform())),
+                Binding::uniform(&u),
                 Binding::Skip,
-                Binding::Storage(d, None),
-                Binding::Storage(self.diag, None),
+                Binding::storage(d),
+                Binding::storage(self.diag),
             ],
-            gpu.elementwise_grid((self.n + self.m) as u64)?,
+            grid,
         )?;
         Ok(true)
     }
@@ -198,6 +255,8 @@ impl LinearOperator for SparseHessian<'_> {
 struct Evaluation {
     /// (P·1, Pᵀ·1).
     diag: GpuVec<f32>,
+    /// The same on the host.
+    sums: Vec<f32>,
     top: TopK,
     /// On the host, f64: the gradient (a − P·1, b − Pᵀ·1), its norm and Σ P.
     grad: Vec<f64>,
@@ -244,11 +303,21 @@ impl<'a> OtProblem<'a> {
     /// halves. A step is taken when it raises the dual objective
     /// ⟨a, f⟩ + ⟨b, g⟩ − reg·ΣP by Armijo's 1e-4 of the predicted rise, or, where f32 cannot
     /// resolve the objective's change (near the tolerance it is below the rounding of ΣP),
-    /// when it lowers ‖∇‖.
+    /// when it lowers ‖∇‖. A run that spends `max_newton` returns unconverged (`converged`
+    /// false, with the error reached); a Newton step that no step size improves is an error
+    /// (below): the method cannot go on.
     ///
     /// Errors: invalid settings ([`Error::InvalidParameter`]); a zero entry in a or b
-    /// ([`Error::Mass`]); [`Error::Breakdown`] from CG if the sparse Hessian is not positive
-    /// definite.
+    /// ([`Error::Mass`]); the sparse pattern past one storage binding ([`Error::TooLarge`]);
+    /// [`Error::Breakdown`] with method `"sns"` and the (0-based) Newton step as its
+    /// iteration when a Newton system cannot be solved: P has a row or column without mass in
+    /// f32 at the current potentials, its marginals are not finite, or CG on the sparse
+    /// Hessian meets a direction of zero or negative curvature (the sparsified Hessian is
+    /// singular or indefinite in f32), or when the line search finds no step size that makes
+    /// progress along the Newton direction (an L1 ground cost at η = 1200 on a few hundred
+    /// points does that with the defaults). The message names the stage and the step, says
+    /// which, and what to change (more `sinkhorn_steps`, a larger `reg`, a larger `density`,
+    /// a larger `cg_maxiter`, a `shift`). Errors of the device pass through as they are.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn sns(&self, config: &SnsConfig) -> Result<SnsSolution> {
         pollster::block_on(self.sns_async(config))
@@ -277,6 +346,8 @@ impl<'a> OtProblem<'a> {
             None => MAX_KEPT,
         }
         .clamp(1, MAX_KEPT.min(m));
+        // The pattern's indices: n·k by row, then as many by column.
+        check_binding(gpu, "density", 2 * n as u64 * k as u64)?;
         // Stage 1.
         let mut state = self.sinkhorn_state()?;
         let stage1 = SinkhornConfig {
@@ -293,21 +364,21 @@ impl<'a> OtProblem<'a> {
             g: state.g,
         };
         let mut trial = Potentials {
-            f: gpu.zeros(n)?,
-            g: gpu.zeros(m)?,
+            f: GpuVec::zeros(gpu, n)?,
+            g: GpuVec::zeros(gpu, m)?,
         };
-        let slices = n.div_ceil(64).clamp(1, 1024);
+        let slices = self.column_slices(1)?;
         let scratch = Scratch {
             slices,
-            partials: gpu.zeros(slices * m)?,
-            row_cost: gpu.zeros(n)?,
+            partials: GpuVec::zeros(gpu, slices * m)?,
+            row_cost: GpuVec::zeros(gpu, n)?,
         };
         let mut current = self
             .evaluate(Recorder::new(gpu), &z, config.reg, k, &scratch)
             .await?;
         let mut solution = SnsSolution {
-            f: gpu.zeros(1)?,
-            g: gpu.zeros(1)?,
+            f: GpuVec::zeros(gpu, 1)?,
+            g: GpuVec::zeros(gpu, 1)?,
             reg: config.reg,
             cost: 0.0,
             sinkhorn_iterations: run.iterations,
@@ -321,15 +392,24 @@ impl<'a> OtProblem<'a> {
             converged: current.error < config.tol as f64,
             final_error: current.error as f32,
         };
-        let direction = gpu.zeros::<f32>(n + m)?;
+        let direction = GpuVec::<f32>::zeros(gpu, n + m)?;
         while !solution.converged && solution.newton_iterations < config.max_newton {
+            let failed = Failure {
+                step: solution.newton_iterations,
+                sinkhorn: solution.sinkhorn_iterations,
+                n,
+                k,
+                can_keep_more: k < MAX_KEPT.min(m),
+            };
+            let shift = config.shift * current.error as f32;
+            failed.check_system(&current, shift)?;
             let pattern = self.transposed(&current).await?;
             solution.capped_rows += pattern.capped;
             let hessian = SparseHessian {
                 n,
                 m,
                 k,
-                shift: config.shift * current.error as f32,
+                shift,
                 diag: current.diag.view(),
                 indices: &pattern.indices,
                 values: &pattern.values,
@@ -338,7 +418,7 @@ impl<'a> OtProblem<'a> {
             // The last g is pinned (its step 0): the null direction (1, −1) is gone.
             let mut rhs: Vec<f32> = current.grad.iter().map(|&v| v as f32).collect();
             rhs[n + m - 1] = 0.0;
-            let rhs = gpu.upload(&rhs)?;
+            let rhs = GpuVec::upload(gpu, &rhs)?;
             let cg = crate::krylov::cg_async(
                 gpu,
                 &hessian,
@@ -351,15 +431,16 @@ impl<'a> OtProblem<'a> {
                     ..Default::default()
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| failed.cg(e))?;
             solution.cg_iterations.push(cg.iterations);
             // Δ = reg·H⁻¹∇.
-            let delta: Vec<f64> = gpu
-                .read_async(&cg.x)
-                .await?
-                .iter()
-                .map(|&v| v as f64 * config.reg as f64)
-                .collect();
+            let delta: Vec<f64> =
+                cg.x.read_async()
+                    .await?
+                    .iter()
+                    .map(|&v| v as f64 * config.reg as f64)
+                    .collect();
             let predicted: f64 = delta.iter().zip(&current.grad).map(|(d, g)| d * g).sum();
             let linear: f64 = self
                 .a_host
@@ -369,7 +450,7 @@ impl<'a> OtProblem<'a> {
                 .map(|(w, d)| w * d)
                 .sum();
             let as_f32: Vec<f32> = delta.iter().map(|&v| v as f32).collect();
-            gpu.write(&direction, &as_f32)?;
+            direction.write(&as_f32)?;
             let mut alpha = 1.0f64;
             let mut accepted = None;
             for _ in 0..=config.max_halvings {
@@ -385,7 +466,7 @@ impl<'a> OtProblem<'a> {
             }
             solution.newton_iterations += 1;
             let Some(next) = accepted else {
-                break;
+                return Err(failed.line_search(config, current.error, &cg));
             };
             std::mem::swap(&mut z, &mut trial);
             current = next;
@@ -408,27 +489,25 @@ impl<'a> OtProblem<'a> {
         alpha: f32,
         trial: &Potentials,
     ) -> Result<()> {
-        let gpu = rec.gpu();
         let u = SnsUniform {
             n: self.n as u32,
             m: self.m as u32,
-            k: 0,
-            pinned: 0,
             shift: alpha,
-            _pad: [0.0; 3],
+            ..Default::default()
         };
+        let grid = rec.elementwise_grid((self.n + self.m) as u64)?;
         rec.dispatch(
-            kernel!("ot/sns.wgsl", "step"),
-            &gpu.wg_constants(),
+            &STEP,
+            &rec.wg(),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                Binding::Storage(z.f.view(), None),
-                Binding::Storage(z.g.view(), None),
-                Binding::Storage(d.view(), None),
-                Binding::Storage(trial.f.view(), None),
-                Binding::Storage(trial.g.view(), None),
+                Binding::uniform(&u),
+                Binding::storage(z.f.view()),
+                Binding::storage(z.g.view()),
+                Binding::storage(d.view()),
+                Binding::storage(trial.f.view()),
+                Binding::storage(trial.g.view()),
             ],
-            gpu.elementwise_grid((self.n + self.m) as u64)?,
+            grid,
         )
     }
 
@@ -445,11 +524,11 @@ impl<'a> OtProblem<'a> {
         let gpu = self.gpu();
         let (n, m) = (self.n, self.m);
         let (f, g) = (z.f.view(), z.g.view());
-        let diag = gpu.zeros::<f32>(n + m)?;
+        let diag = GpuVec::<f32>::zeros(gpu, n + m)?;
         let top = TopK {
             k,
-            columns: gpu.zeros(n * k)?,
-            values: gpu.zeros(n * k)?,
+            columns: GpuVec::zeros(gpu, n * k)?,
+            values: GpuVec::zeros(gpu, n * k)?,
         };
         let partials = scratch.partials.view();
         self.record_col_sums(&mut rec, f, g, reg, scratch.slices, partials)?;
@@ -457,21 +536,20 @@ impl<'a> OtProblem<'a> {
             n: n as u32,
             m: m as u32,
             k: scratch.slices as u32,
-            pinned: 0,
-            shift: 0.0,
-            _pad: [0.0; 3],
+            ..Default::default()
         };
+        let grid = rec.elementwise_grid(m as u64)?;
         rec.dispatch(
-            kernel!("ot/sns.wgsl", "col_total"),
-            &gpu.wg_constants(),
+            &COL_TOTAL,
+            &rec.wg(),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&u)),
-                Binding::Storage(partials, None),
-                Binding::Storage(diag.view(), None),
+                Binding::uniform(&u),
+                Binding::storage(partials),
+                Binding::storage(diag.view()),
             ],
-            gpu.elementwise_grid(m as u64)?,
+            grid,
         )?;
-        let capped = gpu.upload(&[0u32])?;
+        let capped = GpuVec::upload(gpu, &[0u32])?;
         self.record_row_mass_and_pattern(
             &mut rec,
             (f, g),
@@ -481,7 +559,7 @@ impl<'a> OtProblem<'a> {
             (diag.view().sub(0, n), scratch.row_cost.view()),
         )?;
         rec.submit()?;
-        let sums = gpu.read_async(&diag).await?;
+        let sums = diag.read_async().await?;
         let grad: Vec<f64> = self
             .a_host
             .iter()
@@ -493,6 +571,7 @@ impl<'a> OtProblem<'a> {
         let mass = sums[..n].iter().map(|&v| v as f64).sum();
         Ok(Evaluation {
             diag,
+            sums,
             top,
             grad,
             error,
@@ -507,10 +586,10 @@ impl<'a> OtProblem<'a> {
         let gpu = self.gpu();
         let (n, m, k) = (self.n, self.m, e.top.k);
         let ell = n * k;
-        let mut indices = gpu.read_async(&e.top.columns).await?;
-        let mut values = gpu.read_async(&e.top.values).await?;
-        let capped = gpu.read_async(&e.capped).await?[0] as usize;
-        let mut starts = vec![0u32; m + 1];
+        let mut indices = e.top.columns.read_async().await?;
+        let mut values = e.top.values.read_async().await?;
+        let capped = e.capped.read_async().await?[0] as usize;
+        let mut starts = crate::host::filled("b", m + 1, 0u32)?;
         for &j in &indices {
             if (j as usize) < m {
                 starts[j as usize + 1] += 1;
@@ -533,10 +612,131 @@ impl<'a> OtProblem<'a> {
             }
         }
         Ok(Pattern {
-            indices: gpu.upload(&indices)?,
-            values: gpu.upload(&values)?,
-            starts: gpu.upload(&starts)?,
+            indices: GpuVec::upload(gpu, &indices)?,
+            values: GpuVec::upload(gpu, &values)?,
+            starts: GpuVec::upload(gpu, &starts)?,
             capped,
         })
+    }
+}
+
+/// What SNS's Newton stage reports when one of its systems cannot be solved: in the caller's
+/// terms (the stage, the Newton step, what to change), never CG's words about an operator the
+/// caller never passed.
+struct Failure {
+    /// The Newton step, 0-based.
+    step: usize,
+    /// Sinkhorn iterations before the Newton stage.
+    sinkhorn: usize,
+    n: usize,
+    /// Entries kept per row.
+    k: usize,
+    /// Whether a larger `density` would keep more (k < min(m, MAX_KEPT)).
+    can_keep_more: bool,
+}
+
+impl Failure {
+    fn error(&self, what: String, remedy: &str) -> Error {
+        Error::Breakdown {
+            method: "sns",
+            iteration: self.step,
+            message: format!(
+                "Newton step {} (0-based, after {} Sinkhorn iterations): {what}; {remedy}",
+                self.step, self.sinkhorn
+            ),
+        }
+    }
+
+    /// Refuses a Newton system CG cannot take: non-finite marginals (so a non-finite
+    /// gradient), or an empty row or column of P (a zero on the Hessian's diagonal, which
+    /// Jacobi preconditioning divides by).
+    fn check_system(&self, current: &Evaluation, shift: f32) -> Result<()> {
+        let marginal = |t: usize| match t < self.n {
+            true => format!("row {t} of P (P·1 = {})", current.sums[t]),
+            false => format!("column {} of P (Pᵀ·1 = {})", t - self.n, current.sums[t]),
+        };
+        if let Some(t) = current.sums.iter().position(|s| !s.is_finite()) {
+            return Err(self.error(
+                format!(
+                    "{} is not finite at the current potentials, so neither is the gradient",
+                    marginal(t)
+                ),
+                "run more `sinkhorn_steps` before the Newton stage or use a larger `reg`",
+            ));
+        }
+        // The sums are finite here (and the shift finite and ≥ 0).
+        if let Some(t) = current.sums.iter().position(|&s| s + shift <= 0.0) {
+            return Err(self.error(
+                format!(
+                    "{} holds no mass in f32 at the current potentials, so the Newton system \
+                     has a zero on its diagonal: the potentials are too far from the solution \
+                     for a Newton step",
+                    marginal(t)
+                ),
+                "run more `sinkhorn_steps` before the Newton stage, use a larger `reg`, or add \
+                 a positive `shift`",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What to change when a Newton direction is unusable: the settings that make the sparse
+    /// system closer to the true Hessian or better posed (`cg_maxiter` when CG stopped there).
+    fn remedies(&self, raise_cg_maxiter: bool) -> String {
+        let mut r =
+            String::from("run more `sinkhorn_steps` before the Newton stage, use a larger `reg`, ");
+        if self.can_keep_more {
+            r.push_str("keep more entries per row (a larger `density`), ");
+        }
+        if raise_cg_maxiter {
+            r.push_str("raise `cg_maxiter`, ");
+        }
+        r.push_str("or add a positive `shift`");
+        r
+    }
+
+    /// A line search that no step size passed: the Newton direction from the sparse Hessian
+    /// (solved by `cg`) neither raised the dual objective nor lowered the marginal error.
+    fn line_search(&self, config: &SnsConfig, error: f64, cg: &crate::krylov::CgResult) -> Error {
+        let solve = match cg.converged {
+            true => format!("CG solved it to `cg_rtol` in {} iterations", cg.iterations),
+            false => format!(
+                "CG stopped unconverged at `cg_maxiter` = {}, residual {:e}",
+                config.cg_maxiter, cg.residual
+            ),
+        };
+        self.error(
+            format!(
+                "the line search tried step sizes 1 down to 2^-{} along the Newton direction \
+                 of the sparse Hessian (P kept to {} entries a row; {solve}) and none raised \
+                 the dual objective or lowered the marginal error {error:e}: the sparsified \
+                 Newton direction is no ascent direction in f32 at these potentials",
+                config.max_halvings, self.k
+            ),
+            &format!("{}; or solve with Sinkhorn", self.remedies(!cg.converged)),
+        )
+    }
+
+    /// CG's failure on the sparse Hessian, in SNS's terms; errors of the device itself pass
+    /// through as they are.
+    fn cg(&self, e: Error) -> Error {
+        match e {
+            Error::Breakdown { iteration, .. } => self.error(
+                format!(
+                    "CG on the sparse Hessian (P kept to {} entries a row, plus the exact \
+                     marginals on the diagonal) broke down at its iteration {iteration}: a \
+                     direction of zero, negative or non-finite curvature, so the sparsified \
+                     Hessian is singular or indefinite in f32 at these potentials (the kept \
+                     entries can leave groups of rows and columns unlinked)",
+                    self.k
+                ),
+                &self.remedies(false),
+            ),
+            Error::NonFinite { index, .. } => self.error(
+                format!("the Newton system's right-hand side is not finite at entry {index}"),
+                "run more `sinkhorn_steps` before the Newton stage or use a larger `reg`",
+            ),
+            other => other,
+        }
     }
 }

@@ -67,8 +67,13 @@ pub fn spirals(points_per_class: usize, classes: usize, noise: f32, seed: u64) -
             )
         })?;
     let mut rng = SplitMix64::new(seed);
-    let mut x = Vec::with_capacity(2 * n);
-    let mut labels = Vec::with_capacity(n);
+    // Two coordinates per sample: past usize (a 32-bit host) it cannot be held either.
+    let coords = n.checked_mul(2).ok_or(Error::HostMemory {
+        argument: "points_per_class",
+        bytes: 8 * n as u64,
+    })?;
+    let mut x = crate::host::vec_with_capacity("points_per_class", coords)?;
+    let mut labels = crate::host::vec_with_capacity("points_per_class", n)?;
     for i in 0..points_per_class {
         let r = (i + 1) as f64 / points_per_class as f64;
         for c in 0..classes {

@@ -2,27 +2,33 @@
 //! in WGSL: what the in-browser demo trains with SophiaG, AdaHessian and AdamW, and a realistic
 //! source of HVPs for Hutchinson and AdaHessian.
 //!
-//! `Mlp::record_loss_grad` → `kernel!("toy/mlp.wgsl", "toy_sample_grad")` then
-//! `"toy_column_sums"`. Every product is computed per sample into scratch and summed per
+//! `Mlp::record_loss_grad` → [`TOY_SAMPLE_GRAD`] then [`TOY_COLUMN_SUMS`]
+//! (`shaders/toy/mlp.wgsl`). Every product is computed per sample into scratch and summed per
 //! parameter in a fixed order (no float atomics), so results are deterministic run to run.
 //!
 //! The model: a = W1·x + b1, h = tanh(a), z = W2·h + b2, loss = mean over the N samples of
-//! logsumexp(z) − z_label (softmax cross-entropy, full batch). θ is ONE f32 buffer packing, in
+//! logsumexp(z) − z_label (softmax cross-entropy, full batch). θ is ONE f32 tensor packing, in
 //! order, W1 (hidden × inputs, row-major), b1 (hidden), W2 (classes × hidden, row-major) and
 //! b2 (classes).
+//!
+//! **Views.** Every `record_*` takes views (a `&GpuVec<f32>` or a [`BufView`] of the caller's
+//! buffer); they may share one buffer when they are disjoint. Each pass reads θ (and the
+//! direction) in a per-sample dispatch into the model's own scratch, and writes its outputs in
+//! later dispatches that read only that scratch (and, for the Hutchinson probe, z): so an output
+//! may overlap θ, or the HVP's `v`, and in-place forms such as `v ← H·v` or `θ ← ∇L(θ)` are
+//! allowed. Two outputs of one call that overlap, and z⊙Hz overlapping z, are
+//! [`Error::Overlap`].
 
 mod data;
 
-use bytemuck::{Pod, Zeroable};
-
 pub use data::{spirals, Dataset};
 
-use crate::buffer::GpuVec;
+use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernel;
-use crate::kernel::Kernel;
+use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
+use crate::shader;
 
 /// Largest input dimension: x is re-read from storage, but keeping it small keeps the
 /// per-sample work bounded.
@@ -32,11 +38,96 @@ pub const MAX_HIDDEN: usize = 64;
 /// Largest number of classes (the shader's private probability arrays).
 pub const MAX_CLASSES: usize = 8;
 
-const SAMPLE_GRAD: Kernel = kernel!("toy/mlp.wgsl", "toy_sample_grad");
-const SAMPLE_HVP: Kernel = kernel!("toy/mlp.wgsl", "toy_sample_hvp");
-const SAMPLE_CORRECT: Kernel = kernel!("toy/mlp.wgsl", "toy_sample_correct");
-const COLUMN_SUMS: Kernel = kernel!("toy/mlp.wgsl", "toy_column_sums");
-const COLUMN_SUMS_TIMES_DIR: Kernel = kernel!("toy/mlp.wgsl", "toy_column_sums_times_dir");
+crate::kernel::uniform_struct! {
+    /// The per-sample passes' parameters (WGSL `Toy`).
+    pub(crate) struct ToyUniform {
+        n: u32, inputs: u32, hidden: u32, classes: u32, seed_lo: u32, seed_hi: u32,
+        sampled: u32, _pad: u32,
+    }
+}
+
+crate::kernel::uniform_struct! {
+    /// The column passes' parameters (WGSL `Columns`).
+    pub(crate) struct ColumnsUniform { n: u32, first_col: u32, scale: f32, _pad: u32 }
+}
+
+/// Per-sample loss and gradient (true or sampled labels) into scratch.
+pub(crate) static TOY_SAMPLE_GRAD: Kernel = Kernel::new(
+    &shader::TOY_MLP,
+    "toy_sample_grad",
+    &[
+        uniform::<ToyUniform>(),
+        Slot::Read("x"),
+        Slot::Read("labels"),
+        Slot::Read("params"),
+        Slot::Gap,
+        Slot::Write("scratch"),
+    ],
+);
+/// Per-sample Hessian-vector product along `dir` into scratch.
+pub(crate) static TOY_SAMPLE_HVP: Kernel = Kernel::new(
+    &shader::TOY_MLP,
+    "toy_sample_hvp",
+    &[
+        uniform::<ToyUniform>(),
+        Slot::Read("x"),
+        Slot::Read("labels"),
+        Slot::Read("params"),
+        Slot::Read("v"),
+        Slot::Write("scratch"),
+    ],
+);
+/// Per-sample 1/0 for a correct prediction into scratch column 0.
+pub(crate) static TOY_SAMPLE_CORRECT: Kernel = Kernel::new(
+    &shader::TOY_MLP,
+    "toy_sample_correct",
+    &[
+        uniform::<ToyUniform>(),
+        Slot::Read("x"),
+        Slot::Read("labels"),
+        Slot::Read("params"),
+        Slot::Gap,
+        Slot::Write("scratch"),
+    ],
+);
+/// out[g] = scale · Σ of scratch column first_col + g (scratch only read, declared
+/// `read_write` in WGSL).
+pub(crate) static TOY_COLUMN_SUMS: Kernel = Kernel::new(
+    &shader::TOY_MLP,
+    "toy_column_sums",
+    &[
+        uniform::<ColumnsUniform>(),
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Write("scratch"),
+        Slot::Write("out"),
+    ],
+);
+/// out[g] = dir[g] · the column total: z ⊙ (H·z).
+pub(crate) static TOY_COLUMN_SUMS_TIMES_DIR: Kernel = Kernel::new(
+    &shader::TOY_MLP,
+    "toy_column_sums_times_dir",
+    &[
+        uniform::<ColumnsUniform>(),
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Gap,
+        Slot::Read("z"),
+        Slot::Write("scratch"),
+        Slot::Write("out"),
+    ],
+);
+
+/// The kernels of this module.
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &TOY_SAMPLE_GRAD,
+    &TOY_SAMPLE_HVP,
+    &TOY_SAMPLE_CORRECT,
+    &TOY_COLUMN_SUMS,
+    &TOY_COLUMN_SUMS_TIMES_DIR,
+];
 
 /// The network's sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,28 +158,6 @@ impl MlpShape {
         within("hidden", self.hidden, 1, MAX_HIDDEN, "in 1..=64")?;
         within("classes", self.classes, 2, MAX_CLASSES, "in 2..=8")
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ToyUniform {
-    n: u32,
-    inputs: u32,
-    hidden: u32,
-    classes: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    sampled: u32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ColumnsUniform {
-    n: u32,
-    first_col: u32,
-    scale: f32,
-    _pad: u32,
 }
 
 /// The MLP bound to one uploaded dataset, with the scratch its passes share.
@@ -162,9 +231,9 @@ impl Mlp {
         Ok(Mlp {
             shape,
             n,
-            x: gpu.upload(&data.x)?,
-            labels: gpu.upload(&data.labels)?,
-            scratch: gpu.zeros(cells as usize)?,
+            x: GpuVec::upload(gpu, &data.x)?,
+            labels: GpuVec::upload(gpu, &data.labels)?,
+            scratch: GpuVec::zeros(gpu, cells as usize)?,
         })
     }
 
@@ -197,21 +266,21 @@ impl Mlp {
         }
     }
 
-    /// Records the per-sample pass `kernel` into scratch.
+    /// θ checked and named `params`, after the recorder's device.
+    fn check_params<'a>(&self, gpu: &Gpu, params: BufView<'a>) -> Result<BufView<'a>> {
+        self.check_device(gpu)?;
+        params.check(gpu, "params", self.param_count())
+    }
+
+    /// Records the per-sample pass `kernel` into scratch (views already checked).
     fn record_samples(
         &self,
         rec: &mut Recorder,
-        kernel: Kernel,
-        params: &GpuVec<f32>,
-        dir: Option<&GpuVec<f32>>,
+        kernel: &'static Kernel,
+        params: BufView<'_>,
+        dir: Option<BufView<'_>>,
         seed: Option<u64>,
     ) -> Result<()> {
-        let gpu = rec.gpu();
-        self.check_device(gpu)?;
-        params.view().check(gpu, "params", self.param_count())?;
-        if let Some(v) = dir {
-            v.view().check(gpu, "v", self.param_count())?;
-        }
         let seed_bits = seed.unwrap_or(0);
         let uniform = ToyUniform {
             n: self.n as u32,
@@ -223,33 +292,32 @@ impl Mlp {
             sampled: seed.is_some() as u32,
             _pad: 0,
         };
-        let grid = gpu.elementwise_grid(self.n as u64)?;
+        let grid = rec.elementwise_grid(self.n as u64)?;
         rec.dispatch(
             kernel,
-            &gpu.wg_constants(),
+            &rec.wg(),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&uniform)),
-                Binding::Storage(self.x.view(), None),
-                Binding::Storage(self.labels.view(), None),
-                Binding::Storage(params.view(), None),
-                dir.map_or(Binding::Skip, |v| Binding::Storage(v.view(), None)),
-                Binding::Storage(self.scratch.view(), None),
+                Binding::uniform(&uniform),
+                Binding::storage(self.x.view().named("x")),
+                Binding::storage(self.labels.view().named("labels")),
+                Binding::storage(params),
+                dir.map_or(Binding::Skip, Binding::storage),
+                Binding::storage(self.scratch.view().named("scratch")),
             ],
             grid,
         )
     }
 
     /// Records out[g] = scale · Σ_i scratch column (first_col + g) for every g < out.len(),
-    /// times dir[g] when `dir` is given: one workgroup per output.
+    /// times dir[g] when `dir` is given: one workgroup per output (views already checked).
     fn record_columns(
         &self,
         rec: &mut Recorder,
         first_col: usize,
         scale: f32,
-        out: &GpuVec<f32>,
-        dir: Option<&GpuVec<f32>>,
+        out: BufView<'_>,
+        dir: Option<BufView<'_>>,
     ) -> Result<()> {
-        let gpu = rec.gpu();
         let uniform = ColumnsUniform {
             n: self.n as u32,
             first_col: first_col as u32,
@@ -257,25 +325,26 @@ impl Mlp {
             _pad: 0,
         };
         let (kernel, dir) = match dir {
-            Some(d) => (COLUMN_SUMS_TIMES_DIR, Binding::Storage(d.view(), None)),
-            None => (COLUMN_SUMS, Binding::Skip),
+            Some(d) => (&TOY_COLUMN_SUMS_TIMES_DIR, Binding::storage(d)),
+            None => (&TOY_COLUMN_SUMS, Binding::Skip),
         };
+        // One workgroup per parameter, and P ≤ 16·64 + 64 + 8·64 + 8 = 1,608 (MAX_INPUTS,
+        // MAX_HIDDEN, MAX_CLASSES) < 65,535, the smallest per-dimension limit WebGPU allows:
+        // the grid is always 1-D, which is why the shader reads wid.x only.
+        let grid = rec.grid_for_groups(out.len() as u64)?;
         rec.dispatch(
             kernel,
-            &gpu.wg_constants(),
+            &rec.wg(),
             &[
-                Binding::Uniform(bytemuck::bytes_of(&uniform)),
+                Binding::uniform(&uniform),
                 Binding::Skip,
                 Binding::Skip,
                 Binding::Skip,
                 dir,
-                Binding::Storage(self.scratch.view(), None),
-                Binding::Storage(out.view(), None),
+                Binding::storage(self.scratch.view().named("scratch")),
+                Binding::storage(out),
             ],
-            // One workgroup per parameter, and P ≤ 16·64 + 64 + 8·64 + 8 = 1,608 (MAX_INPUTS,
-            // MAX_HIDDEN, MAX_CLASSES) < 65,535, the smallest per-dimension limit WebGPU
-            // allows: the grid is always 1-D, which is why the shader reads wid.x only.
-            gpu.grid_for_groups(out.len() as u64)?,
+            grid,
         )
     }
 
@@ -283,93 +352,146 @@ impl Mlp {
         (1.0 / self.n as f64) as f32
     }
 
-    /// Checks the outputs of a gradient-like pass before anything is recorded.
-    fn check_out(
-        &self,
-        gpu: &Gpu,
-        argument: &'static str,
-        out: &GpuVec<f32>,
-        len: usize,
-    ) -> Result<()> {
-        out.view().check(gpu, argument, len)
-    }
-
     /// Records the mean cross-entropy into `loss[0]` (`loss` has one element) and its gradient
     /// (param_count elements) into `grad`.
-    pub fn record_loss_grad(
+    ///
+    /// `loss` and `grad` may overlap `params` (θ is consumed by the first pass: `grad` = θ
+    /// computes θ ← ∇L(θ) in place), not each other ([`Error::Overlap`]).
+    pub fn record_loss_grad<'a>(
         &self,
         rec: &mut Recorder,
-        params: &GpuVec<f32>,
-        loss: &GpuVec<f32>,
-        grad: &GpuVec<f32>,
+        params: impl Into<BufView<'a>>,
+        loss: impl Into<BufView<'a>>,
+        grad: impl Into<BufView<'a>>,
     ) -> Result<()> {
-        self.check_out(rec.gpu(), "loss", loss, 1)?;
-        self.check_out(rec.gpu(), "grad", grad, self.param_count())?;
-        self.record_samples(rec, SAMPLE_GRAD, params, None, None)?;
+        let gpu = rec.gpu();
+        let (params, loss, grad) = (params.into(), loss.into(), grad.into());
+        self.check_device(gpu)?;
+        let loss = loss.check(gpu, "loss", 1)?;
+        let grad = grad.check(gpu, "grad", self.param_count())?;
+        let params = self.check_params(gpu, params)?;
+        // Written by two dispatches: neither sees the other, so the core cannot refuse it.
+        disjoint_outputs(loss, grad)?;
+        self.record_samples(rec, &TOY_SAMPLE_GRAD, params, None, None)?;
         self.record_columns(rec, 0, self.mean_scale(), grad, None)?;
         self.record_columns(rec, self.param_count(), self.mean_scale(), loss, None)
     }
 
     /// Records the exact Hessian of the mean loss times `v` into `hv` (Pearlmutter's
     /// R-operator, forward-over-reverse; no finite differences).
-    pub fn record_hvp(
+    ///
+    /// `hv` may overlap `params` and `v`: both are consumed by the first pass, so `hv` = `v`
+    /// computes v ← H·v in place.
+    pub fn record_hvp<'a>(
         &self,
         rec: &mut Recorder,
-        params: &GpuVec<f32>,
-        v: &GpuVec<f32>,
-        hv: &GpuVec<f32>,
+        params: impl Into<BufView<'a>>,
+        v: impl Into<BufView<'a>>,
+        hv: impl Into<BufView<'a>>,
     ) -> Result<()> {
-        self.check_out(rec.gpu(), "hv", hv, self.param_count())?;
-        self.record_samples(rec, SAMPLE_HVP, params, Some(v), None)?;
+        let gpu = rec.gpu();
+        let (params, v, hv) = (params.into(), v.into(), hv.into());
+        self.check_device(gpu)?;
+        let hv = hv.check(gpu, "hv", self.param_count())?;
+        let params = self.check_params(gpu, params)?;
+        let v = v.check(gpu, "v", self.param_count())?;
+        self.record_samples(rec, &TOY_SAMPLE_HVP, params, Some(v), None)?;
         self.record_columns(rec, 0, self.mean_scale(), hv, None)
     }
 
     /// Records z ⊙ (H·z) into `zhz` for a probe `z` (e.g. [`crate::rng::record_rademacher`]):
     /// the Hutchinson term [`crate::diag::AdaHessian`] and [`crate::diag::SophiaH`] take, in
     /// the HVP's own passes.
-    pub fn record_hutchinson_probe(
+    ///
+    /// `zhz` may overlap `params`, not `z`: the pass that writes z⊙Hz reads z
+    /// ([`Error::Overlap`]; no in-place form).
+    pub fn record_hutchinson_probe<'a>(
         &self,
         rec: &mut Recorder,
-        params: &GpuVec<f32>,
-        z: &GpuVec<f32>,
-        zhz: &GpuVec<f32>,
+        params: impl Into<BufView<'a>>,
+        z: impl Into<BufView<'a>>,
+        zhz: impl Into<BufView<'a>>,
     ) -> Result<()> {
-        self.check_out(rec.gpu(), "zhz", zhz, self.param_count())?;
-        self.record_samples(rec, SAMPLE_HVP, params, Some(z), None)?;
+        let gpu = rec.gpu();
+        let (params, z, zhz) = (params.into(), z.into(), zhz.into());
+        self.check_device(gpu)?;
+        let zhz = zhz.check(gpu, "zhz", self.param_count())?;
+        let params = self.check_params(gpu, params)?;
+        let z = z.check(gpu, "z", self.param_count())?;
+        // The column pass would refuse it too, but only after the sample pass was recorded.
+        if z.overlaps(&zhz) {
+            return Err(overlap(
+                z,
+                zhz,
+                "the pass writing `zhz` reads `z`; pass a separate output",
+            ));
+        }
+        self.record_samples(rec, &TOY_SAMPLE_HVP, params, Some(z), None)?;
         self.record_columns(rec, 0, self.mean_scale(), zhz, Some(z))
     }
 
     /// Records the gradient of the mean loss with each label replaced by ŷ_i drawn from the
     /// model's own softmax at x_i: the Gauss-Newton-Bartlett estimator's input for SophiaG's
-    /// `refresh_hessian`.
+    /// `refresh_from_sampled_grads`.
     ///
     /// The draw for sample i uses u = (w >> 8)·2⁻²⁴, w element i of the Philox stream for
-    /// `seed` (as [`crate::rng`] and [`crate::reference::philox::philox_u32`] lay it out);
+    /// `seed` (as [`crate::rng`] and `reference::philox::philox_u32` lay it out);
     /// ŷ_i is the first class whose cumulative probability exceeds u (the last class if
-    /// rounding leaves none). Use a fresh seed per refresh.
-    pub fn record_sampled_grad(
+    /// rounding leaves none). Use a fresh seed per refresh. `grad` may overlap `params`.
+    pub fn record_sampled_grad<'a>(
         &self,
         rec: &mut Recorder,
-        params: &GpuVec<f32>,
+        params: impl Into<BufView<'a>>,
         seed: u64,
-        grad: &GpuVec<f32>,
+        grad: impl Into<BufView<'a>>,
     ) -> Result<()> {
-        self.check_out(rec.gpu(), "grad", grad, self.param_count())?;
-        self.record_samples(rec, SAMPLE_GRAD, params, None, Some(seed))?;
+        let gpu = rec.gpu();
+        let (params, grad) = (params.into(), grad.into());
+        self.check_device(gpu)?;
+        let grad = grad.check(gpu, "grad", self.param_count())?;
+        let params = self.check_params(gpu, params)?;
+        self.record_samples(rec, &TOY_SAMPLE_GRAD, params, None, Some(seed))?;
         self.record_columns(rec, 0, self.mean_scale(), grad, None)
     }
 
     /// Records the fraction of samples whose largest logit (the first, on ties) is their label
-    /// into `out[0]` (`out` has one element).
-    pub fn record_accuracy(
+    /// into `out[0]` (`out` has one element). `out` may overlap `params`.
+    pub fn record_accuracy<'a>(
         &self,
         rec: &mut Recorder,
-        params: &GpuVec<f32>,
-        out: &GpuVec<f32>,
+        params: impl Into<BufView<'a>>,
+        out: impl Into<BufView<'a>>,
     ) -> Result<()> {
-        self.check_out(rec.gpu(), "out", out, 1)?;
-        self.record_samples(rec, SAMPLE_CORRECT, params, None, None)?;
+        let gpu = rec.gpu();
+        let (params, out) = (params.into(), out.into());
+        self.check_device(gpu)?;
+        let out = out.check(gpu, "out", 1)?;
+        let params = self.check_params(gpu, params)?;
+        self.record_samples(rec, &TOY_SAMPLE_CORRECT, params, None, None)?;
         self.record_columns(rec, 0, self.mean_scale(), out, None)
+    }
+}
+
+/// [`Error::Overlap`] for two checked views.
+fn overlap(first: BufView<'_>, second: BufView<'_>, why: &str) -> Error {
+    Error::Overlap {
+        first: first.name().unwrap_or("?").to_string(),
+        second: second.name().unwrap_or("?").to_string(),
+        first_bytes: first.byte_range(),
+        second_bytes: second.byte_range(),
+        why: why.to_string(),
+    }
+}
+
+/// Two outputs written by separate dispatches must not share bytes.
+fn disjoint_outputs(a: BufView<'_>, b: BufView<'_>) -> Result<()> {
+    match a.overlaps(&b) {
+        true => Err(overlap(
+            a,
+            b,
+            "both are outputs, written by separate passes; pass disjoint views",
+        )),
+        false => Ok(()),
     }
 }
 
@@ -464,14 +586,14 @@ async fn read_back<const N: usize>(
 ) -> Result<[Vec<f32>; N]> {
     let mut outs = Vec::with_capacity(N);
     for len in lens {
-        outs.push(gpu.zeros::<f32>(len)?);
+        outs.push(GpuVec::<f32>::zeros(gpu, len)?);
     }
     let mut rec = Recorder::new(gpu);
     record(&mut rec, &outs)?;
     rec.submit()?;
     let mut host: [Vec<f32>; N] = std::array::from_fn(|_| Vec::new());
     for (h, out) in host.iter_mut().zip(&outs) {
-        *h = gpu.read_async(out).await?;
+        *h = out.read_async().await?;
     }
     Ok(host)
 }

@@ -10,7 +10,6 @@
 //!   (as in the Cholesky tests), the two products γ_{n}; we assert ‖P̂ − P‖_F/‖P‖_F ≤
 //!   2·(√cols·κ(A′) + √out·κ(G′))·u + γ_{out + cols}, with κ from the reference eigenvalues.
 
-
 use crate::common::{as_f32, as_f64, gamma, gpu, rounded, EPS32};
 use curvgpu::kfac::{Averaging, Damping, Kfac, KfacConfig, Layer};
 use curvgpu::reference::kfac::{
@@ -38,7 +37,7 @@ struct Uploaded {
 }
 
 fn upload(gpu: &Gpu, f: &MlpFixture) -> Uploaded {
-    let up = |v: &[f64]| gpu.upload(&as_f32(v)).unwrap();
+    let up = |v: &[f64]| GpuVec::upload(gpu, &as_f32(v)).unwrap();
     Uploaded {
         xs: f.layers.iter().map(|l| up(&l.x)).collect(),
         dys: f.layers.iter().map(|l| up(&l.dy)).collect(),
@@ -132,8 +131,8 @@ fn factor_statistics_follow_both_averaging_conventions_over_three_updates() {
             }
         }
         let got = [
-            as_f64(&gpu.read(kfac.factors_a().0).unwrap()),
-            as_f64(&gpu.read(kfac.factors_g().0).unwrap()),
+            as_f64(&kfac.factors_a().0.read().unwrap()),
+            as_f64(&kfac.factors_g().0.read().unwrap()),
         ];
         let batches = [kfac.factors_a().1.clone(), kfac.factors_g().1.clone()];
         for (i, sides) in refs.iter().enumerate() {
@@ -163,7 +162,7 @@ fn one_step(
     let outs: Vec<GpuVec<f32>> = f
         .layers
         .iter()
-        .map(|l| gpu.zeros(l.out_dim * l.cols()).unwrap())
+        .map(|l| GpuVec::zeros(gpu, l.out_dim * l.cols()).unwrap())
         .collect();
     kfac.step(
         gpu,
@@ -204,32 +203,40 @@ fn preconditioned_gradients_of_a_3_layer_mlp_match_f64_for_both_dampings() {
             ..Default::default()
         };
         let (_, outs) = one_step(gpu, &f, &data, config);
-        for (i, l) in f.layers.iter().enumerate() {
-            let (o, c) = (l.out_dim, l.cols());
-            let a = factor_a(f.batch, l.in_dim, &rounded(&l.x), l.bias);
-            let g = factor_g(f.batch, o, &rounded(&l.dy));
-            let (a2, g2) = match damping {
-                Damping::Pi { lambda } => pi_damped(c, &a, o, &g, lambda as f64),
-                Damping::Tikhonov { gamma } => {
-                    (tikhonov(c, &a, gamma as f64), tikhonov(o, &g, gamma as f64))
-                }
-            };
-            let want = precondition_inverse(
-                o,
-                c,
-                &spd_inverse(o, &g2).unwrap(),
-                &rounded(&l.grad),
-                &spd_inverse(c, &a2).unwrap(),
-            );
-            let got = as_f64(&gpu.read(&outs[i]).unwrap());
-            let diff: Vec<f64> = got.iter().zip(&want).map(|(g, w)| g - w).collect();
-            let err = frobenius(&diff) / frobenius(&want);
-            let (ka, kg) = (kappa(c, &a2), kappa(o, &g2));
-            let bound = 2.0 * ((c as f64).sqrt() * ka + (o as f64).sqrt() * kg) * EPS32 / 2.0
-                + gamma(o + c);
-            println!("{name}: layer {i}: κ(A′) = {ka:.1e}, κ(G′) = {kg:.1e}, error {err:.2e} (bound {bound:.2e})");
-            assert!(err <= bound, "{name}: layer {i}: {err:e} > {bound:e}");
-        }
+        let got: Vec<Vec<f64>> = outs.iter().map(|o| as_f64(&o.read().unwrap())).collect();
+        assert_preconditioned(name, &f, damping, &got);
+    }
+}
+
+/// The inverse path's outputs `got` (one per layer) against G′⁻¹·∇W·A′⁻¹ of the fixture's
+/// factors (one kfac-jax update), within the header's bound.
+#[track_caller]
+fn assert_preconditioned(name: &str, f: &MlpFixture, damping: Damping, got: &[Vec<f64>]) {
+    for (i, l) in f.layers.iter().enumerate() {
+        let (o, c) = (l.out_dim, l.cols());
+        let a = factor_a(f.batch, l.in_dim, &rounded(&l.x), l.bias);
+        let g = factor_g(f.batch, o, &rounded(&l.dy));
+        let (a2, g2) = match damping {
+            Damping::Pi { lambda } => pi_damped(c, &a, o, &g, lambda as f64),
+            Damping::Tikhonov { gamma } => {
+                (tikhonov(c, &a, gamma as f64), tikhonov(o, &g, gamma as f64))
+            }
+        };
+        let want = precondition_inverse(
+            o,
+            c,
+            &spd_inverse(o, &g2).unwrap(),
+            &rounded(&l.grad),
+            &spd_inverse(c, &a2).unwrap(),
+        );
+        let got = &got[i];
+        let diff: Vec<f64> = got.iter().zip(&want).map(|(g, w)| g - w).collect();
+        let err = frobenius(&diff) / frobenius(&want);
+        let (ka, kg) = (kappa(c, &a2), kappa(o, &g2));
+        let bound =
+            2.0 * ((c as f64).sqrt() * ka + (o as f64).sqrt() * kg) * EPS32 / 2.0 + gamma(o + c);
+        println!("{name}: layer {i}: κ(A′) = {ka:.1e}, κ(G′) = {kg:.1e}, error {err:.2e} (bound {bound:.2e})");
+        assert!(err <= bound, "{name}: layer {i}: {err:e} > {bound:e}");
     }
 }
 
@@ -304,16 +311,22 @@ fn bad_configurations_and_inputs_are_typed_errors() {
     );
 
     let mut kfac = new(&[layer], ok).unwrap();
-    let v = |n: usize| gpu.zeros::<f32>(n).unwrap();
+    let v = |n: usize| GpuVec::<f32>::zeros(gpu, n).unwrap();
     let (x, dy, grad, out) = (v(12), v(8), v(8), v(8));
     let mut rec = curvgpu::Recorder::new(gpu);
     assert_empty(
         kfac.record_update_factors(&mut rec, 0, &[x.view()], &[dy.view()]),
         "batch",
     );
-    assert_length(
+    assert_count(
         kfac.record_update_factors(&mut rec, 4, &[x.view(), x.view()], &[dy.view()]),
         "xs",
+        1,
+        2,
+    );
+    assert_count(
+        kfac.record_precondition(&mut rec, &[grad.view()], &[out.view(), out.view()]),
+        "outs",
         1,
         2,
     );
@@ -342,7 +355,7 @@ fn bad_configurations_and_inputs_are_typed_errors() {
     assert!(rec.is_empty());
 
     // NaN activations poison A: the refresh reports layer 0's A as not SPD.
-    let nan = gpu.upload(&[f32::NAN; 12]).unwrap();
+    let nan = GpuVec::upload(gpu, &[f32::NAN; 12]).unwrap();
     match kfac.step(
         gpu,
         4,
@@ -376,7 +389,7 @@ fn kl_clip_scales_every_layer_by_kaisas_nu() {
     };
     for (lr, bound) in [(0.5f32, 1e-6f32), (0.5, 1e6)] {
         let (kfac, outs) = one_step(gpu, &f, &data, config);
-        let before: Vec<Vec<f64>> = outs.iter().map(|o| as_f64(&gpu.read(o).unwrap())).collect();
+        let before: Vec<Vec<f64>> = outs.iter().map(|o| as_f64(&o.read().unwrap())).collect();
         let grads: Vec<Vec<f64>> = f.layers.iter().map(|l| rounded(&l.grad)).collect();
         let pairs: Vec<(&[f64], &[f64])> = before
             .iter()
@@ -401,7 +414,7 @@ fn kl_clip_scales_every_layer_by_kaisas_nu() {
         rec.submit().unwrap();
         println!("lr {lr}, bound {bound:e}: ν = {nu:.6}");
         for (i, (o, v)) in outs.iter().zip(&before).enumerate() {
-            let got = as_f64(&gpu.read(o).unwrap());
+            let got = as_f64(&o.read().unwrap());
             for (e, (g, v)) in got.iter().zip(v).enumerate() {
                 let want = nu * v;
                 assert!(
@@ -474,7 +487,7 @@ fn the_eigen_path_matches_kaisas_formula_and_under_pi_damping_the_inverse_path()
                     (p, kappa(c, &a2), kappa(o, &g2))
                 }
             };
-            let got = as_f64(&gpu.read(&outs[i]).unwrap());
+            let got = as_f64(&outs[i].read().unwrap());
             let diff: Vec<f64> = got.iter().zip(&want).map(|(g, w)| g - w).collect();
             let err = frobenius(&diff) / frobenius(&want);
             // 30 sweeps at most (JacobiOptions::default), tol 1e-6.
@@ -484,4 +497,196 @@ fn the_eigen_path_matches_kaisas_formula_and_under_pi_damping_the_inverse_path()
             assert!(err <= bound, "{name}: layer {i}: {err:e} > {bound:e}");
         }
     }
+}
+
+/// `Error::CountMismatch` naming `argument` with the counts, and its message.
+#[track_caller]
+pub(crate) fn assert_count<T: std::fmt::Debug>(
+    result: curvgpu::Result<T>,
+    argument: &str,
+    expected: usize,
+    actual: usize,
+) {
+    match result {
+        Err(
+            e @ Error::CountMismatch {
+                argument: a,
+                expected: x,
+                actual: n,
+            },
+        ) => {
+            assert_eq!((a, x, n), (argument, expected, actual));
+            assert_eq!(
+                e.to_string(),
+                format!("`{argument}` lists {actual} tensors, expected {expected}")
+            );
+        }
+        other => panic!(
+            "expected CountMismatch {{ {argument}: {actual} for {expected} }}, got {other:?}"
+        ),
+    }
+}
+
+/// `Error::Overlap` naming `first` and `second`.
+#[track_caller]
+pub(crate) fn assert_overlap<T: std::fmt::Debug>(
+    result: curvgpu::Result<T>,
+    first: &str,
+    second: &str,
+) {
+    match result {
+        Err(Error::Overlap {
+            first: a,
+            second: b,
+            ..
+        }) => assert_eq!((a.as_str(), b.as_str()), (first, second)),
+        other => panic!("expected Overlap {{ {first}, {second} }}, got {other:?}"),
+    }
+}
+
+/// The fixture's per-layer activations, output gradients, gradients and `outs` zeros as
+/// disjoint views of one buffer, in that order (3 layers each).
+pub(crate) fn packed_fixture(gpu: &Gpu, f: &MlpFixture) -> Vec<GpuVec<f32>> {
+    let mut data: Vec<Vec<f32>> = Vec::new();
+    data.extend(f.layers.iter().map(|l| as_f32(&l.x)));
+    data.extend(f.layers.iter().map(|l| as_f32(&l.dy)));
+    data.extend(f.layers.iter().map(|l| as_f32(&l.grad)));
+    data.extend(f.layers.iter().map(|l| vec![0.0; l.out_dim * l.cols()]));
+    let lens: Vec<usize> = data.iter().map(Vec::len).collect();
+    let views = GpuVec::<f32>::packed(gpu, &lens).unwrap();
+    for (v, d) in views.iter().zip(&data) {
+        v.write(d).unwrap();
+    }
+    views
+}
+
+#[test]
+fn activations_gradients_and_outputs_in_one_buffer_and_in_place() {
+    // xs, dys, grads and outs as disjoint views of one buffer (an engine's arena), then the
+    // step in place (outs = grads): against f64 with the bound of the preconditioning test,
+    // and bit for bit against separate buffers.
+    let gpu = gpu();
+    let f = mlp_fixture(7);
+    let data = upload(gpu, &f);
+    for (damping, name) in [
+        (Damping::Pi { lambda: 0.1 }, "packed, π-corrected, λ = 0.1"),
+        (
+            Damping::Tikhonov { gamma: 1e-3 },
+            "packed, Tikhonov, γ = 1e-3",
+        ),
+    ] {
+        let config = KfacConfig {
+            averaging: Averaging::KfacJax { decay: 0.95 },
+            damping,
+            inverse_update_period: 1,
+            ..Default::default()
+        };
+        let (_, separate) = one_step(gpu, &f, &data, config);
+        let separate: Vec<Vec<f32>> = separate.iter().map(|o| o.read().unwrap()).collect();
+        let v = packed_fixture(gpu, &f);
+        assert!(v[0].buffer() == v[11].buffer(), "one buffer");
+        let (xs, dys, grads, outs) = (&v[0..3], &v[3..6], &v[6..9], &v[9..12]);
+        let mut kfac = Kfac::new(gpu, &layers(&f), config).unwrap();
+        kfac.step(
+            gpu,
+            f.batch,
+            &view(xs),
+            &view(dys),
+            &view(grads),
+            &view(outs),
+        )
+        .unwrap();
+        let got: Vec<Vec<f32>> = outs.iter().map(|o| o.read().unwrap()).collect();
+        let wide: Vec<Vec<f64>> = got.iter().map(|o| as_f64(o)).collect();
+        assert_preconditioned(name, &f, damping, &wide);
+        assert_eq!(got, separate, "{name}: packed against separate buffers");
+        for (g, l) in grads.iter().zip(&f.layers) {
+            assert_eq!(
+                g.read().unwrap(),
+                as_f32(&l.grad),
+                "{name}: gradients untouched"
+            );
+        }
+        // In place: each layer's output over its own gradient.
+        let mut kfac = Kfac::new(gpu, &layers(&f), config).unwrap();
+        kfac.step(
+            gpu,
+            f.batch,
+            &view(xs),
+            &view(dys),
+            &view(grads),
+            &view(grads),
+        )
+        .unwrap();
+        let got: Vec<Vec<f32>> = grads.iter().map(|o| o.read().unwrap()).collect();
+        assert_eq!(got, separate, "{name}: in place");
+    }
+}
+
+#[test]
+fn outputs_overlapping_gradients_or_each_other_are_refused_naming_both() {
+    // Two layers of 4×64 (∇W 1 KiB, so a view may start one aligned step into another).
+    let gpu = gpu();
+    let layer = Layer {
+        in_dim: 63,
+        out_dim: 4,
+        bias: true,
+    };
+    let n = layer.out_dim * layer.cols();
+    let mut kfac = Kfac::new(gpu, &[layer, layer], KfacConfig::default()).unwrap();
+    let v = GpuVec::<f32>::packed(gpu, &[n, n, n, n, n]).unwrap();
+    let (g0, g1, o0, o1) = (v[0].view(), v[1].view(), v[2].view(), v[3].view());
+    let align = gpu.limits().min_storage_buffer_offset_alignment as u64;
+    let shifted = curvgpu::BufView::new(v[0].buffer(), v[0].byte_offset() + align, n);
+    let mut rec = curvgpu::Recorder::new(gpu);
+    // Separate outputs and the in-place form are accepted.
+    kfac.record_precondition(&mut rec, &[g0, g1], &[o0, o1])
+        .unwrap();
+    kfac.record_precondition(&mut rec, &[g0, g1], &[g0, g1])
+        .unwrap();
+    let mut rec = curvgpu::Recorder::new(gpu);
+    // Layer 0's output over layer 1's gradient (read after it is written).
+    assert_overlap(
+        kfac.record_precondition(&mut rec, &[g0, g1], &[g1, o1]),
+        "outs",
+        "grads",
+    );
+    // Its own gradient in part.
+    assert_overlap(
+        kfac.record_precondition(&mut rec, &[g0, g1], &[shifted, o1]),
+        "outs",
+        "grads",
+    );
+    // Two outputs over each other.
+    assert_overlap(
+        kfac.record_precondition(&mut rec, &[g0, g1], &[o0, o0]),
+        "outs",
+        "outs",
+    );
+    // The KL clip needs the unpreconditioned gradients: no in-place form.
+    assert_overlap(
+        kfac.record_kl_clip(&mut rec, 0.1, 1e-3, &[g0, g1], &[g0, g1]),
+        "outs",
+        "grads",
+    );
+    // The step checks before it records: the state is left as it was.
+    let (x, dy) = (
+        GpuVec::<f32>::zeros(gpu, 2 * 63).unwrap(),
+        GpuVec::<f32>::zeros(gpu, 2 * 4).unwrap(),
+    );
+    let a_before = kfac.factors_a().0.read().unwrap();
+    assert_overlap(
+        kfac.step(
+            gpu,
+            2,
+            &[x.view(), x.view()],
+            &[dy.view(), dy.view()],
+            &[g0, g1],
+            &[g1, o1],
+        ),
+        "outs",
+        "grads",
+    );
+    assert_eq!(kfac.factors_a().0.read().unwrap(), a_before);
+    assert!(rec.is_empty());
 }

@@ -16,6 +16,7 @@ mod base {
 mod diag {
     mod adahessian;
     mod adamw;
+    mod battery;
     mod sophia;
 }
 

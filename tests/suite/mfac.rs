@@ -17,11 +17,10 @@
 //! - w = (c′ ⊘ denom)ᵀ·B: |δw| ≤ (|δc′| ⊘ denom)ᵀ·|B| + γ_{m+3}·(|c′| ⊘ denom)ᵀ·|B|;
 //! - y: |δy| ≤ |G|ᵀ·|δw| + γ_{m+2}·(λ·|x| + |G|ᵀ·|w|).
 
-
 use crate::common::{as_f32, as_f64, both_gpus, gamma, gpu, uniform};
 use curvgpu::mfac::{Mfac, MfacConfig};
 use curvgpu::reference::kfac::{woodbury_naive, MfacRef};
-use curvgpu::{Error, Gpu};
+use curvgpu::{Error, Gpu, GpuVec};
 
 fn gradients(count: usize, d: usize, seed: u64) -> Vec<Vec<f64>> {
     (0..count)
@@ -85,14 +84,18 @@ fn bound(r: &MfacRef, x: &[f64], chunks: usize) -> Vec<f64> {
 
 fn push_all(gpu: &Gpu, mfac: &mut Mfac, r: &mut MfacRef, grads: &[Vec<f64>]) {
     for g in grads {
-        mfac.push(gpu, &gpu.upload(&as_f32(g)).unwrap()).unwrap();
+        mfac.push(gpu, &GpuVec::upload(gpu, &as_f32(g)).unwrap())
+            .unwrap();
         r.update(g);
     }
 }
 
 /// Uploads `grads` and pushes them with one `Mfac::extend`.
 fn extend(gpu: &Gpu, mfac: &mut Mfac, grads: &[Vec<f32>]) -> curvgpu::Result<()> {
-    let bufs: Vec<_> = grads.iter().map(|g| gpu.upload(g).unwrap()).collect();
+    let bufs: Vec<_> = grads
+        .iter()
+        .map(|g| GpuVec::upload(gpu, g).unwrap())
+        .collect();
     let views: Vec<_> = bufs.iter().map(|b| b.view()).collect();
     mfac.extend(gpu, &views)
 }
@@ -150,9 +153,11 @@ fn the_official_self_test_d_1000_m_32_against_naive_woodbury() {
                 .chunks(d)
                 .map(|row| row.iter().zip(&x).map(|(a, b)| a * b).sum())
                 .collect();
-            let got = gpu
-                .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
-                .unwrap();
+            let got = (mfac
+                .ihvp(gpu, &GpuVec::upload(gpu, &as_f32(&x)).unwrap())
+                .unwrap())
+            .read()
+            .unwrap();
             assert_within(
                 &format!("{label}, {name}, chunk {chunk:?}"),
                 &got,
@@ -183,9 +188,11 @@ fn d_100_000_m_100_with_a_wrapped_ring_matches_f64_and_inverts_the_fisher() {
     assert_eq!(mfac.len(), m);
     let x = gradients(1, d, 9)[0].clone();
     let want = r.ihvp(&x);
-    let got = gpu
-        .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
-        .unwrap();
+    let got = (mfac
+        .ihvp(gpu, &GpuVec::upload(gpu, &as_f32(&x)).unwrap())
+        .unwrap())
+    .read()
+    .unwrap();
     assert_within("d = 100,003, m = 100", &got, &want, &bound(&r, &x, 1));
     // F̂·y = x for the f64 product (damp·y + (1/m)·Σ g·(gᵀy)): the reference inverts F̂.
     let mut fy: Vec<f64> = want.iter().map(|y| damp * y).collect();
@@ -235,9 +242,11 @@ fn m_1030_not_a_multiple_of_32_and_past_1024_filled_by_one_extend() {
     grads.iter().for_each(|g| r.push(g));
     r.setup();
     let x = gradients(1, d, 11)[0].clone();
-    let got = gpu
-        .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
-        .unwrap();
+    let got = (mfac
+        .ihvp(gpu, &GpuVec::upload(gpu, &as_f32(&x)).unwrap())
+        .unwrap())
+    .read()
+    .unwrap();
     let want = r.ihvp(&x);
     let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|e| e * e).sum::<f64>().sqrt();
     let err = norm(&mut got.iter().zip(&want).map(|(&g, &w)| g as f64 - w));
@@ -271,17 +280,21 @@ fn a_partial_window_and_an_empty_one() {
     .unwrap();
     let x = gradients(1, d, 3)[0].clone();
     // Empty: F̂ = damp·I, so y = x / damp.
-    let got = gpu
-        .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
-        .unwrap();
+    let got = (mfac
+        .ihvp(gpu, &GpuVec::upload(gpu, &as_f32(&x)).unwrap())
+        .unwrap())
+    .read()
+    .unwrap();
     let want: Vec<f64> = x.iter().map(|v| v / damp).collect();
     let b: Vec<f64> = want.iter().map(|v| gamma(2) * v.abs()).collect();
     assert_within("empty window", &got, &want, &b);
     let mut r = MfacRef::new(d, m, damp);
     push_all(gpu, &mut mfac, &mut r, &gradients(3, d, 40));
-    let got = gpu
-        .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
-        .unwrap();
+    let got = (mfac
+        .ihvp(gpu, &GpuVec::upload(gpu, &as_f32(&x)).unwrap())
+        .unwrap())
+    .read()
+    .unwrap();
     assert_within("3 of 8", &got, &r.ihvp(&x), &bound(&r, &x, 5));
 }
 
@@ -309,9 +322,11 @@ fn extend_past_m_wraps_the_ring_as_pushing_one_by_one_would() {
         .unwrap();
         grads.iter().for_each(|g| r.push(g));
         r.setup();
-        let got = gpu
-            .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
-            .unwrap();
+        let got = (mfac
+            .ihvp(gpu, &GpuVec::upload(gpu, &as_f32(&x)).unwrap())
+            .unwrap())
+        .read()
+        .unwrap();
         assert_within(
             &format!("after {count} more"),
             &got,
@@ -331,9 +346,11 @@ fn extend_past_m_wraps_the_ring_as_pushing_one_by_one_would() {
         }) => {}
         other => panic!("expected NonFinite {{ g, tensor 2, index 100 }}, got {other:?}"),
     }
-    let got = gpu
-        .read(&mfac.ihvp(gpu, &gpu.upload(&as_f32(&x)).unwrap()).unwrap())
-        .unwrap();
+    let got = (mfac
+        .ihvp(gpu, &GpuVec::upload(gpu, &as_f32(&x)).unwrap())
+        .unwrap())
+    .read()
+    .unwrap();
     assert_within(
         "after the refused extend",
         &got,
@@ -369,10 +386,15 @@ fn bad_configurations_and_inputs_are_typed_errors() {
         100.0,
     );
     let mut mfac = Mfac::new(gpu, 10, ok).unwrap();
-    assert_length(mfac.push(gpu, &gpu.zeros::<f32>(9).unwrap()), "g", 10, 9);
+    assert_length(
+        mfac.push(gpu, &GpuVec::<f32>::zeros(gpu, 9).unwrap()),
+        "g",
+        10,
+        9,
+    );
     let mut bad = vec![0.5f32; 10];
     bad[7] = f32::INFINITY;
-    match mfac.push(gpu, &gpu.upload(&bad).unwrap()) {
+    match mfac.push(gpu, &GpuVec::upload(gpu, &bad).unwrap()) {
         Err(Error::NonFinite {
             argument: "g",
             index: 7,
@@ -384,5 +406,113 @@ fn bad_configurations_and_inputs_are_typed_errors() {
         mfac.is_empty(),
         "a refused gradient does not enter the window"
     );
-    assert_length(mfac.ihvp(gpu, &gpu.zeros::<f32>(11).unwrap()), "x", 10, 11);
+    assert_length(
+        mfac.ihvp(gpu, &GpuVec::<f32>::zeros(gpu, 11).unwrap()),
+        "x",
+        10,
+        11,
+    );
+}
+
+#[test]
+fn gradients_from_a_packed_buffer_and_x_and_y_in_one_buffer_or_in_place() {
+    // Five gradients as views of one buffer (two pushed, three by one extend); then F̂⁻¹·x
+    // with x and y disjoint views of one buffer (the case), and in place (y = x). The
+    // window of the partial-window test: five chunks of 64, 64, 64, 64 and 1 (the last without
+    // a vec4 body), against MfacRef with the header's bound.
+    let gpu = gpu();
+    let (d, m, damp) = (257, 8, 1e-3);
+    let config = MfacConfig {
+        m,
+        damp: damp as f32,
+        chunk: Some(64),
+    };
+    let mut mfac = Mfac::new(gpu, d, config).unwrap();
+    let grads = gradients(5, d, 40);
+    let arena = GpuVec::<f32>::packed(gpu, &[d; 5]).unwrap();
+    for (v, g) in arena.iter().zip(&grads) {
+        v.write(&as_f32(g)).unwrap();
+    }
+    mfac.push(gpu, &arena[0]).unwrap();
+    mfac.push(gpu, arena[1].view()).unwrap();
+    let rest: Vec<_> = arena[2..].iter().map(|v| v.view()).collect();
+    mfac.extend(gpu, &rest).unwrap();
+    assert_eq!(mfac.len(), 5);
+    let mut r = MfacRef::new(d, m, damp);
+    grads.iter().for_each(|g| r.push(g));
+    r.setup();
+    for (v, g) in arena.iter().zip(&grads) {
+        assert_eq!(v.read().unwrap(), as_f32(g), "a pushed gradient changed");
+    }
+    let x = gradients(1, d, 3)[0].clone();
+    let (want, b) = (r.ihvp(&x), bound(&r, &x, 5));
+    let xy = GpuVec::<f32>::packed(gpu, &[d, d]).unwrap();
+    xy[0].write(&as_f32(&x)).unwrap();
+    let mut rec = curvgpu::Recorder::new(gpu);
+    mfac.record_ihvp(&mut rec, xy[0].view(), xy[1].view())
+        .unwrap();
+    rec.submit().unwrap();
+    assert_within("x and y in one buffer", &xy[1].read().unwrap(), &want, &b);
+    assert_eq!(xy[0].read().unwrap(), as_f32(&x), "x changed");
+    // In place: G·x is formed from all of x before y is written.
+    let mut rec = curvgpu::Recorder::new(gpu);
+    mfac.record_ihvp(&mut rec, xy[0].view(), xy[0].view())
+        .unwrap();
+    rec.submit().unwrap();
+    assert_within("in place", &xy[0].read().unwrap(), &want, &b);
+}
+
+#[test]
+fn x_and_y_overlapping_in_part_are_refused_naming_both() {
+    let gpu = gpu();
+    let d = 257;
+    let config = MfacConfig {
+        m: 4,
+        damp: 1e-3,
+        chunk: Some(64),
+    };
+    let mfac = Mfac::new(gpu, d, config).unwrap();
+    let align = gpu.limits().min_storage_buffer_offset_alignment as u64;
+    let buffer = gpu
+        .device()
+        .create_buffer(&curvgpu::wgpu::BufferDescriptor {
+            label: Some("arena"),
+            size: 4 * d as u64 + align,
+            usage: curvgpu::buffer::STORAGE_USAGES,
+            mapped_at_creation: false,
+        });
+    let x = curvgpu::BufView::new(&buffer, 0, d);
+    let y = curvgpu::BufView::new(&buffer, align, d);
+    let mut rec = curvgpu::Recorder::new(gpu);
+    for (x, y, first, second) in [(x, y, "x", "y"), (y, x, "x", "y")] {
+        match mfac.record_ihvp(&mut rec, x, y) {
+            Err(Error::Overlap {
+                first: a,
+                second: b,
+                ..
+            }) => assert_eq!((a.as_str(), b.as_str()), (first, second)),
+            other => panic!("expected Overlap {{ x, y }}, got {other:?}"),
+        }
+    }
+    assert!(rec.is_empty());
+}
+
+#[test]
+fn a_window_past_the_device_is_an_error_not_an_abort() {
+    // The reported m = 200,000: its m×m matrices (160 GB in f32, 320 GB for the host's f64
+    // Gram matrix) are refused against the device's limits before anything is allocated.
+    let gpu = gpu();
+    let config = MfacConfig {
+        m: 200_000,
+        damp: 1e-5,
+        chunk: None,
+    };
+    match Mfac::new(gpu, 1000, config) {
+        Err(Error::TooLarge {
+            argument: "m",
+            requested,
+            ..
+        }) => assert_eq!(requested, 4 * 200_000u64 * 200_000),
+        other => panic!("expected TooLarge {{ m }}, got {other:?}"),
+    }
 }

@@ -9,12 +9,11 @@
 //! refreshes are not amplified to first order: the test asserts the sum of the per-refresh
 //! bounds, computed along the f64 trajectory.
 
-
 use crate::common::{as_f32, as_f64, gamma, gpu, rounded, uniform};
 use curvgpu::kfac::Layer;
 use curvgpu::mkor::{Mkor, MkorConfig};
 use curvgpu::reference::kfac::{
-    identity, mkor_factor_after, mkor_means, mkor_refresh, mkor_step, mlp_fixture,
+    identity, mkor_factor_after, mkor_means, mkor_refresh, mkor_step, mlp_fixture, MlpFixture,
 };
 use curvgpu::reference::linalg::{frobenius, gemm};
 use curvgpu::{Gpu, GpuVec, Recorder};
@@ -74,8 +73,8 @@ fn a_hundred_rank_1_refreshes_match_the_explicitly_inverted_blended_factor() {
             gpu,
             &mut mkor,
             1,
-            &[gpu.upload(&as_f32(&x)).unwrap()],
-            &[gpu.upload(&as_f32(&dy)).unwrap()],
+            &[GpuVec::upload(gpu, &as_f32(&x)).unwrap()],
+            &[GpuVec::upload(gpu, &as_f32(&dy)).unwrap()],
         );
         for (s, (v, n)) in [(x, n_a), (dy, n_g)].into_iter().enumerate() {
             let (j, bound, flag) = &mut refs[s];
@@ -87,7 +86,7 @@ fn a_hundred_rank_1_refreshes_match_the_explicitly_inverted_blended_factor() {
         }
     }
     let (j, batch) = mkor.inverse_factors();
-    let got = as_f64(&gpu.read(j).unwrap());
+    let got = as_f64(&j.read().unwrap());
     for (s, n) in [(0, n_a), (1, n_g)] {
         let explicit = mkor_factor_after(n, &history[s]);
         let (want, bound, _) = &refs[s];
@@ -136,8 +135,8 @@ fn a_factor_restored_with_entries_past_2_is_stabilised_at_its_next_refresh() {
         gpu,
         &mut mkor,
         3,
-        &[gpu.upload(&as_f32(&x)).unwrap()],
-        &[gpu.upload(&as_f32(&dy)).unwrap()],
+        &[GpuVec::upload(gpu, &as_f32(&x)).unwrap()],
+        &[GpuVec::upload(gpu, &as_f32(&dy)).unwrap()],
     );
     let mut want_a = j_a.clone();
     let v_a = mkor_means(3, n_a - 1, &x, true, 1.0);
@@ -147,7 +146,7 @@ fn a_factor_restored_with_entries_past_2_is_stabilised_at_its_next_refresh() {
     let v_g = mkor_means(3, n_g, &dy, false, 1.0);
     let bound_g = refresh_bound(n_g, &j_g, &v_g, false);
     mkor_refresh(n_g, &mut want_g, &v_g, false);
-    let got = as_f64(&gpu.read(mkor.inverse_factors().0).unwrap());
+    let got = as_f64(&mkor.inverse_factors().0.read().unwrap());
     let want = [want_a, want_g].concat();
     let bound = [bound_a, bound_g].concat();
     for (e, ((g, w), b)) in got.iter().zip(&want).zip(&bound).enumerate() {
@@ -183,13 +182,13 @@ fn the_step_on_a_3_layer_mlp_matches_f64_after_one_refresh() {
         },
     )
     .unwrap();
-    let up = |v: &[f64]| gpu.upload(&as_f32(v)).unwrap();
+    let up = |v: &[f64]| GpuVec::upload(gpu, &as_f32(v)).unwrap();
     let xs: Vec<_> = f.layers.iter().map(|l| up(&l.x)).collect();
     let dys: Vec<_> = f.layers.iter().map(|l| up(&l.dy)).collect();
     let grads: Vec<_> = f.layers.iter().map(|l| up(&l.grad)).collect();
     let outs: Vec<GpuVec<f32>> = layers
         .iter()
-        .map(|l| gpu.zeros(l.out_dim * l.cols()).unwrap())
+        .map(|l| GpuVec::zeros(gpu, l.out_dim * l.cols()).unwrap())
         .collect();
     mkor.step(
         gpu,
@@ -200,6 +199,14 @@ fn the_step_on_a_3_layer_mlp_matches_f64_after_one_refresh() {
         &view(&outs),
     )
     .unwrap();
+    let got: Vec<Vec<f64>> = outs.iter().map(|o| as_f64(&o.read().unwrap())).collect();
+    assert_step("separate", &f, &got);
+}
+
+/// Step outputs `got` (one per layer) after one refresh from J = I against the f64 MKOR
+/// step, within the bound of the step test.
+#[track_caller]
+fn assert_step(name: &str, f: &MlpFixture, got: &[Vec<f64>]) {
     for (i, l) in f.layers.iter().enumerate() {
         let (o, c) = (l.out_dim, l.cols());
         let (x, dy, grad) = (rounded(&l.x), rounded(&l.dy), rounded(&l.grad));
@@ -213,7 +220,7 @@ fn the_step_on_a_3_layer_mlp_matches_f64_after_one_refresh() {
         mkor_refresh(c, &mut j_a, &v_a, false);
         mkor_refresh(o, &mut j_g, &v_g, false);
         let want = mkor_step(o, c, l.bias, &j_g, &grad, &j_a);
-        let got = as_f64(&gpu.read(&outs[i]).unwrap());
+        let got = &got[i];
         let abs = |m: &[f64]| m.iter().map(|x| x.abs()).collect::<Vec<_>>();
         let chain = |a: &[f64], g: &[f64], b: &[f64]| {
             gemm(o, c, c, &gemm(o, o, c, a, g, false, false), b, false, false)
@@ -237,8 +244,8 @@ fn the_step_on_a_3_layer_mlp_matches_f64_after_one_refresh() {
         let bound = frobenius(&spread) / frobenius(&v) + gamma(4 * o * c + 8);
         let diff: Vec<f64> = got.iter().zip(&want).map(|(g, w)| g - w).collect();
         let err = frobenius(&diff) / frobenius(&want);
-        println!("layer {i}: relative error {err:.2e} (bound {bound:.2e})");
-        assert!(err <= bound, "layer {i}: {err:e} > {bound:e}");
+        println!("{name}: layer {i}: relative error {err:.2e} (bound {bound:.2e})");
+        assert!(err <= bound, "{name}: layer {i}: {err:e} > {bound:e}");
     }
 }
 
@@ -279,7 +286,7 @@ fn bad_configurations_and_inputs_are_typed_errors() {
         0.0,
     );
     let mut mkor = Mkor::new(gpu, &[layer], MkorConfig::default()).unwrap();
-    let v = |n: usize| gpu.zeros::<f32>(n).unwrap();
+    let v = |n: usize| GpuVec::<f32>::zeros(gpu, n).unwrap();
     let mut rec = Recorder::new(gpu);
     assert_empty(
         mkor.record_refresh(&mut rec, 0, &[v(3).view()], &[v(2).view()]),
@@ -291,9 +298,15 @@ fn bad_configurations_and_inputs_are_typed_errors() {
         6,
         5,
     );
-    assert_length(
+    crate::kfac::assert_count(
         mkor.record_refresh(&mut rec, 2, &[v(6).view()], &[]),
         "dys",
+        1,
+        0,
+    );
+    crate::kfac::assert_count(
+        mkor.record_step(&mut rec, &[], &[v(8).view()]),
+        "grads",
         1,
         0,
     );
@@ -306,4 +319,103 @@ fn bad_configurations_and_inputs_are_typed_errors() {
     assert!(rec.is_empty());
     assert_length(mkor.load_inverse_factors(gpu, &[1.0; 5]), "j", 20, 5);
     assert!(matches!(mkor.load_inverse_factors(gpu, &[1.0; 20]), Ok(())));
+}
+
+#[test]
+fn activations_gradients_and_outputs_in_one_buffer() {
+    // xs, dys, grads and outs as disjoint views of one buffer (an engine's arena): the step
+    // after one refresh against f64 with the step test's bound; the gradients untouched.
+    let gpu = gpu();
+    let f = mlp_fixture(11);
+    let layers: Vec<Layer> = f
+        .layers
+        .iter()
+        .map(|l| Layer {
+            in_dim: l.in_dim,
+            out_dim: l.out_dim,
+            bias: l.bias,
+        })
+        .collect();
+    let config = MkorConfig {
+        inverse_update_period: 1,
+    };
+    let v = crate::kfac::packed_fixture(gpu, &f);
+    assert!(v[0].buffer() == v[11].buffer(), "one buffer");
+    let (xs, dys, grads, outs) = (&v[0..3], &v[3..6], &v[6..9], &v[9..12]);
+    let mut mkor = Mkor::new(gpu, &layers, config).unwrap();
+    mkor.step(
+        gpu,
+        f.batch,
+        &view(xs),
+        &view(dys),
+        &view(grads),
+        &view(outs),
+    )
+    .unwrap();
+    let got: Vec<Vec<f32>> = outs.iter().map(|o| o.read().unwrap()).collect();
+    assert_step(
+        "packed",
+        &f,
+        &got.iter().map(|o| as_f64(o)).collect::<Vec<_>>(),
+    );
+    for (g, l) in grads.iter().zip(&f.layers) {
+        assert_eq!(g.read().unwrap(), as_f32(&l.grad), "gradients untouched");
+    }
+}
+
+#[test]
+fn outputs_overlapping_any_gradient_are_refused_naming_both() {
+    // MKOR's rescale reads ∇W after the output is written: no in-place form.
+    use crate::kfac::assert_overlap;
+    let gpu = gpu();
+    let layer = Layer {
+        in_dim: 63,
+        out_dim: 4,
+        bias: true,
+    };
+    let n = layer.out_dim * layer.cols();
+    let mut mkor = Mkor::new(gpu, &[layer, layer], MkorConfig::default()).unwrap();
+    let v = GpuVec::<f32>::packed(gpu, &[n, n, n, n]).unwrap();
+    let (g0, g1, o0, o1) = (v[0].view(), v[1].view(), v[2].view(), v[3].view());
+    let mut rec = Recorder::new(gpu);
+    mkor.record_step(&mut rec, &[g0, g1], &[o0, o1]).unwrap();
+    let mut rec = Recorder::new(gpu);
+    assert_overlap(
+        mkor.record_step(&mut rec, &[g0, g1], &[g0, g1]),
+        "outs",
+        "grads",
+    );
+    assert_overlap(
+        mkor.record_step(&mut rec, &[g0, g1], &[g1, o1]),
+        "outs",
+        "grads",
+    );
+    assert_overlap(
+        mkor.record_step(&mut rec, &[g0, g1], &[o0, o0]),
+        "outs",
+        "outs",
+    );
+    let (x, dy) = (
+        GpuVec::<f32>::zeros(gpu, 2 * 63).unwrap(),
+        GpuVec::<f32>::zeros(gpu, 2 * 4).unwrap(),
+    );
+    let before = mkor.inverse_factors().0.read().unwrap();
+    assert_overlap(
+        mkor.step(
+            gpu,
+            2,
+            &[x.view(), x.view()],
+            &[dy.view(), dy.view()],
+            &[g0, g1],
+            &[g0, g1],
+        ),
+        "outs",
+        "grads",
+    );
+    assert_eq!(
+        mkor.inverse_factors().0.read().unwrap(),
+        before,
+        "a refused step changes nothing"
+    );
+    assert!(rec.is_empty());
 }

@@ -12,7 +12,6 @@
 //! 10u/reg + 2L·u, on P's entries above 1e-6 of the largest (smaller ones are below f32's
 //! resolution of their row's sum), and ⟨C, P⟩ to 1e-4 relative (an average of those errors).
 
-
 use crate::common::{as_f32, as_f64, assert_empty, assert_param, gpu, gpu_without_simd_groups};
 use curvgpu::ot::{Cost, Masses, Metric, OtProblem, SinkhornConfig, SnsConfig, MAX_TOP_K};
 use curvgpu::reference::ot as r;
@@ -40,17 +39,68 @@ fn histogram(n: usize, seed: u64) -> Vec<f64> {
     ))
 }
 
+/// Where a problem's inputs live on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// Each in its own buffer.
+    Separate,
+    /// All of them (a, b, the dense cost, the points) as disjoint views of one buffer at the
+    /// aligned offsets `Layout` gives (`GpuVec::packed`: an engine's arena).
+    Packed,
+}
+
+/// `parts` on the device, placed as asked.
+fn place(gpu: &Gpu, placement: Placement, parts: &[&[f64]]) -> Vec<GpuVec<f32>> {
+    if placement == Placement::Separate {
+        return parts
+            .iter()
+            .map(|p| GpuVec::upload(gpu, &as_f32(p)).unwrap())
+            .collect();
+    }
+    let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    let views = GpuVec::<f32>::packed(gpu, &lens).unwrap();
+    for (v, p) in views.iter().zip(parts) {
+        v.write(&as_f32(p)).unwrap();
+    }
+    assert!(views.windows(2).all(|w| w[0].buffer() == w[1].buffer()));
+    views
+}
+
+/// The inputs as uploaded, and the points (if any) after them.
 struct Uploaded {
     a: GpuVec<f32>,
     b: GpuVec<f32>,
     c: GpuVec<f32>,
+    points: Vec<GpuVec<f32>>,
+    /// What was uploaded, in the order a, b, c, points.
+    host: Vec<Vec<f32>>,
 }
 
 fn upload(gpu: &Gpu, a: &[f64], b: &[f64], c: &[f64]) -> Uploaded {
+    upload_placed(gpu, Placement::Separate, a, b, c, &[])
+}
+
+fn upload_placed(
+    gpu: &Gpu,
+    placement: Placement,
+    a: &[f64],
+    b: &[f64],
+    c: &[f64],
+    points: &[&[f64]],
+) -> Uploaded {
+    let parts: Vec<&[f64]> = [a, b, c]
+        .into_iter()
+        .chain(points.iter().copied())
+        .collect();
+    let mut placed = place(gpu, placement, &parts);
+    let points = placed.split_off(3);
+    let [a, b, c]: [GpuVec<f32>; 3] = placed.try_into().unwrap();
     Uploaded {
-        a: gpu.upload(&as_f32(a)).unwrap(),
-        b: gpu.upload(&as_f32(b)).unwrap(),
-        c: gpu.upload(&as_f32(c)).unwrap(),
+        a,
+        b,
+        c,
+        points,
+        host: parts.iter().map(|p| as_f32(p)).collect(),
     }
 }
 
@@ -83,6 +133,16 @@ impl Uploaded {
             ("dense", Cost::Dense(self.c.view())),
             ("on the fly", points),
         ]
+    }
+
+    /// Asserts that every input still holds what was uploaded: OT only reads the caller's
+    /// views (it writes buffers of its own).
+    #[track_caller]
+    fn assert_unchanged(&self) {
+        let on_device = [&self.a, &self.b, &self.c].into_iter().chain(&self.points);
+        for (k, (v, want)) in on_device.zip(&self.host).enumerate() {
+            assert_eq!(&v.read().unwrap(), want, "input {k} was written");
+        }
     }
 
     /// The problem on the dense cost, histograms renormalised.
@@ -148,7 +208,6 @@ fn assert_plans_agree(
 /// relative, the transport cost within 1e-4.
 #[track_caller]
 fn assert_matches_pot(
-    gpu: &Gpu,
     what: &str,
     c: &[f64],
     got: (&GpuVec<f32>, &GpuVec<f32>, f64),
@@ -156,7 +215,7 @@ fn assert_matches_pot(
     reg: f64,
     rtol: f64,
 ) {
-    let (f, g) = (gpu.read(got.0).unwrap(), gpu.read(got.1).unwrap());
+    let (f, g) = (got.0.read().unwrap(), got.1.read().unwrap());
     assert_plans_agree(what, c, (&f, &g), (&want.f, &want.g), reg, rtol);
     let cost = r::transport_cost(c, &want.f, &want.g, reg);
     assert_relative(what, got.2, cost, 1e-4);
@@ -173,6 +232,15 @@ fn assert_relative(what: &str, got: f64, want: f64, rtol: f64) {
 
 #[test]
 fn sinkhorn_converges_as_pot_on_awkward_sizes_at_eta_20() {
+    awkward_sizes_at_eta_20(Placement::Separate);
+}
+
+#[test]
+fn sinkhorn_on_awkward_sizes_with_a_b_and_the_cost_packed_in_one_buffer() {
+    awkward_sizes_at_eta_20(Placement::Packed);
+}
+
+fn awkward_sizes_at_eta_20(placement: Placement) {
     let reg = 0.05;
     // m a multiple of 4 takes the vec4 kernels (row_update4, col_partial4): n off their
     // blocks of 4 rows (1, 5, 257), m/4 off their blocks of 4 quadruples (1, 3, 65, 1025),
@@ -189,14 +257,14 @@ fn sinkhorn_converges_as_pot_on_awkward_sizes_at_eta_20() {
         let Random { a, b, c } = random(n, m, [10 + n as u64, 20 + m as u64, 1, 2]);
         let want = r::sinkhorn_log(&a, &b, &c, reg, 1000, 1e-6, 10);
         assert!(want.converged);
-        let g = upload(gpu, &a, &b, &c);
+        let g = upload_placed(gpu, placement, &a, &b, &c, &[]);
         let problem = g.dense(gpu);
         let config = SinkhornConfig {
             tol: 1e-6,
             ..SinkhornConfig::new(reg as f32)
         };
         let got = problem.sinkhorn(&config).unwrap();
-        let what = format!("{n}×{m}{tuning}");
+        let what = format!("{n}×{m}{tuning}, {placement:?}");
         assert!(
             got.converged,
             "{what}: not converged, error {}",
@@ -207,7 +275,6 @@ fn sinkhorn_converges_as_pot_on_awkward_sizes_at_eta_20() {
         assert_eq!(got.errors.len(), want.errors.len(), "{what}: checks");
         assert!(got.final_error < 1e-6);
         assert_matches_pot(
-            gpu,
             &what,
             &c,
             (&got.f, &got.g, got.cost),
@@ -215,11 +282,21 @@ fn sinkhorn_converges_as_pot_on_awkward_sizes_at_eta_20() {
             reg,
             p_rtol(reg, n, m),
         );
+        g.assert_unchanged();
     }
 }
 
 #[test]
 fn sinkhorn_at_eta_1200_matches_pot_step_for_step_dense_and_on_the_fly() {
+    eta_1200_step_for_step(Placement::Separate);
+}
+
+#[test]
+fn sinkhorn_at_eta_1200_with_a_b_the_cost_and_the_points_packed_in_one_buffer() {
+    eta_1200_step_for_step(Placement::Packed);
+}
+
+fn eta_1200_step_for_step(placement: Placement) {
     // The paper's random problem: 500 uniform points in [0, 1]², squared-Euclidean cost
     // scaled to [0, 1], η = 1200; 300 iterations (far from converged), history compared.
     let gpu = gpu();
@@ -229,17 +306,14 @@ fn sinkhorn_at_eta_1200_matches_pot_step_for_step_dense_and_on_the_fly() {
     let (c, scale) = unit_scaled(&r::sq_euclidean_cost(&x, &y, 2));
     let (a, b) = (histogram(n, 3), histogram(m, 4));
     let want = r::sinkhorn_log(&a, &b, &c, reg, 300, 1e-9, 10);
-    let g = upload(gpu, &a, &b, &c);
-    let (gx, gy) = (
-        gpu.upload(&as_f32(&x)).unwrap(),
-        gpu.upload(&as_f32(&y)).unwrap(),
-    );
+    let g = upload_placed(gpu, placement, &a, &b, &c, &[&x, &y]);
+    let (gx, gy) = (&g.points[0], &g.points[1]);
     let config = SinkhornConfig {
         max_iter: 300,
         tol: 1e-9,
         ..SinkhornConfig::new(reg as f32)
     };
-    for (form, cost) in g.both_forms(&gx, &gy, Metric::SqEuclidean, scale) {
+    for (form, cost) in g.both_forms(gx, gy, Metric::SqEuclidean, scale) {
         let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
         let got = problem.sinkhorn(&config).unwrap();
         assert!(!got.converged);
@@ -250,8 +324,7 @@ fn sinkhorn_at_eta_1200_matches_pot_step_for_step_dense_and_on_the_fly() {
             assert_relative(&format!("{form}: error at check {k}"), *e as f64, *w, 1e-2);
         }
         assert_matches_pot(
-            gpu,
-            form,
+            &format!("{form}, {placement:?}"),
             &c,
             (&got.f, &got.g, got.cost),
             &want,
@@ -259,6 +332,7 @@ fn sinkhorn_at_eta_1200_matches_pot_step_for_step_dense_and_on_the_fly() {
             p_rtol(reg, n, m),
         );
     }
+    g.assert_unchanged();
 }
 
 #[test]
@@ -270,7 +344,7 @@ fn synthetic_images_with_l1_and_squared_l2_ground_costs() {
     let (a, b) = r::blob_image_pair(side);
     let (a, b) = (exact(a), exact(b));
     let pixels = exact(r::pixel_grid(side));
-    let gp = gpu.upload(&as_f32(&pixels)).unwrap();
+    let gp = GpuVec::upload(gpu, &as_f32(&pixels)).unwrap();
     let reg = 1.0 / 1200.0;
     for (name, metric, raw) in [
         ("L1", Metric::Lp(1.0), r::lp_cost(&pixels, &pixels, 2, 1.0)),
@@ -294,7 +368,7 @@ fn synthetic_images_with_l1_and_squared_l2_ground_costs() {
             let what = format!("{name}, {form}");
             let rtol = p_rtol(reg, side * side, side * side);
             let got = (&got.f, &got.g, got.cost);
-            assert_matches_pot(gpu, &what, &c, got, &want, reg, rtol);
+            assert_matches_pot(&what, &c, got, &want, reg, rtol);
         }
     }
 }
@@ -314,8 +388,8 @@ fn rows_past_65535_workgroups_fold_into_a_2d_grid() {
         let want = r::sinkhorn_log(&a, &b, &c, reg, 20, 1e-9, 10);
         let g = upload(gpu, &a, &b, &c);
         let (gx, gy) = (
-            gpu.upload(&as_f32(&x)).unwrap(),
-            gpu.upload(&as_f32(&y)).unwrap(),
+            GpuVec::upload(gpu, &as_f32(&x)).unwrap(),
+            GpuVec::upload(gpu, &as_f32(&y)).unwrap(),
         );
         let cost = if dense {
             Cost::Dense(g.c.view())
@@ -337,7 +411,6 @@ fn rows_past_65535_workgroups_fold_into_a_2d_grid() {
             })
             .unwrap();
         assert_matches_pot(
-            gpu,
             &format!("{n}×{m}"),
             &c,
             (&got.f, &got.g, got.cost),
@@ -378,8 +451,8 @@ fn sns_reaches_sinkhorns_solution_in_a_few_newton_steps() {
         assert_eq!(sns.newton_errors.len(), sns.newton_iterations + 1);
         // The reported error is the f64 marginal error of the returned potentials.
         let (f, gg) = (
-            as_f64(&gpu.read(&sns.f).unwrap()),
-            as_f64(&gpu.read(&sns.g).unwrap()),
+            as_f64(&sns.f.read().unwrap()),
+            as_f64(&sns.g.read().unwrap()),
         );
         let (rows, cols) = r::marginals(&c, &f, &gg, reg);
         let err = rows
@@ -415,6 +488,15 @@ fn sns_reaches_sinkhorns_solution_in_a_few_newton_steps() {
 
 #[test]
 fn sns_takes_the_same_steps_on_vec4_rows_as_per_entry() {
+    sns_vec4_and_per_entry(Placement::Separate);
+}
+
+#[test]
+fn sns_with_a_b_the_cost_and_the_points_packed_in_one_buffer() {
+    sns_vec4_and_per_entry(Placement::Packed);
+}
+
+fn sns_vec4_and_per_entry(placement: Placement) {
     // One problem, its dense cost read as vec4 (m = 200) and its points read per entry: the
     // costs differ by f32 rounding only, so the Newton steps, their step sizes and the
     // solutions agree (P's relative budget on the plan, 1e-4 on ⟨C, P⟩ as against POT).
@@ -424,19 +506,16 @@ fn sns_takes_the_same_steps_on_vec4_rows_as_per_entry() {
     let y = exact(r::random_points(m, 2, 22));
     let (c, scale) = unit_scaled(&r::sq_euclidean_cost(&x, &y, 2));
     let (a, b) = (histogram(n, 23), histogram(m, 24));
-    let g = upload(gpu, &a, &b, &c);
-    let (gx, gy) = (
-        gpu.upload(&as_f32(&x)).unwrap(),
-        gpu.upload(&as_f32(&y)).unwrap(),
-    );
+    let g = upload_placed(gpu, placement, &a, &b, &c, &[&x, &y]);
+    let (gx, gy) = (&g.points[0], &g.points[1]);
     let runs: Vec<_> = g
-        .both_forms(&gx, &gy, Metric::SqEuclidean, scale)
+        .both_forms(gx, gy, Metric::SqEuclidean, scale)
         .into_iter()
         .map(|(form, cost)| {
             let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
             let sns = problem.sns(&SnsConfig::new(reg as f32)).unwrap();
             assert!(sns.converged, "{form}: error {}", sns.final_error);
-            let (f, gg) = (gpu.read(&sns.f).unwrap(), gpu.read(&sns.g).unwrap());
+            let (f, gg) = (sns.f.read().unwrap(), sns.g.read().unwrap());
             (sns, f, gg)
         })
         .collect();
@@ -456,6 +535,7 @@ fn sns_takes_the_same_steps_on_vec4_rows_as_per_entry() {
         rtol,
     );
     assert_relative("vec4 vs per entry", dense.cost, points.cost, 1e-4);
+    g.assert_unchanged();
 }
 
 #[test]
@@ -466,22 +546,18 @@ fn top_k_and_the_dense_plan_follow_the_potentials() {
     let g = upload(gpu, &a, &b, &c);
     let problem = g.dense(gpu);
     let s = problem.sinkhorn(&SinkhornConfig::new(reg as f32)).unwrap();
-    let (f, gg) = (
-        as_f64(&gpu.read(&s.f).unwrap()),
-        as_f64(&gpu.read(&s.g).unwrap()),
-    );
+    let (f, gg) = (as_f64(&s.f.read().unwrap()), as_f64(&s.g.read().unwrap()));
     let want = r::plan(&c, &f, &gg, reg);
-    let dense = gpu
-        .read(&problem.plan(&s.f, &s.g, reg as f32).unwrap())
+    let dense = problem
+        .plan(&s.f, &s.g, reg as f32)
+        .unwrap()
+        .read()
         .unwrap();
     crate::common::assert_close("dense plan", &dense, &want, 0.0, p_rtol(reg, n, m));
     // k = 5 > m = 3: the last two of each row are padding.
     let k = 5;
     let top = problem.top_k(&s.f, &s.g, reg as f32, k).unwrap();
-    let (cols, vals) = (
-        gpu.read(&top.columns).unwrap(),
-        gpu.read(&top.values).unwrap(),
-    );
+    let (cols, vals) = (top.columns.read().unwrap(), top.values.read().unwrap());
     for i in 0..n {
         let mut row: Vec<(f64, usize)> = (0..m).map(|j| (want[i * m + j], j)).collect();
         row.sort_by(|p, q| q.0.total_cmp(&p.0));
@@ -520,8 +596,8 @@ fn non_convergence_is_reported_with_the_error_reached() {
     assert!(!got.converged && !want.converged);
     assert_eq!((got.iterations, got.errors.len()), (25, 3));
     let (f, gg) = (
-        as_f64(&gpu.read(&got.f).unwrap()),
-        as_f64(&gpu.read(&got.g).unwrap()),
+        as_f64(&got.f.read().unwrap()),
+        as_f64(&got.g.read().unwrap()),
     );
     let (_, cols) = r::marginals(&c, &f, &gg, reg);
     let err = cols
@@ -537,8 +613,8 @@ fn non_convergence_is_reported_with_the_error_reached() {
 #[test]
 fn bad_problems_are_typed_errors() {
     let gpu = gpu();
-    let good = gpu.upload(&[0.25f32, 0.75]).unwrap();
-    let c = gpu.upload(&[0.0f32, 1.0, 1.0, 0.0]).unwrap();
+    let good = GpuVec::upload(gpu, &[0.25f32, 0.75]).unwrap();
+    let c = GpuVec::upload(gpu, &[0.0f32, 1.0, 1.0, 0.0]).unwrap();
     fn new<'a>(
         a: &'a GpuVec<f32>,
         b: &'a GpuVec<f32>,
@@ -557,7 +633,7 @@ fn bad_problems_are_typed_errors() {
         OtProblem::new(gpu, g, empty, Cost::Dense(cv), Masses::Equal),
         "b",
     );
-    let negative = gpu.upload(&[1.25f32, -0.25]).unwrap();
+    let negative = GpuVec::upload(gpu, &[1.25f32, -0.25]).unwrap();
     match new(&negative, &good, &c, Masses::Equal) {
         Err(Error::Negative {
             argument: "a",
@@ -566,7 +642,7 @@ fn bad_problems_are_typed_errors() {
         }) => {}
         other => panic!("expected Negative {{ a, 1 }}, got {other:?}"),
     }
-    let nan = gpu.upload(&[f32::NAN, 1.0]).unwrap();
+    let nan = GpuVec::upload(gpu, &[f32::NAN, 1.0]).unwrap();
     match new(&good, &nan, &c, Masses::Equal) {
         Err(Error::NonFinite {
             argument: "b",
@@ -576,7 +652,7 @@ fn bad_problems_are_typed_errors() {
         other => panic!("expected NonFinite {{ b, 0 }}, got {other:?}"),
     }
     for bad in [[0.0f32, 1.0, -1.0, 0.0], [0.0, f32::INFINITY, 1.0, 0.0]] {
-        let bad = gpu.upload(&bad).unwrap();
+        let bad = GpuVec::upload(gpu, &bad).unwrap();
         match new(&good, &good, &bad, Masses::Equal) {
             Err(Error::Negative {
                 argument: "cost",
@@ -591,23 +667,23 @@ fn bad_problems_are_typed_errors() {
             other => panic!("expected a bad cost, got {other:?}"),
         }
     }
-    let zero = gpu.upload(&[0.0f32, 0.0]).unwrap();
+    let zero = GpuVec::upload(gpu, &[0.0f32, 0.0]).unwrap();
     assert!(matches!(
         new(&zero, &good, &c, Masses::Renormalize),
         Err(Error::Mass { .. })
     ));
-    let heavy = gpu.upload(&[0.5f32, 1.0]).unwrap();
+    let heavy = GpuVec::upload(gpu, &[0.5f32, 1.0]).unwrap();
     assert!(matches!(
         new(&heavy, &good, &c, Masses::Equal),
         Err(Error::Mass { .. })
     ));
     // Renormalisation only when asked: then both total 1.
     let p = new(&heavy, &good, &c, Masses::Renormalize).unwrap();
-    let total: f32 = gpu.read(p.a()).unwrap().iter().sum();
+    let total: f32 = p.a().read().unwrap().iter().sum();
     assert!((total - 1.0).abs() < 1e-6);
     crate::common::assert_length(new(&good, &good, &heavy, Masses::Equal), "cost", 4, 2);
     // Points: wrong lengths, dim 0, p < 1, scale ≤ 0.
-    let xs = gpu.upload(&[0.0f32, 1.0, 2.0, 3.0]).unwrap();
+    let xs = GpuVec::upload(gpu, &[0.0f32, 1.0, 2.0, 3.0]).unwrap();
     let points = |dim, metric, scale| Cost::Points {
         x: xs.view(),
         y: xs.view(),
@@ -626,7 +702,7 @@ fn bad_problems_are_typed_errors() {
     ));
     assert_param(with(points(2, Metric::Lp(0.5), 1.0)), "p", 0.5);
     assert_param(with(points(2, Metric::SqEuclidean, 0.0)), "scale", 0.0);
-    let y1 = gpu.upload(&[0.0f32, 1.0, 2.0]).unwrap();
+    let y1 = GpuVec::upload(gpu, &[0.0f32, 1.0, 2.0]).unwrap();
     let mismatch = Cost::Points {
         x: xs.view(),
         y: y1.view(),
@@ -658,11 +734,192 @@ fn bad_problems_are_typed_errors() {
         0.0,
     );
     // Zero mass: Sinkhorn accepts it, SNS refuses (its Newton system would be singular).
-    let sparse = gpu.upload(&[1.0f32, 0.0]).unwrap();
+    let sparse = GpuVec::upload(gpu, &[1.0f32, 0.0]).unwrap();
     let p = new(&sparse, &good, &c, Masses::Renormalize).unwrap();
     assert!(p.sinkhorn(&SinkhornConfig::new(0.1)).unwrap().converged);
     assert!(matches!(
         p.sns(&SnsConfig::new(0.1)),
         Err(Error::Mass { .. })
     ));
+}
+
+#[test]
+fn overlapping_read_only_inputs_a_and_b_one_view_x_and_y_one_view() {
+    // A square problem with equal weights between a cloud and itself, its histogram passed as
+    // both a and b and its points as both x and y, next to the dense cost in one buffer: OT
+    // only reads these views, so overlapping ones are fine (the dense 64 columns take the
+    // vec4 kernels, 63 the per-entry ones).
+    let gpu = gpu();
+    let reg = 0.05;
+    for n in [63, 64] {
+        let x = exact(r::random_points(n, 2, 70 + n as u64));
+        let (c, scale) = unit_scaled(&r::sq_euclidean_cost(&x, &x, 2));
+        let h = histogram(n, 71);
+        let want = r::sinkhorn_log(&h, &h, &c, reg, 1000, 1e-6, 10);
+        assert!(want.converged);
+        let placed = place(gpu, Placement::Packed, &[&h, &c, &x]);
+        let [gh, gc, gx] = &placed[..] else {
+            unreachable!("three parts")
+        };
+        let points = Cost::Points {
+            x: gx.view(),
+            y: gx.view(),
+            dim: 2,
+            metric: Metric::SqEuclidean,
+            scale: scale as f32,
+        };
+        for (form, cost) in [("dense", Cost::Dense(gc.view())), ("on the fly", points)] {
+            let what = format!("{n}×{n} {form}, a = b, x = y");
+            let problem = OtProblem::new(gpu, gh, gh, cost, Masses::Equal).unwrap();
+            let got = problem
+                .sinkhorn(&SinkhornConfig {
+                    tol: 1e-6,
+                    ..SinkhornConfig::new(reg as f32)
+                })
+                .unwrap();
+            assert!(got.converged, "{what}: error {}", got.final_error);
+            let rtol = p_rtol(reg, n, n);
+            assert_matches_pot(&what, &c, (&got.f, &got.g, got.cost), &want, reg, rtol);
+            let sns = problem.sns(&SnsConfig::new(reg as f32)).unwrap();
+            assert!(sns.converged, "{what}: SNS error {}", sns.final_error);
+            let (f, g) = (
+                as_f64(&sns.f.read().unwrap()),
+                as_f64(&sns.g.read().unwrap()),
+            );
+            assert_relative(&what, sns.cost, r::transport_cost(&c, &f, &g, reg), 1e-4);
+        }
+        for (v, want) in placed.iter().zip([&h, &c, &x]) {
+            assert_eq!(v.read().unwrap(), as_f32(want), "{n}: an input was written");
+        }
+    }
+}
+
+#[test]
+fn every_iteration_limit_refuses_zero_and_fixed_counts_allow_it() {
+    // One rule with CG's `maxiter`: a limit of 0 iterations is InvalidParameter (Sinkhorn used
+    // to return f = g = 0 for max_iter = 0 without a word).
+    let gpu = gpu();
+    let good = GpuVec::upload(gpu, &[0.25f32, 0.75]).unwrap();
+    let c = GpuVec::upload(gpu, &[0.0f32, 1.0, 1.0, 0.0]).unwrap();
+    let p = OtProblem::new(gpu, &good, &good, Cost::Dense(c.view()), Masses::Equal).unwrap();
+    let sinkhorn = |max_iter| SinkhornConfig {
+        max_iter,
+        ..SinkhornConfig::new(0.1)
+    };
+    assert_param(p.sinkhorn(&sinkhorn(0)), "max_iter", 0.0);
+    assert_eq!(p.sinkhorn(&sinkhorn(1)).unwrap().iterations, 1);
+    let sns = SnsConfig::new(0.1);
+    for (name, config) in [
+        (
+            "max_newton",
+            SnsConfig {
+                max_newton: 0,
+                ..sns
+            },
+        ),
+        (
+            "cg_maxiter",
+            SnsConfig {
+                cg_maxiter: 0,
+                ..sns
+            },
+        ),
+    ] {
+        assert_param(p.sns(&config), name, 0.0);
+    }
+    // Counts, not limits: no Sinkhorn steps (Newton from f = g = 0), full Newton steps only.
+    let got = p
+        .sns(&SnsConfig {
+            sinkhorn_steps: 0,
+            max_halvings: 0,
+            ..sns
+        })
+        .unwrap();
+    assert_eq!(got.sinkhorn_iterations, 0);
+    assert!(got.sinkhorn_errors.is_empty());
+    assert!(
+        got.step_sizes.iter().all(|&s| s == 1.0),
+        "{:?}",
+        got.step_sizes
+    );
+    assert!(got.converged, "error {}", got.final_error);
+}
+
+/// The parts of an SNS failure: `Error::Breakdown` with method "sns" at Newton step `step`,
+/// whose message names the stage and the step, says what to change, and never carries CG's
+/// words about "the operator" (the caller passed none).
+#[track_caller]
+fn assert_sns_breakdown<T: std::fmt::Debug>(
+    result: curvgpu::Result<T>,
+    step: Option<usize>,
+    says: &[&str],
+) -> String {
+    match result {
+        Err(Error::Breakdown {
+            method: "sns",
+            iteration,
+            message,
+        }) => {
+            if let Some(step) = step {
+                assert_eq!(iteration, step, "{message}");
+            }
+            assert!(
+                message.contains(&format!("Newton step {iteration} ")),
+                "{message}"
+            );
+            for word in says {
+                assert!(message.contains(word), "`{word}` missing: {message}");
+            }
+            assert!(!message.contains("operator"), "{message}");
+            println!("{message}");
+            message
+        }
+        other => panic!("expected Breakdown {{ sns }}, got {other:?}"),
+    }
+}
+
+#[test]
+fn sns_newton_failures_name_the_stage_the_step_and_what_to_change() {
+    let gpu = gpu();
+    let reg = 1.0 / 1200.0;
+    // Row 0's costs all 1: from f = g = 0 (no Sinkhorn steps) at η = 1200 its entries
+    // exp(−1200) are 0 in f32, so the first Newton system has a zero on its diagonal (which
+    // Jacobi-preconditioned CG would report as a non-positive diagonal of "the operator").
+    for n in [7, 8] {
+        let Random { a, b, mut c } = random(n, n, [61, 62, 63, 64]);
+        c[..n].fill(1.0);
+        let g = upload(gpu, &a, &b, &c);
+        let problem = g.dense(gpu);
+        let no_sinkhorn = SnsConfig {
+            sinkhorn_steps: 0,
+            ..SnsConfig::new(reg as f32)
+        };
+        assert_sns_breakdown(
+            problem.sns(&no_sinkhorn),
+            Some(0),
+            &["row 0 of P", "no mass", "sinkhorn_steps", "reg"],
+        );
+    }
+    // The L1 ground cost at η = 1200 on a few hundred points in [0, 1]² (scaled to [0, 1]),
+    // where the Newton stage fails after the 20 Sinkhorn steps: on lavapipe, with every
+    // significant entry kept (300 a row), CG stops at `cg_maxiter` and no step size along its
+    // direction makes progress; at n = 500 with the paper's 2 entries a row, CG on the
+    // sparsified Hessian breaks down (pᵀHp ≤ 0 in f32). Either is the same error.
+    for (n, density, forms) in [(300, None, 2), (500, Some(2.0 / 500.0), 1)] {
+        let x = exact(r::random_points(n, 2, 1));
+        let y = exact(r::random_points(n, 2, 2));
+        let (c, scale) = unit_scaled(&r::lp_cost(&x, &y, 2, 1.0));
+        let (a, b) = (histogram(n, 3), histogram(n, 4));
+        let g = upload_placed(gpu, Placement::Separate, &a, &b, &c, &[&x, &y]);
+        let both = g.both_forms(&g.points[0], &g.points[1], Metric::Lp(1.0), scale);
+        for (form, cost) in both.into_iter().take(forms) {
+            let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
+            println!("L1, n = {n}, {form}:");
+            let config = SnsConfig {
+                density,
+                ..SnsConfig::new(reg as f32)
+            };
+            assert_sns_breakdown(problem.sns(&config), None, &["sinkhorn_steps", "`reg`"]);
+        }
+    }
 }

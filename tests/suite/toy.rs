@@ -15,11 +15,10 @@
 //! sums of |v|). A wrong formula is off by O(S), so the checks still bite; the worst measured
 //! fraction of each tolerance is printed.
 
-
 use crate::common::{both_gpus, gamma, gpu, uniform};
 use curvgpu::reference::toy as reference;
 use curvgpu::toy::{spirals, Dataset, Mlp, MlpShape};
-use curvgpu::{Error, Gpu};
+use curvgpu::{Error, Gpu, GpuVec};
 
 /// (N, inputs, hidden, classes): N = 1, the prime 97, 2^8 + 1 (more rows than a 256-wide
 /// column workgroup), 1,025 = 2^10 + 1 (each invocation of the column pass adds ≥ 5 rows), and
@@ -130,8 +129,8 @@ fn loss_gradient_and_hvp_match_the_reference() {
             let mlp = Mlp::new(gpu, s, &data).unwrap();
             let (theta32, theta) = vector(s.param_count(), 100 + case as u64);
             let (v32, v) = vector(s.param_count(), 200 + case as u64);
-            let params = gpu.upload(&theta32).unwrap();
-            let dir = gpu.upload(&v32).unwrap();
+            let params = GpuVec::upload(gpu, &theta32).unwrap();
+            let dir = GpuVec::upload(gpu, &v32).unwrap();
             let x = f64s(&data.x);
 
             let (loss, grad) = mlp.loss_grad(gpu, &params).unwrap();
@@ -171,9 +170,15 @@ fn hvp_is_symmetric() {
     let (theta32, theta) = vector(s.param_count(), 6);
     let (v32, v) = vector(s.param_count(), 7);
     let (w32, w) = vector(s.param_count(), 8);
-    let params = gpu.upload(&theta32).unwrap();
-    let hv = f64s(&mlp.hvp(gpu, &params, &gpu.upload(&v32).unwrap()).unwrap());
-    let hw = f64s(&mlp.hvp(gpu, &params, &gpu.upload(&w32).unwrap()).unwrap());
+    let params = GpuVec::upload(gpu, &theta32).unwrap();
+    let hv = f64s(
+        &mlp.hvp(gpu, &params, &GpuVec::upload(gpu, &v32).unwrap())
+            .unwrap(),
+    );
+    let hw = f64s(
+        &mlp.hvp(gpu, &params, &GpuVec::upload(gpu, &w32).unwrap())
+            .unwrap(),
+    );
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let abs_dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x * y).abs()).sum::<f64>();
     // The worst-case bounds of the module docs, summed over P products, exceed this form
@@ -206,19 +211,19 @@ fn hutchinson_probe_is_z_times_the_hvp() {
         let s = shape(2, 32, 3);
         let data = dataset(257, 2, 3, 11);
         let mlp = Mlp::new(gpu, s, &data).unwrap();
-        let params = gpu.upload(&vector(s.param_count(), 12).0).unwrap();
+        let params = GpuVec::upload(gpu, &vector(s.param_count(), 12).0).unwrap();
         let general = vector(s.param_count(), 13).0;
         let rademacher: Vec<f32> = general.iter().map(|&v| v.signum()).collect();
         for z32 in [general, rademacher] {
-            let z = gpu.upload(&z32).unwrap();
-            let zhz = gpu.zeros::<f32>(s.param_count()).unwrap();
+            let z = GpuVec::upload(gpu, &z32).unwrap();
+            let zhz = GpuVec::<f32>::zeros(gpu, s.param_count()).unwrap();
             let mut rec = curvgpu::Recorder::new(gpu);
             mlp.record_hutchinson_probe(&mut rec, &params, &z, &zhz)
                 .unwrap();
             rec.submit().unwrap();
             let hz = mlp.hvp(gpu, &params, &z).unwrap();
             let want: Vec<f32> = z32.iter().zip(&hz).map(|(a, b)| a * b).collect();
-            assert_eq!(gpu.read(&zhz).unwrap(), want, "{name}");
+            assert_eq!(zhz.read().unwrap(), want, "{name}");
             assert!(
                 want.iter().any(|&v| v != 0.0),
                 "{name}: an all-zero probe tests nothing"
@@ -235,7 +240,7 @@ fn sampled_gradient_and_accuracy_match_the_reference() {
             let data = dataset(n, inputs, classes, 30 + case as u64);
             let mlp = Mlp::new(gpu, s, &data).unwrap();
             let (theta32, theta) = vector(s.param_count(), 300 + case as u64);
-            let params = gpu.upload(&theta32).unwrap();
+            let params = GpuVec::upload(gpu, &theta32).unwrap();
             let x = f64s(&data.x);
             let xmax = max_abs_x(&data);
             let unit = unit_tolerance(s, &theta, xmax);
@@ -287,7 +292,7 @@ fn results_are_bitwise_repeatable() {
     let s = shape(2, 32, 3);
     let data = spirals(100, 3, 0.1, 4).unwrap();
     let mlp = Mlp::new(gpu, s, &data).unwrap();
-    let params = gpu.upload(&mlp.init_params(3)).unwrap();
+    let params = GpuVec::upload(gpu, &mlp.init_params(3)).unwrap();
     let a = mlp.loss_grad(gpu, &params).unwrap();
     let b = mlp.loss_grad(gpu, &params).unwrap();
     assert_eq!(a.0.to_bits(), b.0.to_bits());
@@ -411,9 +416,9 @@ fn bad_input_is_a_typed_error() {
 
     let mlp = Mlp::new(gpu, s, &good).unwrap();
     let p = s.param_count();
-    let params = gpu.zeros::<f32>(p).unwrap();
-    let wrong = gpu.zeros::<f32>(p + 1).unwrap();
-    let one = gpu.zeros::<f32>(1).unwrap();
+    let params = GpuVec::<f32>::zeros(gpu, p).unwrap();
+    let wrong = GpuVec::<f32>::zeros(gpu, p + 1).unwrap();
+    let one = GpuVec::<f32>::zeros(gpu, 1).unwrap();
     let mut rec = curvgpu::Recorder::new(gpu);
     let length = |e: Error, argument: &str| matches!(e, Error::LengthMismatch { argument: a, .. } if a == argument);
     assert!(length(
@@ -448,7 +453,7 @@ fn bad_input_is_a_typed_error() {
 
     // Buffers from another device.
     let other = Gpu::new().unwrap();
-    let foreign = other.zeros::<f32>(p).unwrap();
+    let foreign = GpuVec::<f32>::zeros(&other, p).unwrap();
     assert!(matches!(
         expect_err(
             mlp.record_hvp(&mut rec, &params, &foreign, &params),
@@ -457,7 +462,7 @@ fn bad_input_is_a_typed_error() {
         Error::WrongDevice { argument: "v" }
     ));
     let mut other_rec = curvgpu::Recorder::new(&other);
-    let other_one = other.zeros::<f32>(1).unwrap();
+    let other_one = GpuVec::<f32>::zeros(&other, 1).unwrap();
     assert!(matches!(
         expect_err(
             mlp.record_loss_grad(&mut other_rec, &foreign, &other_one, &foreign),
@@ -477,18 +482,223 @@ fn gradient_descent_reduces_the_loss() {
     let data = spirals(60, 3, 0.05, 1).unwrap();
     let mlp = Mlp::new(gpu, s, &data).unwrap();
     let mut theta = mlp.init_params(2);
-    let params = gpu.upload(&theta).unwrap();
+    let params = GpuVec::upload(gpu, &theta).unwrap();
     let (first, _) = mlp.loss_grad(gpu, &params).unwrap();
     let mut last = first;
     for _ in 0..200 {
         let (loss, grad) = mlp.loss_grad(gpu, &params).unwrap();
         last = loss;
         theta.iter_mut().zip(&grad).for_each(|(t, g)| *t -= g);
-        gpu.queue()
-            .write_buffer(params.buffer(), 0, bytemuck::cast_slice(&theta));
+        params.write(&theta).unwrap();
     }
     let acc = mlp.accuracy(gpu, &params).unwrap();
     println!("loss {first} → {last}, accuracy {acc}");
     assert!(last < 0.7 * first, "loss {first} → {last}");
     assert!(acc > 0.5, "accuracy {acc} after 200 steps");
+}
+
+/// Every tensor of every pass in ONE buffer at aligned offsets (θ, v, z, the outputs), as an
+/// engine's pooled allocation holds them: the same results as separate buffers, against the
+/// same references and tolerances as above. z⊙Hz is written beside z in the buffer it reads z
+/// from (the promoted shader variant), and must still equal z ⊙ (H·z) bit for bit.
+#[test]
+fn packed_views_match_the_reference() {
+    for (name, gpu) in both_gpus() {
+        for case in [1usize, 4, 8] {
+            let (n, inputs, hidden, classes) = CASES[case];
+            let s = shape(inputs, hidden, classes);
+            let p = s.param_count();
+            let data = dataset(n, inputs, classes, 10 + case as u64);
+            let mlp = Mlp::new(gpu, s, &data).unwrap();
+            let (theta32, theta) = vector(p, 100 + case as u64);
+            let (v32, v) = vector(p, 200 + case as u64);
+            let z32: Vec<f32> = vector(p, 400 + case as u64)
+                .0
+                .iter()
+                .map(|x| x.signum())
+                .collect();
+            // θ, v, z, loss, grad, hv, z⊙Hz, sampled grad, accuracy.
+            let t = GpuVec::<f32>::packed(gpu, &[p, p, p, 1, p, p, p, p, 1]).unwrap();
+            assert!(t.iter().all(|x| x.buffer() == t[0].buffer()));
+            t[0].write(&theta32).unwrap();
+            t[1].write(&v32).unwrap();
+            t[2].write(&z32).unwrap();
+            let seed = 3;
+            let mut rec = curvgpu::Recorder::new(gpu);
+            mlp.record_loss_grad(&mut rec, &t[0], &t[3], &t[4]).unwrap();
+            mlp.record_hvp(&mut rec, &t[0], &t[1], &t[5]).unwrap();
+            mlp.record_hutchinson_probe(&mut rec, &t[0], &t[2], &t[6])
+                .unwrap();
+            mlp.record_sampled_grad(&mut rec, &t[0], seed, &t[7])
+                .unwrap();
+            mlp.record_accuracy(&mut rec, &t[0], &t[8]).unwrap();
+            rec.submit().unwrap();
+
+            let x = f64s(&data.x);
+            let (want_loss, want_grad) = reference::loss_grad(s, &theta, &x, &data.labels);
+            let want_hv = reference::hvp(s, &theta, &v, &x, &data.labels);
+            let xmax = max_abs_x(&data);
+            let unit = unit_tolerance(s, &theta, xmax);
+            let (va, vl) = row_sums(s, &v, xmax);
+            let (sl, sg, sh) = term_scales(s, &theta, &v, &data);
+            let what = format!("packed, {name}, N={n} D={inputs} H={hidden} C={classes}");
+            check(
+                &format!("loss, {what}"),
+                &t[3].read().unwrap(),
+                &[want_loss],
+                unit * sl,
+            );
+            check(
+                &format!("grad, {what}"),
+                &t[4].read().unwrap(),
+                &want_grad,
+                unit * sg,
+            );
+            check(
+                &format!("hvp, {what}"),
+                &t[5].read().unwrap(),
+                &want_hv,
+                unit * (1.0 + va.max(vl)) * sh,
+            );
+            // The probe and the other passes against their unpacked forms, bit for bit.
+            let z = GpuVec::upload(gpu, &z32).unwrap();
+            let hz = mlp
+                .hvp(gpu, &GpuVec::upload(gpu, &theta32).unwrap(), &z)
+                .unwrap();
+            let want: Vec<f32> = z32.iter().zip(&hz).map(|(a, b)| a * b).collect();
+            assert_eq!(t[6].read().unwrap(), want, "z⊙Hz, {what}");
+            let separate = GpuVec::upload(gpu, &theta32).unwrap();
+            let (loss, grad) = mlp.loss_grad(gpu, &separate).unwrap();
+            assert_eq!(t[3].read().unwrap(), [loss], "{what}");
+            assert_eq!(t[4].read().unwrap(), grad, "{what}");
+            assert_eq!(
+                t[7].read().unwrap(),
+                mlp.sampled_grad(gpu, &separate, seed).unwrap(),
+                "sampled grad, {what}"
+            );
+            assert_eq!(
+                t[8].read().unwrap(),
+                [mlp.accuracy(gpu, &separate).unwrap()],
+                "accuracy, {what}"
+            );
+            // θ, v and z were only read.
+            assert_eq!(t[0].read().unwrap(), theta32, "{what}");
+            assert_eq!(t[1].read().unwrap(), v32, "{what}");
+            assert_eq!(t[2].read().unwrap(), z32, "{what}");
+        }
+    }
+}
+
+/// The documented in-place forms: v ← H·v, θ ← ∇L(θ) (and the loss into θ's first element),
+/// z⊙Hz over θ, the accuracy over θ. Each input is consumed by the per-sample pass before any
+/// output is written, so each equals its out-of-place result bit for bit.
+#[test]
+fn in_place_forms_match_separate_outputs() {
+    for (name, gpu) in both_gpus() {
+        let s = shape(2, 32, 3);
+        let p = s.param_count();
+        let data = dataset(97, 2, 3, 21);
+        let mlp = Mlp::new(gpu, s, &data).unwrap();
+        let theta32 = vector(p, 22).0;
+        let v32 = vector(p, 23).0;
+        let params = GpuVec::upload(gpu, &theta32).unwrap();
+        let (loss, grad) = mlp.loss_grad(gpu, &params).unwrap();
+        let hv = mlp
+            .hvp(gpu, &params, &GpuVec::upload(gpu, &v32).unwrap())
+            .unwrap();
+        let acc = mlp.accuracy(gpu, &params).unwrap();
+
+        // v ← H·v.
+        let v = GpuVec::upload(gpu, &v32).unwrap();
+        let mut rec = curvgpu::Recorder::new(gpu);
+        mlp.record_hvp(&mut rec, &params, &v, &v).unwrap();
+        rec.submit().unwrap();
+        assert_eq!(v.read().unwrap(), hv, "{name}: v ← Hv");
+
+        // θ ← ∇L(θ), the loss into a separate one-element output, then the loss into θ[0].
+        let theta = GpuVec::upload(gpu, &theta32).unwrap();
+        let out = GpuVec::<f32>::zeros(gpu, 1).unwrap();
+        let mut rec = curvgpu::Recorder::new(gpu);
+        mlp.record_loss_grad(&mut rec, &theta, &out, &theta)
+            .unwrap();
+        rec.submit().unwrap();
+        assert_eq!(theta.read().unwrap(), grad, "{name}: θ ← ∇L(θ)");
+        assert_eq!(out.read().unwrap(), [loss], "{name}");
+        let theta = GpuVec::upload(gpu, &theta32).unwrap();
+        let first = curvgpu::BufView::new(theta.buffer(), theta.byte_offset(), 1);
+        let grad_out = GpuVec::<f32>::zeros(gpu, p).unwrap();
+        let mut rec = curvgpu::Recorder::new(gpu);
+        mlp.record_loss_grad(&mut rec, &theta, first, &grad_out)
+            .unwrap();
+        rec.submit().unwrap();
+        assert_eq!(grad_out.read().unwrap(), grad, "{name}: loss into θ[0]");
+        assert_eq!(theta.read().unwrap()[0], loss, "{name}: loss into θ[0]");
+
+        // z⊙Hz over θ.
+        let z32: Vec<f32> = v32.iter().map(|x| x.signum()).collect();
+        let z = GpuVec::upload(gpu, &z32).unwrap();
+        let hz = mlp.hvp(gpu, &params, &z).unwrap();
+        let want: Vec<f32> = z32.iter().zip(&hz).map(|(a, b)| a * b).collect();
+        let theta = GpuVec::upload(gpu, &theta32).unwrap();
+        let mut rec = curvgpu::Recorder::new(gpu);
+        mlp.record_hutchinson_probe(&mut rec, &theta, &z, &theta)
+            .unwrap();
+        rec.submit().unwrap();
+        assert_eq!(theta.read().unwrap(), want, "{name}: z⊙Hz over θ");
+
+        // The accuracy over θ[0].
+        let theta = GpuVec::upload(gpu, &theta32).unwrap();
+        let first = curvgpu::BufView::new(theta.buffer(), theta.byte_offset(), 1);
+        let mut rec = curvgpu::Recorder::new(gpu);
+        mlp.record_accuracy(&mut rec, &theta, first).unwrap();
+        rec.submit().unwrap();
+        assert_eq!(theta.read().unwrap()[0], acc, "{name}: accuracy over θ[0]");
+    }
+}
+
+#[track_caller]
+fn expect_overlap(r: curvgpu::Result<()>, want: (&str, &str)) {
+    match r {
+        Err(Error::Overlap { first, second, .. }) => {
+            assert_eq!((first.as_str(), second.as_str()), want)
+        }
+        other => panic!("expected Overlap of {want:?}, got {other:?}"),
+    }
+}
+
+/// What cannot be in place is refused before anything is recorded, naming both arguments:
+/// two outputs written by separate passes (the loss inside the gradient), and z⊙Hz over any
+/// part of z, which the pass writing it reads.
+#[test]
+fn overlapping_outputs_are_refused() {
+    let gpu = gpu();
+    let s = shape(2, 32, 3);
+    let p = s.param_count();
+    let mlp = Mlp::new(gpu, s, &dataset(20, 2, 3, 31)).unwrap();
+    let params = GpuVec::upload(gpu, &vector(p, 32).0).unwrap();
+    let arena = GpuVec::<f32>::zeros(gpu, 3 * p).unwrap();
+    let align = gpu.limits().min_storage_buffer_offset_alignment as u64;
+    assert!(
+        align < 4 * p as u64,
+        "a view starting inside z needs P·4 > {align}"
+    );
+    let at = |byte: u64, len: usize| curvgpu::BufView::new(arena.buffer(), byte, len);
+    let mut rec = curvgpu::Recorder::new(gpu);
+
+    // The loss inside the gradient: its first element, and one aligned further in.
+    for byte in [0, align] {
+        expect_overlap(
+            mlp.record_loss_grad(&mut rec, &params, at(byte, 1), at(0, p)),
+            ("loss", "grad"),
+        );
+    }
+    // z⊙Hz over z, whole and shifted by one alignment unit either way.
+    let base = align * (4 * p as u64).div_ceil(align);
+    for zhz in [base, base + align, base - align] {
+        expect_overlap(
+            mlp.record_hutchinson_probe(&mut rec, &params, at(base, p), at(zhz, p)),
+            ("z", "zhz"),
+        );
+    }
+    assert!(rec.is_empty(), "a refused call recorded a dispatch");
 }

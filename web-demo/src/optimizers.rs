@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use curvgpu::diag::{AdaHessian, AdaHessianConfig, AdamW, AdamWConfig, SophiaG, SophiaGConfig};
 use curvgpu::toy::{spirals, Mlp, MlpShape};
-use curvgpu::{Error, Gpu, GpuVec, Recorder, Result};
+use curvgpu::{Error, Gpu, GpuVec, Optimizer as _, Recorder, Result};
 use serde::{Deserialize, Serialize};
 
 /// Everything that fixes a race; the page and the native run use [`RaceConfig::default`].
@@ -213,16 +213,16 @@ impl Race {
             runners.push(Runner {
                 name,
                 optimizer,
-                params: gpu.upload(&init)?,
-                grad: gpu.zeros(p)?,
-                loss: gpu.zeros(1)?,
-                history: gpu.zeros(config.steps + 1)?,
-                accuracy: gpu.zeros(1)?,
+                params: GpuVec::upload(&gpu, &init)?,
+                grad: GpuVec::zeros(&gpu, p)?,
+                loss: GpuVec::zeros(&gpu, 1)?,
+                history: GpuVec::zeros(&gpu, config.steps + 1)?,
+                accuracy: GpuVec::zeros(&gpu, 1)?,
             });
         }
         Ok(Race {
-            probe: [gpu.zeros(p)?, gpu.zeros(p)?],
-            sampled: gpu.zeros(p)?,
+            probe: [GpuVec::zeros(&gpu, p)?, GpuVec::zeros(&gpu, p)?],
+            sampled: GpuVec::zeros(&gpu, p)?,
             mlp,
             runners,
             step: 0,
@@ -285,8 +285,8 @@ impl Race {
     async fn read_progress(&self) -> Result<Progress> {
         let mut runs = Vec::new();
         for runner in &self.runners {
-            let accuracy = self.gpu.read_async(&runner.accuracy).await?[0];
-            let mut losses = self.gpu.read_async(&runner.history).await?;
+            let accuracy = runner.accuracy.read_async().await?[0];
+            let mut losses = runner.history.read_async().await?;
             losses.truncate(self.step + usize::from(self.finished()));
             let steps_to_target = losses.iter().position(|&l| l <= self.config.target_loss);
             runs.push(RunProgress {
@@ -302,9 +302,11 @@ impl Race {
         })
     }
 
-    /// Step `t` of runner `r`: the loss and gradient, then the optimizer's own work.
+    /// Step `t` (0-based; the optimizers' step number t + 1) of runner `r`: the loss and
+    /// gradient, then the optimizer's own work.
     fn record_step(&mut self, rec: &mut Recorder, r: usize, t: usize) -> Result<()> {
         let seed = self.config.seed;
+        let step = t as u64 + 1;
         let (mlp, runner) = (&self.mlp, &mut self.runners[r]);
         mlp.record_loss_grad(rec, &runner.params, &runner.loss, &runner.grad)?;
         match &mut runner.optimizer {
@@ -313,19 +315,18 @@ impl Race {
                 // the gradient at labels sampled from the model itself.
                 if t.is_multiple_of(self.config.sophia_every.max(1)) {
                     mlp.record_sampled_grad(rec, &runner.params, seed ^ t as u64, &self.sampled)?;
-                    opt.record_refresh(rec, &self.sampled)?;
+                    opt.record_refresh_from_sampled_grads(rec, &self.sampled)?;
                 }
-                opt.record(rec, &runner.params, &runner.grad)
+                opt.record_step(rec, step, &runner.params, &runner.grad)
             }
             Optimizer::AdaHessian(opt) => {
                 let [z, zhz] = &self.probe;
                 let p = z.len() as u64;
                 curvgpu::rng::record_rademacher(rec, z.view(), seed, t as u64 * p)?;
-
                 mlp.record_hutchinson_probe(rec, &runner.params, z, zhz)?;
-                opt.record(rec, &runner.params, &runner.grad, zhz)
+                opt.record_step(rec, step, &runner.params, (&runner.grad, zhz))
             }
-            Optimizer::AdamW(opt) => opt.record(rec, &runner.params, &runner.grad),
+            Optimizer::AdamW(opt) => opt.record_step(rec, step, &runner.params, &runner.grad),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use curvgpu::ot::{Cost, Masses, Metric, OtProblem, SinkhornConfig, SnsConfig};
 use curvgpu::reference::ot as data;
-use curvgpu::{Error, Gpu, Result};
+use curvgpu::{Error, Gpu, GpuVec, Result};
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
@@ -184,8 +184,8 @@ pub async fn run(gpu: Rc<Gpu>, config: TransportConfig) -> Result<TransportRepor
     config.validate()?;
     let d = build(&config);
     let reg = 1.0 / config.eta;
-    let (a, b) = (gpu.upload(&d.a)?, gpu.upload(&d.b)?);
-    let (x, y) = (gpu.upload(&d.x)?, gpu.upload(&d.y)?);
+    let (a, b) = (GpuVec::upload(&gpu, &d.a)?, GpuVec::upload(&gpu, &d.b)?);
+    let (x, y) = (GpuVec::upload(&gpu, &d.x)?, GpuVec::upload(&gpu, &d.y)?);
     let cost = Cost::Points {
         x: x.view(),
         y: y.view(),
@@ -233,12 +233,12 @@ pub async fn run(gpu: Rc<Gpu>, config: TransportConfig) -> Result<TransportRepor
     );
 
     let top = problem.top_k(&sns.f, &sns.g, reg, 1)?;
-    let columns = gpu.read_async(&top.columns).await?;
-    let values = gpu.read_async(&top.values).await?;
+    let columns = top.columns.read_async().await?;
+    let values = top.values.read_async().await?;
     let plan_top = columns.into_iter().zip(values).collect();
 
     let plan_block = if n * m > 200 * 200 { 4 } else { 1 };
-    let plan = gpu.read_async(&problem.plan(&sns.f, &sns.g, reg)?).await?;
+    let plan = problem.plan(&sns.f, &sns.g, reg)?.read_async().await?;
     let plan_tiles = tiles(&plan, n, m, plan_block);
 
     Ok(TransportReport {

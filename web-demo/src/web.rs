@@ -51,7 +51,14 @@ pub async fn connect() -> Result<String, JsError> {
     let gpu = Gpu::new_async(options).await.map_err(js_error)?;
     // The browser reports shader errors only asynchronously: ask once, up front, so a shader
     // its compiler rejects is named here instead of surfacing as an invalid pipeline later.
-    gpu.check_shaders_async().await.map_err(js_error)?;
+    curvgpu::shader::check_shaders_async(&gpu)
+        .await
+        .map_err(js_error)?;
+    // Views sharing a buffer are bound through variants with their read bindings declared
+    // read_write; the browser's compiler may see those differently, so it checks them too.
+    curvgpu::kernel::check_promoted_async(&gpu, &curvgpu::kernels())
+        .await
+        .map_err(js_error)?;
     let info = gpu.adapter_info().clone();
     let description = serde_json::json!({
         "name": info.name,

@@ -23,6 +23,12 @@ const NO_TWIN: &[(&str, &str, &str)] = &[
     ),
     (
         "gpu.rs",
+        "instance",
+        "it blocks on nothing: natively the process-wide instance, on the web a new one per call \
+         (gated only because the two differ)",
+    ),
+    (
+        "gpu.rs",
         "enumerate_adapters",
         "browsers expose one adapter through `requestAdapter` and cannot enumerate; \
          `Gpu::new_async` and `Gpu::from_adapter` are the web's way in",

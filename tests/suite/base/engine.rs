@@ -2,11 +2,11 @@
 //! `record_*` writes into the caller's encoder with the caller's buffers, copies nothing and
 //! submits nothing; state checkpoints round-trip.
 
-
 use crate::common::*;
+use curvgpu::buffer::Layout;
 use curvgpu::diag::{SophiaG, SophiaGConfig};
 use curvgpu::reference::diag as reference;
-use curvgpu::{BufView, Gpu, GpuVec};
+use curvgpu::{BufView, Error, Gpu, GpuVec, Optimizer, Recorder};
 
 /// The engine's side: its own device and queue, its own buffers, its own readback.
 struct Engine {
@@ -77,7 +77,7 @@ fn sophia_reference(theta: &[f64], g: &[f64], steps: usize) -> Vec<f64> {
 #[test]
 fn record_step_uses_the_callers_buffers_and_encoder_and_submits_nothing() {
     let engine = Engine::new();
-    let gpu = Gpu::from_device(engine.device.clone(), engine.queue.clone());
+    let gpu = Gpu::from_device(engine.device.clone(), engine.queue.clone()).unwrap();
     // 1,001 elements in a buffer of exactly 4,004 bytes: the tail path must not touch byte 4,004.
     let n = 1001;
     let theta0 = round_f32(&uniform(n, 1, -1.0, 1.0));
@@ -86,20 +86,12 @@ fn record_step_uses_the_callers_buffers_and_encoder_and_submits_nothing() {
     let grads = engine.buffer(&as_f32(&g), 0);
     let mut opt = SophiaG::new(&gpu, n, SophiaGConfig::default()).unwrap();
     let mut encoder = engine.device.create_command_encoder(&Default::default());
-    opt.record_step(
-        &gpu,
-        &mut encoder,
-        BufView::new(&theta, 0, n),
-        BufView::new(&grads, 0, n),
-    )
-    .unwrap();
-    opt.record_step(
-        &gpu,
-        &mut encoder,
-        BufView::new(&theta, 0, n),
-        BufView::new(&grads, 0, n),
-    )
-    .unwrap();
+    let mut rec = Recorder::new(&gpu);
+    for step in 1..=2 {
+        let (theta, grads) = (BufView::new(&theta, 0, n), BufView::new(&grads, 0, n));
+        opt.record_step(&mut rec, step, theta, grads).unwrap();
+    }
+    rec.encode(&mut encoder);
     engine
         .device
         .poll(wgpu::PollType::wait_indefinitely())
@@ -124,7 +116,7 @@ fn record_step_uses_the_callers_buffers_and_encoder_and_submits_nothing() {
 #[test]
 fn tensors_packed_into_one_caller_buffer_leave_their_neighbours_alone() {
     let engine = Engine::new();
-    let gpu = Gpu::from_device(engine.device.clone(), engine.queue.clone());
+    let gpu = Gpu::from_device(engine.device.clone(), engine.queue.clone()).unwrap();
     let align = gpu.limits().min_storage_buffer_offset_alignment as usize / 4;
     let lens = [3usize, 130, 1];
     // Layout: each tensor at an aligned offset, sentinel values everywhere else.
@@ -156,8 +148,10 @@ fn tensors_packed_into_one_caller_buffer_leave_their_neighbours_alone() {
     };
     let mut opt = SophiaG::new_multi(&gpu, &lens, SophiaGConfig::default()).unwrap();
     let mut encoder = engine.device.create_command_encoder(&Default::default());
-    opt.record_step(&gpu, &mut encoder, views(&theta_buf), views(&grad_buf))
+    let mut rec = Recorder::new(&gpu);
+    opt.record_step(&mut rec, 1, views(&theta_buf), views(&grad_buf))
         .unwrap();
+    rec.encode(&mut encoder);
     engine.queue.submit([encoder.finish()]);
     assert_close(
         "packed θ and sentinels",
@@ -176,8 +170,7 @@ fn multi_tensor_step_equals_one_optimizer_per_tensor() {
         lens.iter()
             .enumerate()
             .map(|(i, &n)| {
-                gpu.upload(&as_f32(&uniform(n, seed + i as u64, -1.0, 1.0)))
-                    .unwrap()
+                GpuVec::upload(gpu, &as_f32(&uniform(n, seed + i as u64, -1.0, 1.0))).unwrap()
             })
             .collect()
     };
@@ -193,16 +186,16 @@ fn multi_tensor_step_equals_one_optimizer_per_tensor() {
             o.step(gpu, &theta_single[i], &grads[i]).unwrap();
         }
         if step % 5 == 0 {
-            multi.refresh_hessian(gpu, &ghat).unwrap();
+            multi.refresh_from_sampled_grads(gpu, &ghat).unwrap();
             for (i, o) in singles.iter_mut().enumerate() {
-                o.refresh_hessian(gpu, &ghat[i]).unwrap();
+                o.refresh_from_sampled_grads(gpu, &ghat[i]).unwrap();
             }
         }
     }
     for i in 0..lens.len() {
         assert_eq!(
-            gpu.read(&theta_multi[i]).unwrap(),
-            gpu.read(&theta_single[i]).unwrap(),
+            theta_multi[i].read().unwrap(),
+            theta_single[i].read().unwrap(),
             "tensor {i}"
         );
     }
@@ -212,25 +205,25 @@ fn multi_tensor_step_equals_one_optimizer_per_tensor() {
 fn a_restored_checkpoint_continues_bit_identically() {
     let gpu = gpu();
     let n = 1003;
-    let theta_a = gpu.upload(&as_f32(&uniform(n, 1, -1.0, 1.0))).unwrap();
-    let grads = gpu.upload(&as_f32(&uniform(n, 2, -1.0, 1.0))).unwrap();
-    let ghat = gpu.upload(&as_f32(&uniform(n, 3, -1.0, 1.0))).unwrap();
+    let theta_a = GpuVec::upload(gpu, &as_f32(&uniform(n, 1, -1.0, 1.0))).unwrap();
+    let grads = GpuVec::upload(gpu, &as_f32(&uniform(n, 2, -1.0, 1.0))).unwrap();
+    let ghat = GpuVec::upload(gpu, &as_f32(&uniform(n, 3, -1.0, 1.0))).unwrap();
     let mut a = SophiaG::new(gpu, n, SophiaGConfig::default()).unwrap();
     for _ in 0..5 {
         a.step(gpu, &theta_a, &grads).unwrap();
     }
-    a.refresh_hessian(gpu, &ghat).unwrap();
-    let checkpoint = a.export_state(gpu).unwrap();
-    let theta_b = gpu.upload(&gpu.read(&theta_a).unwrap()).unwrap();
+    a.refresh_from_sampled_grads(gpu, &ghat).unwrap();
+    let checkpoint = a.export_state().unwrap();
+    let theta_b = GpuVec::upload(gpu, &theta_a.read().unwrap()).unwrap();
     let mut b = SophiaG::new(gpu, n, SophiaGConfig::default()).unwrap();
-    b.import_state(gpu, &checkpoint).unwrap();
+    b.import_state(&checkpoint).unwrap();
     assert_eq!(b.steps(), 5);
     for _ in 0..5 {
         a.step(gpu, &theta_a, &grads).unwrap();
         b.step(gpu, &theta_b, &grads).unwrap();
     }
-    assert_eq!(gpu.read(&theta_a).unwrap(), gpu.read(&theta_b).unwrap());
-    assert_eq!(a.export_state(gpu).unwrap(), b.export_state(gpu).unwrap());
+    assert_eq!(theta_a.read().unwrap(), theta_b.read().unwrap());
+    assert_eq!(a.export_state().unwrap(), b.export_state().unwrap());
 }
 
 #[test]
@@ -242,14 +235,20 @@ fn the_unfused_baseline_computes_the_same_update_as_the_fused_step() {
     let n = 4096;
     let config = SophiaGConfig::default();
     let theta0 = as_f32(&uniform(n, 1, -1.0, 1.0));
-    let g = gpu.upload(&as_f32(&uniform(n, 2, -1.0, 1.0))).unwrap();
-    let h = gpu.upload(&as_f32(&uniform(n, 3, 0.0, 0.01))).unwrap();
-    let (fused, unfused) = (gpu.upload(&theta0).unwrap(), gpu.upload(&theta0).unwrap());
-    let (m, ratio) = (gpu.zeros::<f32>(n).unwrap(), gpu.zeros::<f32>(n).unwrap());
+    let g = GpuVec::upload(gpu, &as_f32(&uniform(n, 2, -1.0, 1.0))).unwrap();
+    let h = GpuVec::upload(gpu, &as_f32(&uniform(n, 3, 0.0, 0.01))).unwrap();
+    let (fused, unfused) = (
+        GpuVec::upload(gpu, &theta0).unwrap(),
+        GpuVec::upload(gpu, &theta0).unwrap(),
+    );
+    let (m, ratio) = (
+        GpuVec::<f32>::zeros(gpu, n).unwrap(),
+        GpuVec::<f32>::zeros(gpu, n).unwrap(),
+    );
     let mut opt = SophiaG::new(gpu, n, config).unwrap();
-    let mut state = opt.export_state(gpu).unwrap();
-    state.tensors[0].h = gpu.read(&h).unwrap();
-    opt.import_state(gpu, &state).unwrap();
+    let mut state = opt.export_state().unwrap();
+    state.tensors[0].h = h.read().unwrap();
+    opt.import_state(&state).unwrap();
     opt.step(gpu, &fused, &g).unwrap();
     let mut rec = curvgpu::Recorder::new(gpu);
     curvgpu::bench::kernels::record_sophiag_unfused(
@@ -257,21 +256,167 @@ fn the_unfused_baseline_computes_the_same_update_as_the_fused_step() {
     )
     .unwrap();
     rec.submit().unwrap();
-    let want: Vec<f64> = gpu
-        .read(&fused)
+    let want: Vec<f64> = fused.read()
         .unwrap()
         .iter()
         .map(|&x| x as f64)
         .collect();
     assert_close(
         "unfused vs fused",
-        &gpu.read(&unfused).unwrap(),
+        &unfused.read().unwrap(),
         &want,
         4.0 * EPS32,
         0.0,
     );
-    assert_eq!(
-        gpu.read(&m).unwrap(),
-        opt.export_state(gpu).unwrap().tensors[0].m
+    assert_eq!(m.read().unwrap(), opt.export_state().unwrap().tensors[0].m);
+}
+
+/// An engine's pooled allocation: parameters and gradients of several tensors in one buffer
+/// (as Burn's and cubecl's pools lay them out), sentinels between them. The step must read the
+/// gradients from the same buffer it writes the parameters of, and touch nothing else.
+#[test]
+fn parameters_and_gradients_in_one_engine_buffer_step_like_separate_buffers() {
+    let engine = Engine::new();
+    let gpu = Gpu::from_device(engine.device.clone(), engine.queue.clone()).unwrap();
+    let lens = [3usize, 130, 1, 1029];
+    let all: Vec<usize> = lens.iter().chain(&lens).copied().collect();
+    let layout = Layout::new::<f32>(gpu.limits(), &all).unwrap();
+    let sentinel = -777.0f32;
+    let mut arena = vec![sentinel; layout.size() as usize / 4];
+    let mut want = vec![sentinel as f64; arena.len()];
+    for (i, &len) in lens.iter().enumerate() {
+        let th = round_f32(&uniform(len, 30 + i as u64, -1.0, 1.0));
+        let g = round_f32(&uniform(len, 40 + i as u64, -1.0, 1.0));
+        let (pt, pg) = (
+            layout.offsets()[i] as usize / 4,
+            layout.offsets()[lens.len() + i] as usize / 4,
+        );
+        arena[pt..pt + len].copy_from_slice(&as_f32(&th));
+        arena[pg..pg + len].copy_from_slice(&as_f32(&g));
+        want[pt..pt + len].copy_from_slice(&sophia_reference(&th, &g, 1));
+        want[pg..pg + len].copy_from_slice(&g);
+    }
+    let buffer = engine.buffer(&arena, 0);
+    let views = layout.views(&buffer);
+    let (params, grads) = views.split_at(lens.len());
+    let mut opt = SophiaG::new_multi(&gpu, &lens, SophiaGConfig::default()).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    opt.record_step(&mut rec, 1, params, grads).unwrap();
+    let mut encoder = engine.device.create_command_encoder(&Default::default());
+    rec.encode(&mut encoder);
+    engine.queue.submit([encoder.finish()]);
+    // One fused step per element: the f32 update's rounding, as in the test above.
+    assert_close("one arena", &engine.read(&buffer), &want, 4.0 * EPS32, 0.0);
+}
+
+/// Views of one buffer that share bytes where the step writes are refused before anything is
+/// recorded, naming both arguments; the same view as parameters and gradients too.
+#[test]
+fn overlapping_views_are_refused_naming_both_arguments() {
+    let gpu = gpu();
+    let n = 64;
+    let arena = GpuVec::<f32>::zeros(gpu, 3 * n).unwrap();
+    let whole = arena.view();
+    let (a, b) = (
+        BufView::new(whole.buffer(), 0, n),
+        BufView::new(whole.buffer(), 0, n),
     );
+    let mut opt = SophiaG::new(gpu, n, SophiaGConfig::default()).unwrap();
+    let mut rec = Recorder::new(gpu);
+    match opt.record_step(&mut rec, 1, a, b) {
+        Err(Error::Overlap { first, second, .. }) => {
+            assert_eq!((first.as_str(), second.as_str()), ("params", "grads"))
+        }
+        other => panic!("expected Overlap, got {other:?}"),
+    }
+    assert!(rec.is_empty(), "nothing recorded");
+    // The optimizer's own state passed as gradients is refused too, and named.
+    let m = opt.momentum()[0].clone();
+    let theta = GpuVec::<f32>::zeros(gpu, n).unwrap();
+    match opt.step(gpu, &m, &theta) {
+        Err(Error::Overlap { first, second, .. }) => {
+            assert_eq!(
+                (first.as_str(), second.as_str()),
+                ("params", "m (optimizer state)")
+            )
+        }
+        other => panic!("expected Overlap, got {other:?}"),
+    }
+}
+
+/// A recording that is dropped instead of submitted changes nothing: the step number is the
+/// caller's, so the next recorded step bias-corrects as the first.
+#[test]
+fn a_dropped_recording_does_not_shift_the_bias_correction() {
+    use curvgpu::diag::{AdamW, AdamWConfig};
+    let gpu = gpu();
+    let n = 37;
+    let theta0 = as_f32(&round_f32(&uniform(n, 7, -1.0, 1.0)));
+    let g = GpuVec::upload(gpu, &as_f32(&round_f32(&uniform(n, 8, -1.0, 1.0)))).unwrap();
+    let run = |drop_one: bool| {
+        let theta = GpuVec::upload(gpu, &theta0).unwrap();
+        let mut opt = AdamW::new(gpu, n, AdamWConfig::default()).unwrap();
+        if drop_one {
+            let mut rec = Recorder::new(gpu);
+            opt.record_step(&mut rec, 1, &theta, &g).unwrap();
+            drop(rec);
+        }
+        let mut rec = Recorder::new(gpu);
+        opt.record_step(&mut rec, 1, &theta, &g).unwrap();
+        rec.submit().unwrap();
+        opt.step(gpu, &theta, &g).unwrap(); // step 2
+        assert_eq!(opt.steps(), 2);
+        theta.read().unwrap()
+    };
+    assert_eq!(run(true), run(false));
+}
+
+/// Identity is the device's: two wrappers of one device accept each other's vectors and
+/// optimizers (and share the pipeline cache), and a clone is the same `Gpu`.
+#[test]
+fn two_wrappers_of_one_device_are_one_gpu() {
+    let engine = Engine::new();
+    let a = Gpu::from_device(engine.device.clone(), engine.queue.clone()).unwrap();
+    let b = Gpu::from_device(engine.device.clone(), engine.queue.clone()).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.clone(), a);
+    let n = 10;
+    let theta = GpuVec::upload(&a, &[0.5f32; 10]).unwrap();
+    let g = GpuVec::upload(&b, &[0.25f32; 10]).unwrap();
+    assert!(theta.belongs_to(&b) && g.belongs_to(&a));
+    let mut opt = SophiaG::new(&a, n, SophiaGConfig::default()).unwrap();
+    opt.step(&b, &theta, &g).unwrap();
+    let other = Engine::new();
+    let c = Gpu::from_device(other.device.clone(), other.queue.clone()).unwrap();
+    assert_ne!(a, c);
+    assert!(matches!(
+        opt.step(&c, &theta, &g),
+        Err(Error::WrongDevice { .. })
+    ));
+}
+
+/// A device granted less than curvgpu needs is refused when wrapped, naming the limit.
+#[test]
+fn a_device_below_the_required_limits_is_refused_naming_the_limit() {
+    let gpu = gpu();
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .into_iter()
+        .find(|a| {
+            let i = a.get_info();
+            i.name == gpu.adapter_info().name && i.backend == gpu.adapter_info().backend
+        })
+        .expect("the test adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: wgpu::Limits::downlevel_defaults(),
+        ..Default::default()
+    }))
+    .unwrap();
+    match Gpu::from_device(device, queue) {
+        Err(Error::DeviceLimit { limit, granted, .. }) => {
+            assert_eq!(limit, "max_storage_buffers_per_shader_stage");
+            assert_eq!(granted, 4);
+        }
+        other => panic!("expected DeviceLimit, got {other:?}"),
+    }
 }

@@ -3,7 +3,6 @@
 //! and on a device whose storage bindings are tiny, long tensors are split into chunks that
 //! still give the reference results.
 
-
 use std::sync::OnceLock;
 
 use crate::common::{
@@ -11,12 +10,12 @@ use crate::common::{
     gpu, poke, sophiag_params, uniform, worst_ratio, EPS32,
 };
 use curvgpu::diag::{
-    AdaHessian, AdaHessianConfig, Averaging, DiagState, HutchinsonDiag, SophiaG, SophiaGConfig,
+    AdaHessian, AdaHessianConfig, AdamW, Averaging, DiagState, HutchinsonDiag, SophiaG, SophiaGConfig,
     SophiaH, SophiaHConfig, TensorSpec,
 };
 use curvgpu::reduce::{self, Reduction};
 use curvgpu::reference::{diag as refdiag, philox};
-use curvgpu::{rng, BufView, Error, Gpu, GpuOptions, Recorder, Tuning};
+use curvgpu::{rng, BufView, Error, Gpu, GpuOptions, GpuVec, Optimizer, Recorder, Tuning};
 
 /// A second device on the same adapter: its vectors must be rejected by the first.
 fn other_gpu() -> &'static Gpu {
@@ -128,30 +127,35 @@ fn tuning_with_zero_walk_or_zero_reduction_fold_is_invalid() {
 
 #[test]
 fn upload_of_empty_slice_is_empty_data() {
-    assert_empty(gpu().upload::<f32>(&[]), "data");
+    assert_empty(GpuVec::<f32>::upload(gpu(), &[]), "data");
 }
 
 #[test]
 fn zeros_of_length_0_is_empty_len() {
-    assert_empty(gpu().zeros::<f32>(0), "len");
+    assert_empty(GpuVec::<f32>::zeros(gpu(), 0), "len");
 }
 
 #[test]
 fn packed_with_no_tensors_or_an_empty_tensor_is_empty_lens() {
-    assert_empty(gpu().packed::<f32>(&[]), "lens");
-    assert_empty(gpu().packed::<f32>(&[4, 0, 4]), "lens");
+    assert_empty(GpuVec::<f32>::packed(gpu(), &[]), "lens");
+    assert_empty(GpuVec::<f32>::packed(gpu(), &[4, 0, 4]), "lens");
 }
 
 #[test]
 fn optimizer_of_length_0_is_empty() {
     let gpu = gpu();
-    assert_empty(SophiaG::new(gpu, 0, SophiaGConfig::default()), "lens");
-    assert_empty(SophiaH::new(gpu, 0, SophiaHConfig::default()), "lens");
-    assert_empty(AdaHessian::new(gpu, 0, AdaHessianConfig::default()), "spec");
-    assert_empty(
-        SophiaG::new_multi(gpu, &[3, 0], SophiaGConfig::default()),
-        "lens",
-    );
+    assert_empty(SophiaG::new(gpu, 0, SophiaGConfig::default()), "len");
+    assert_empty(SophiaH::new(gpu, 0, SophiaHConfig::default()), "len");
+    assert_empty(AdaHessian::new(gpu, 0, AdaHessianConfig::default()), "len");
+    match SophiaG::new_multi(gpu, &[3, 0], SophiaGConfig::default()) {
+        Err(Error::Shape { argument, message }) => {
+            assert_eq!(argument, "lens");
+            assert!(message.contains("tensor 1"), "{message}");
+        }
+        other => panic!("expected Shape {{ lens }}, got {other:?}"),
+    }
+    // One tensor of no elements names the length given, not a list.
+    assert_empty(AdamW::new(gpu, 0, Default::default()), "len");
 }
 
 #[test]
@@ -167,14 +171,14 @@ fn optimizer_of_an_empty_tensor_list_is_empty_lens() {
     );
     assert_empty(
         AdaHessian::new_multi(gpu, &[], AdaHessianConfig::default()),
-        "lens",
+        "specs",
     );
     assert_empty(HutchinsonDiag::new(gpu, &[], 7), "lens");
 }
 
 #[test]
 fn dot_without_y_is_empty_y() {
-    let x = gpu().upload(&[1.0f32, 2.0, 3.0]).unwrap();
+    let x = GpuVec::upload(gpu(), &[1.0f32, 2.0, 3.0]).unwrap();
     assert_empty(reduce::reduce(gpu(), Reduction::Dot, &x, None), "y");
 }
 
@@ -428,8 +432,14 @@ fn set_config_validates_too() {
 fn params_grads_length_mismatch_is_length_mismatch() {
     let gpu = gpu();
     let mut opt = SophiaG::new_multi(gpu, &[10, 7], SophiaGConfig::default()).unwrap();
-    let p = [gpu.zeros::<f32>(10).unwrap(), gpu.zeros::<f32>(7).unwrap()];
-    let short = [gpu.zeros::<f32>(10).unwrap(), gpu.zeros::<f32>(6).unwrap()];
+    let p = [
+        GpuVec::<f32>::zeros(gpu, 10).unwrap(),
+        GpuVec::<f32>::zeros(gpu, 7).unwrap(),
+    ];
+    let short = [
+        GpuVec::<f32>::zeros(gpu, 10).unwrap(),
+        GpuVec::<f32>::zeros(gpu, 6).unwrap(),
+    ];
     assert_length(opt.step(gpu, &p[..], &short[..]), "grads", 7, 6);
     assert_length(opt.step(gpu, &short[..], &p[..]), "params", 7, 6);
     let mut ada = AdaHessian::new_multi(
@@ -438,7 +448,7 @@ fn params_grads_length_mismatch_is_length_mismatch() {
         Default::default(),
     )
     .unwrap();
-    assert_length(ada.step(gpu, &p[..], &p[..], &short[..]), "zhz", 7, 6);
+    assert_length(ada.step(gpu, &p[..], (&p[..], &short[..])), "zhz", 7, 6);
     assert_eq!(
         (opt.steps(), ada.steps()),
         (0, 0),
@@ -447,22 +457,53 @@ fn params_grads_length_mismatch_is_length_mismatch() {
 }
 
 #[test]
-fn wrong_tensor_count_is_length_mismatch() {
+fn wrong_tensor_count_is_count_mismatch_in_tensors() {
     let gpu = gpu();
     let mut opt = SophiaH::new_multi(gpu, &[10, 7], SophiaHConfig::default()).unwrap();
-    let p = [gpu.zeros::<f32>(10).unwrap(), gpu.zeros::<f32>(7).unwrap()];
-    let one = [gpu.zeros::<f32>(10).unwrap()];
-    assert_length(opt.step(gpu, &one[..], &p[..]), "params", 2, 1);
-    assert_length(opt.step(gpu, &p[..], &one[..]), "grads", 2, 1);
+    let p = [
+        GpuVec::<f32>::zeros(gpu, 10).unwrap(),
+        GpuVec::<f32>::zeros(gpu, 7).unwrap(),
+    ];
+    let one = [GpuVec::<f32>::zeros(gpu, 10).unwrap()];
+    assert_count(opt.step(gpu, &one[..], &p[..]), "params", 2, 1);
+    assert_count(opt.step(gpu, &p[..], &one[..]), "grads", 2, 1);
     let three = [p[0].clone(), p[1].clone(), p[1].clone()];
-    assert_length(opt.step(gpu, &p[..], &three[..]), "grads", 2, 3);
+    assert_count(opt.step(gpu, &p[..], &three[..]), "grads", 2, 3);
+    let err = opt.step(gpu, &one[..], &p[..]).unwrap_err().to_string();
+    assert_eq!(err, "`params` lists 1 tensors, expected 2");
+    // AdaHessian's step takes two input lists; one is a shape error naming them.
+    let mut ada = AdaHessian::new(gpu, 10, Default::default()).unwrap();
+    match ada.step(gpu, &p[0], &p[0]) {
+        Err(Error::Shape { argument, message }) => {
+            assert_eq!(argument, "inputs");
+            assert!(message.contains("grads, zhz"), "{message}");
+        }
+        other => panic!("expected Shape {{ inputs }}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_count<T: std::fmt::Debug>(
+    result: curvgpu::Result<T>,
+    argument: &str,
+    expected: usize,
+    actual: usize,
+) {
+    match result {
+        Err(Error::CountMismatch {
+            argument: a,
+            expected: e,
+            actual: n,
+        }) => assert_eq!((a, e, n), (argument, expected, actual)),
+        other => panic!("expected CountMismatch {{ {argument}: {actual} of {expected} }}, got {other:?}"),
+    }
 }
 
 #[test]
 fn dot_with_y_of_other_length_is_length_mismatch_y() {
     let gpu = gpu();
-    let x = gpu.upload(&[1.0f32; 9]).unwrap();
-    let y = gpu.upload(&[1.0f32; 8]).unwrap();
+    let x = GpuVec::upload(gpu, &[1.0f32; 9]).unwrap();
+    let y = GpuVec::upload(gpu, &[1.0f32; 8]).unwrap();
     assert_length(
         reduce::reduce(gpu, Reduction::Dot, &x, Some(y.view())),
         "y",
@@ -476,13 +517,13 @@ fn dot_with_y_of_other_length_is_length_mismatch_y() {
 #[test]
 fn vector_from_another_gpu_is_wrong_device() {
     let (gpu, other) = (gpu(), other_gpu());
-    let mine = gpu.upload(&[1.0f32; 8]).unwrap();
-    let theirs = other.upload(&[1.0f32; 8]).unwrap();
+    let mine = GpuVec::upload(gpu, &[1.0f32; 8]).unwrap();
+    let theirs = GpuVec::upload(other, &[1.0f32; 8]).unwrap();
     let mut opt = SophiaG::new(gpu, 8, SophiaGConfig::default()).unwrap();
     assert_wrong_device(opt.step(gpu, &theirs, &mine), "params");
     assert_wrong_device(opt.step(gpu, &mine, &theirs), "grads");
-    assert_wrong_device(gpu.read(&theirs), "src");
-    assert_wrong_device(gpu.write(&theirs, &[0.0; 8]), "dst");
+    // Reads and writes go through the vector's own device: always the right one.
+    assert_eq!(theirs.read().unwrap(), [1.0; 8]);
     assert_wrong_device(reduce::reduce(gpu, Reduction::Sum, &theirs, None), "x");
     assert_wrong_device(curvgpu::finite::first_nonfinite(gpu, &theirs), "x");
     assert_wrong_device(fill(gpu, theirs.view()), "out");
@@ -493,7 +534,7 @@ fn vector_from_another_gpu_is_wrong_device() {
 #[test]
 fn optimizer_stepped_on_another_gpu_is_wrong_device() {
     let (gpu, other) = (gpu(), other_gpu());
-    let theirs = other.upload(&[1.0f32; 8]).unwrap();
+    let theirs = GpuVec::upload(other, &[1.0f32; 8]).unwrap();
     let mut opt = SophiaG::new(gpu, 8, SophiaGConfig::default()).unwrap();
     let result = opt.step(other, &theirs, &theirs);
     assert!(
@@ -559,8 +600,8 @@ fn view_past_the_buffer_end_is_bad_view() {
 #[test]
 fn reduce_out_index_outside_out_is_bad_view_out_index() {
     let gpu = gpu();
-    let x = gpu.upload(&[1.0f32; 5]).unwrap();
-    let out = gpu.zeros::<f32>(3).unwrap();
+    let x = GpuVec::upload(gpu, &[1.0f32; 5]).unwrap();
+    let out = GpuVec::<f32>::zeros(gpu, 3).unwrap();
     let mut rec = Recorder::new(gpu);
     assert_bad_view(
         reduce::record(&mut rec, Reduction::Sum, x.view(), None, out.view(), 3),
@@ -630,8 +671,8 @@ fn allocation_past_max_buffer_size_is_too_large() {
         }
         other => panic!("expected TooLarge {{ {argument}, max_buffer_size }}, got {other:?}"),
     };
-    check(gpu.zeros::<f32>(len).map(drop), "len");
-    check(gpu.packed::<f32>(&[4, len]).map(drop), "lens");
+    check(GpuVec::<f32>::zeros(gpu, len).map(drop), "len");
+    check(GpuVec::<f32>::packed(gpu, &[4, len]).map(drop), "lens");
     check(
         SophiaG::new(gpu, len, SophiaGConfig::default()).map(drop),
         "lens",
@@ -644,20 +685,20 @@ fn allocation_past_max_buffer_size_is_too_large() {
 fn import_state_with_wrong_lengths_is_state() {
     let gpu = gpu();
     let mut opt = SophiaG::new_multi(gpu, &[5, 3], SophiaGConfig::default()).unwrap();
-    let good: DiagState = opt.export_state(gpu).unwrap();
+    let good: DiagState = opt.export_state().unwrap();
     let mut short_h = good.clone();
     short_h.tensors[1].h.pop();
-    assert_state(opt.import_state(gpu, &short_h));
+    assert_state(opt.import_state(&short_h));
     let mut long_m = good.clone();
     long_m.tensors[0].m.push(0.0);
-    assert_state(opt.import_state(gpu, &long_m));
+    assert_state(opt.import_state(&long_m));
     let mut one_tensor = good.clone();
     one_tensor.tensors.pop();
-    assert_state(opt.import_state(gpu, &one_tensor));
+    assert_state(opt.import_state(&one_tensor));
     // The Hutchinson estimator has no m: a checkpoint with one is refused.
     let mut hutch = HutchinsonDiag::new(gpu, &[5, 3], 1).unwrap();
-    assert_state(hutch.import_state(gpu, &good));
-    opt.import_state(gpu, &good).expect("its own checkpoint");
+    assert_state(hutch.import_state(&good));
+    opt.import_state(&good).expect("its own checkpoint");
 }
 
 #[test]
@@ -701,7 +742,7 @@ fn small_binding_gpu() -> &'static Gpu {
             ..Default::default()
         }))
         .expect("device with small bindings");
-        let gpu = Gpu::from_device(device, queue);
+        let gpu = Gpu::from_device(device, queue).unwrap();
         assert_eq!(gpu.limits().max_storage_buffer_binding_size, SMALL_BINDING);
         gpu
     })
@@ -746,16 +787,17 @@ fn sophiag_step_in_chunks_matches_reference() {
 
     let mut results = Vec::new();
     for gpu in [small, gpu()] {
-        let theta = gpu.upload(&theta0).unwrap();
+        let theta = GpuVec::upload(gpu, &theta0).unwrap();
         let mut opt = SophiaG::new(gpu, n, config).unwrap();
-        let ghat_gpu = gpu.upload(&ghat).unwrap();
+        let ghat_gpu = GpuVec::upload(gpu, &ghat).unwrap();
         for (t, g) in grads.iter().enumerate() {
             if t > 0 {
-                opt.refresh_hessian(gpu, &ghat_gpu).unwrap();
+                opt.refresh_from_sampled_grads(gpu, &ghat_gpu).unwrap();
             }
-            opt.step(gpu, &theta, &gpu.upload(g).unwrap()).unwrap();
+            opt.step(gpu, &theta, &GpuVec::upload(gpu, g).unwrap())
+                .unwrap();
         }
-        results.push((gpu.read(&theta).unwrap(), opt.export_state(gpu).unwrap()));
+        results.push((theta.read().unwrap(), opt.export_state().unwrap()));
     }
 
     let (mut theta, mut m, mut h) = (as_f64(&theta0), vec![0.0; n], vec![0.0; n]);
@@ -806,8 +848,11 @@ fn adahessian_per_row_in_chunks_equals_unchunked() {
         .map(|(&z, &s)| if s < 0.0 { -z } else { z })
         .collect();
     let run = |gpu: &Gpu| {
-        let theta = gpu.upload(&theta0).unwrap();
-        let (g, zhz) = (gpu.upload(&g).unwrap(), gpu.upload(&zhz).unwrap());
+        let theta = GpuVec::upload(gpu, &theta0).unwrap();
+        let (g, zhz) = (
+            GpuVec::upload(gpu, &g).unwrap(),
+            GpuVec::upload(gpu, &zhz).unwrap(),
+        );
         let mut opt = AdaHessian::new_multi(
             gpu,
             std::slice::from_ref(&spec),
@@ -815,9 +860,9 @@ fn adahessian_per_row_in_chunks_equals_unchunked() {
         )
         .unwrap();
         for _ in 0..2 {
-            opt.step(gpu, &theta, &g, &zhz).unwrap();
+            opt.step(gpu, &theta, (&g, &zhz)).unwrap();
         }
-        (gpu.read(&theta).unwrap(), opt.export_state(gpu).unwrap())
+        (theta.read().unwrap(), opt.export_state().unwrap())
     };
     let (chunked, unchunked) = (run(small_binding_gpu()), run(gpu()));
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -855,8 +900,7 @@ fn adahessian_per_row_in_chunks_equals_unchunked() {
 fn rng_in_chunks_matches_cpu_philox() {
     let small = small_binding_gpu();
     let (seed, offset) = (0x1234_5678_9ABC_DEF0u64, (1u64 << 32) - 5);
-    let words = small
-        .read(&rng::philox_u32(small, CHUNKED, seed, offset).unwrap())
+    let words = (rng::philox_u32(small, CHUNKED, seed, offset).unwrap()).read()
         .unwrap();
     let want = philox::philox_u32(seed, offset, CHUNKED);
     if let Some(i) = (0..CHUNKED).find(|&i| words[i] != want[i]) {
@@ -865,8 +909,7 @@ fn rng_in_chunks_matches_cpu_philox() {
             i / 16_384
         );
     }
-    let signs = small
-        .read(&rng::rademacher(small, CHUNKED, seed, 3).unwrap())
+    let signs = (rng::rademacher(small, CHUNKED, seed, 3).unwrap()).read()
         .unwrap();
     assert!(
         signs == philox::rademacher(seed, 3, CHUNKED),
@@ -878,7 +921,7 @@ fn rng_in_chunks_matches_cpu_philox() {
 fn first_nonfinite_in_chunks_finds_the_first() {
     let small = small_binding_gpu();
     let data = as_f32(&uniform(CHUNKED, 9, -1.0, 1.0));
-    let x = small.upload(&data).unwrap();
+    let x = GpuVec::upload(small, &data).unwrap();
     assert_eq!(curvgpu::finite::first_nonfinite(small, &x).unwrap(), None);
     // Around every chunk boundary, and the tail of the last chunk.
     let mut positions: Vec<usize> = (1..=6).flat_map(|k| [16_384 * k - 1, 16_384 * k]).collect();
@@ -904,12 +947,12 @@ fn first_nonfinite_in_chunks_finds_the_first() {
 #[test]
 fn reduce_past_one_binding_is_too_large_binding() {
     let small = small_binding_gpu();
-    let fits = small.upload(&vec![1.0f32; 16_384]).unwrap();
+    let fits = GpuVec::upload(small, &vec![1.0f32; 16_384]).unwrap();
     assert_eq!(
         reduce::reduce(small, Reduction::Sum, &fits, None).unwrap(),
         16_384.0
     );
-    let x = small.upload(&vec![1.0f32; 16_385]).unwrap();
+    let x = GpuVec::upload(small, &vec![1.0f32; 16_385]).unwrap();
     match reduce::reduce(small, Reduction::Sum, &x, None) {
         Err(Error::TooLarge {
             argument,
@@ -924,4 +967,96 @@ fn reduce_past_one_binding_is_too_large_binding() {
             panic!("expected TooLarge {{ x, max_storage_buffer_binding_size }}, got {other:?}")
         }
     }
+}
+
+// ---- messages a user met -------------------------------------------------------------------
+
+#[test]
+fn f32_hyper_parameters_print_as_the_f32_given() {
+    let err = SophiaG::new(
+        gpu(),
+        4,
+        SophiaGConfig {
+            lr: -0.001,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid hyper-parameter `lr` = -0.001: must be finite and > 0"
+    );
+}
+
+#[test]
+fn a_shape_whose_product_overflows_is_a_shape_error_not_empty() {
+    let spec = TensorSpec::new(&[usize::MAX, 3], Averaging::None);
+    match AdaHessian::new_multi(gpu(), &[spec], Default::default()) {
+        Err(Error::Shape { argument, message }) => {
+            assert_eq!(argument, "spec");
+            assert!(message.contains("more elements"), "{message}");
+        }
+        other => panic!("expected Shape {{ spec }}, got {other:?}"),
+    }
+}
+
+/// Each `CURVGPU_*` tuning variable overrides its own field on top of the adapter's defaults;
+/// a bad value names the variable and the text it held.
+#[test]
+fn tuning_variables_override_one_field_each_and_name_a_bad_value() {
+    use curvgpu::TuningOverrides;
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    let cpu = Tuning::for_device_type(wgpu::DeviceType::Cpu);
+    let one = TuningOverrides::from_vars(vars(&[("CURVGPU_STENCIL_MARCH", "4")])).unwrap();
+    assert_eq!(
+        one.apply(cpu),
+        Tuning {
+            stencil_march: 4,
+            ..cpu
+        },
+        "the CPU defaults stay for every other field"
+    );
+    let none = TuningOverrides::from_vars(vars(&[
+        ("CURVGPU_MAX_WORKGROUPS", "none"),
+        ("CURVGPU_SIMD_LANES", " NONE "),
+        ("CURVGPU_WORKGROUP_SIZE", ""),
+    ]))
+    .unwrap();
+    assert_eq!(
+        none.apply(cpu),
+        Tuning {
+            max_workgroups: None,
+            simd_lanes: None,
+            ..cpu
+        }
+    );
+    match TuningOverrides::from_vars(vars(&[("CURVGPU_DOT_SLICES", "four")])) {
+        Err(Error::Environment {
+            variable, value, ..
+        }) => assert_eq!((variable, value.as_str()), ("CURVGPU_DOT_SLICES", "four")),
+        other => panic!("expected Environment, got {other:?}"),
+    }
+    let err = TuningOverrides::from_vars(vars(&[("CURVGPU_MAX_WORKGROUPS", "-3")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("CURVGPU_MAX_WORKGROUPS=\"-3\""), "{err}");
+    // Through a device: the adapter's defaults, then the override.
+    let mut options = GpuOptions::from_env().expect("valid environment");
+    options.tuning_overrides = one;
+    let gpu = pollster::block_on(Gpu::new_async(options)).unwrap();
+    let defaults = Tuning::for_device_type(gpu.adapter_info().device_type);
+    assert_eq!(
+        gpu.tuning(),
+        Tuning {
+            stencil_march: 4,
+            ..defaults
+        }
+    );
 }

@@ -3,11 +3,10 @@
 //! reports the offending tensor and index; without it a NaN gradient reaches the parameter,
 //! as in PyTorch.
 
-
 use crate::common::{as_f32, both_gpus, gpu, poke, uniform};
 use curvgpu::diag::{AdaHessian, AdaHessianConfig, SophiaG, SophiaGConfig, SophiaH, SophiaHConfig};
 use curvgpu::finite::first_nonfinite;
-use curvgpu::{Error, Gpu, GpuVec};
+use curvgpu::{Error, Gpu, GpuVec, Optimizer};
 
 /// Past 65,535 × 256 = 16,776,960 elements: `gpu_wide_grid` folds its grid into 2-D.
 const LARGE: usize = 17_000_003;
@@ -76,7 +75,7 @@ fn finds_nan_and_infinities_at_every_position() {
     for (name, gpu) in both_gpus() {
         for n in SIZES {
             let data = finite_data(n);
-            let x = gpu.upload(&data).expect("upload");
+            let x = GpuVec::upload(gpu, &data).expect("upload");
             for p in positions(n) {
                 for bits in NONFINITE {
                     poke(gpu, &x, p, f32::from_bits(bits));
@@ -98,7 +97,7 @@ fn returns_the_first_of_several() {
     for (name, gpu) in both_gpus() {
         for n in [5, 257, 65_537, LARGE] {
             let data = finite_data(n);
-            let x = gpu.upload(&data).expect("upload");
+            let x = GpuVec::upload(gpu, &data).expect("upload");
             // Three bad values, planted last-first so that planting order cannot decide.
             let (a, b, c) = (n / 3, n / 2, n - 1);
             poke(gpu, &x, c, f32::NEG_INFINITY);
@@ -118,9 +117,9 @@ fn returns_the_first_of_several() {
             let k = (2 * n) / 3;
             let mut tail = data.clone();
             tail[k..].fill(f32::NAN);
-            let y = gpu.upload(&tail).expect("upload");
+            let y = GpuVec::upload(gpu, &tail).expect("upload");
             assert_eq!(check(gpu, &y), Some(k), "{name}: n {n}, NaN from {k} on");
-            let z = gpu.upload(&vec![f32::INFINITY; n]).expect("upload");
+            let z = GpuVec::upload(gpu, &vec![f32::INFINITY; n]).expect("upload");
             assert_eq!(check(gpu, &z), Some(0), "{name}: n {n}, all +inf");
         }
     }
@@ -130,12 +129,12 @@ fn returns_the_first_of_several() {
 fn finite_data_with_max_subnormals_and_signed_zero_has_no_nonfinite() {
     for (name, gpu) in both_gpus() {
         for n in SIZES {
-            let x = gpu.upload(&finite_data(n)).expect("upload");
+            let x = GpuVec::upload(gpu, &finite_data(n)).expect("upload");
             assert_eq!(check(gpu, &x), None, "{name}: n {n}");
         }
         // Nothing but the edge values, repeated: 10·k + 3 elements.
         let edges: Vec<f32> = EDGE_FINITE.iter().copied().cycle().take(100_003).collect();
-        let x = gpu.upload(&edges).expect("upload");
+        let x = GpuVec::upload(gpu, &edges).expect("upload");
         assert_eq!(check(gpu, &x), None, "{name}: edge values only");
     }
 }
@@ -168,7 +167,7 @@ fn case(gpu: &Gpu, bad: &[(usize, usize, f32)]) -> Case {
         .enumerate()
         .map(|(i, &n)| as_f32(&uniform(n, 20 + i as u64, -2.0, 2.0)))
         .collect();
-    let upload = |v: &[f32]| gpu.upload(v).expect("upload");
+    let upload = |v: &[f32]| GpuVec::upload(gpu, v).expect("upload");
     Case {
         params: initial.iter().map(|v| upload(v)).collect(),
         grads: grads.iter().map(|v| upload(v)).collect(),
@@ -205,10 +204,10 @@ fn assert_nonfinite(result: curvgpu::Result<()>, argument: &str, tensor: usize, 
 
 /// A rejected step must leave the parameters as they were.
 #[track_caller]
-fn assert_untouched(gpu: &Gpu, c: &Case) {
+fn assert_untouched(c: &Case) {
     for (t, (p, want)) in c.params.iter().zip(&c.initial).enumerate() {
         assert!(
-            gpu.read(p).expect("read") == *want,
+            p.read().expect("read") == *want,
             "tensor {t} changed by a rejected step"
         );
     }
@@ -225,7 +224,7 @@ fn sophiag_check_finite_reports_tensor_and_index() {
     let c = case(gpu, &BAD);
     assert_nonfinite(opt.step(gpu, &c.params, &c.grads), "grads", 1, 654_321);
     assert_eq!(opt.steps(), 0);
-    assert_untouched(gpu, &c);
+    assert_untouched(&c);
     let c = case(gpu, &BAD[2..]);
     assert_nonfinite(opt.step(gpu, &c.params, &c.grads), "grads", 2, 5);
     let c = case(gpu, &[]);
@@ -245,7 +244,7 @@ fn sophiah_check_finite_reports_tensor_and_index() {
     let c = case(gpu, &BAD);
     assert_nonfinite(opt.step(gpu, &c.params, &c.grads), "grads", 1, 654_321);
     assert_eq!(opt.steps(), 0);
-    assert_untouched(gpu, &c);
+    assert_untouched(&c);
     let c = case(gpu, &[(0, 0, f32::NEG_INFINITY)]);
     assert_nonfinite(opt.step(gpu, &c.params, &c.grads), "grads", 0, 0);
 }
@@ -264,18 +263,18 @@ fn adahessian_check_finite_reports_tensor_and_index() {
     let mut opt = AdaHessian::new_multi(gpu, &specs, config).expect("new");
     let c = case(gpu, &BAD);
     assert_nonfinite(
-        opt.step(gpu, &c.params, &c.grads, &c.zhz),
+        opt.step(gpu, &c.params, (&c.grads, &c.zhz)),
         "grads",
         1,
         654_321,
     );
     assert_eq!(opt.steps(), 0);
-    assert_untouched(gpu, &c);
+    assert_untouched(&c);
     // Finite gradients, a non-finite z⊙Hz: the check names "zhz".
     let c = case(gpu, &[]);
     poke(gpu, &c.zhz[2], 4, f32::INFINITY);
-    assert_nonfinite(opt.step(gpu, &c.params, &c.grads, &c.zhz), "zhz", 2, 4);
-    assert_untouched(gpu, &c);
+    assert_nonfinite(opt.step(gpu, &c.params, (&c.grads, &c.zhz)), "zhz", 2, 4);
+    assert_untouched(&c);
 }
 
 // ---- without the check: NaN propagates (documented, as PyTorch) ---------------------------
@@ -286,9 +285,9 @@ const NAN_AT: [(usize, usize, f32); 2] = [(1, 654_321, f32::NAN), (2, 5, f32::NA
 /// After one unchecked step the parameter is NaN exactly where the gradient was (PyTorch:
 /// NaN·anything and clamp/sign of NaN are NaN) and finite everywhere else.
 #[track_caller]
-fn assert_nan_exactly_at(gpu: &Gpu, c: &Case, optimizer: &str) {
+fn assert_nan_exactly_at(c: &Case, optimizer: &str) {
     for (t, p) in c.params.iter().enumerate() {
-        for (i, v) in gpu.read(p).expect("read").into_iter().enumerate() {
+        for (i, v) in p.read().expect("read").into_iter().enumerate() {
             let want_nan = NAN_AT.iter().any(|&(bt, bi, _)| (bt, bi) == (t, i));
             assert_eq!(
                 v.is_nan(),
@@ -313,9 +312,9 @@ fn adahessian_nan_gradient_propagates_into_parameter_without_check() {
         .collect();
     let mut opt = AdaHessian::new_multi(gpu, &specs, AdaHessianConfig::default()).expect("new");
     let c = case(gpu, &NAN_AT);
-    opt.step(gpu, &c.params, &c.grads, &c.zhz)
+    opt.step(gpu, &c.params, (&c.grads, &c.zhz))
         .expect("unchecked step");
-    assert_nan_exactly_at(gpu, &c, "AdaHessian");
+    assert_nan_exactly_at(&c, "AdaHessian");
 }
 
 /// WGSL leaves min/max/clamp/sign of NaN to the implementation (lavapipe: min(NaN, 1) = 1,
@@ -326,7 +325,7 @@ fn sophiag_nan_gradient_propagates_into_parameter_without_check() {
     let mut opt = SophiaG::new_multi(gpu, &LENS, SophiaGConfig::default()).expect("new");
     let c = case(gpu, &NAN_AT);
     opt.step(gpu, &c.params, &c.grads).expect("unchecked step");
-    assert_nan_exactly_at(gpu, &c, "SophiaG");
+    assert_nan_exactly_at(&c, "SophiaG");
 }
 
 /// clamp(NaN, −1, 1) is −1 on lavapipe: the clip must carry NaN through explicitly.
@@ -336,5 +335,5 @@ fn sophiah_nan_gradient_propagates_into_parameter_without_check() {
     let mut opt = SophiaH::new_multi(gpu, &LENS, SophiaHConfig::default()).expect("new");
     let c = case(gpu, &NAN_AT);
     opt.step(gpu, &c.params, &c.grads).expect("unchecked step");
-    assert_nan_exactly_at(gpu, &c, "SophiaH");
+    assert_nan_exactly_at(&c, "SophiaH");
 }

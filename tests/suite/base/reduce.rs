@@ -2,7 +2,6 @@
 //! a dropped, doubled or misplaced element, random data within a rounding-error bound derived
 //! from the kernel's summation tree, and `record` into a caller's output slot.
 
-
 use crate::common::{as_f32, both_gpus, gpu, poke, read_buffer_words, uniform, EPS32};
 use curvgpu::reduce::{self, Reduction};
 use curvgpu::{BufView, Gpu, GpuVec, Recorder};
@@ -99,8 +98,8 @@ fn all_ones_reduce_exactly_up_to_2_pow_24() {
             (1 << 24) - 1,
             1 << 24,
         ] {
-            let x = gpu.upload(&vec![1.0f32; n]).expect("upload");
-            let y = gpu.upload(&vec![2.0f32; n]).expect("upload");
+            let x = GpuVec::upload(gpu, &vec![1.0f32; n]).expect("upload");
+            let y = GpuVec::upload(gpu, &vec![2.0f32; n]).expect("upload");
             let nf = n as f32;
             for (op, want) in [
                 (Reduction::Sum, nf),
@@ -139,8 +138,8 @@ fn integer_comb_reduces_exactly_at_every_size() {
         }
         for (name, gpu) in both_gpus() {
             let (xg, yg) = (
-                gpu.upload(&x).expect("upload"),
-                gpu.upload(&y).expect("upload"),
+                GpuVec::upload(gpu, &x).expect("upload"),
+                GpuVec::upload(gpu, &y).expect("upload"),
             );
             for op in OPS {
                 let (want, abs) = reference(op, &x, &y);
@@ -167,8 +166,8 @@ fn single_planted_value_is_found_at_every_position() {
     const W: f32 = 4.0;
     for (name, gpu) in both_gpus() {
         for n in SIZES {
-            let x = gpu.zeros::<f32>(n).expect("zeros");
-            let y = gpu.upload(&vec![1.0f32; n]).expect("upload");
+            let x = GpuVec::<f32>::zeros(gpu, n).expect("zeros");
+            let y = GpuVec::upload(gpu, &vec![1.0f32; n]).expect("upload");
             let body_end = n - n % 4;
             let mut positions = vec![0, n / 2, n - 1];
             if body_end > 0 {
@@ -214,8 +213,8 @@ fn random_data_within_summation_error_bound() {
             x[(n * 2) / 3] = if seed == 1 { -7.0 } else { 7.0 };
             for (name, gpu) in both_gpus() {
                 let (xg, yg) = (
-                    gpu.upload(&x).expect("upload"),
-                    gpu.upload(&y).expect("upload"),
+                    GpuVec::upload(gpu, &x).expect("upload"),
+                    GpuVec::upload(gpu, &y).expect("upload"),
                 );
                 for op in OPS {
                     let got = run(gpu, op, &xg, &yg) as f64;
@@ -249,9 +248,9 @@ fn record_writes_only_out_at_out_index() {
     const SENTINEL: f32 = -123.25;
     let gpu = gpu();
     let n = 65_537;
-    let x = gpu.upload(&vec![1.0f32; n]).expect("upload");
+    let x = GpuVec::upload(gpu, &vec![1.0f32; n]).expect("upload");
     for out_index in [0usize, 4, 8] {
-        let out = gpu.upload(&[SENTINEL; 9]).expect("upload");
+        let out = GpuVec::upload(gpu, &[SENTINEL; 9]).expect("upload");
         let mut rec = Recorder::new(gpu);
         reduce::record(
             &mut rec,
@@ -263,7 +262,7 @@ fn record_writes_only_out_at_out_index() {
         )
         .expect("record");
         rec.submit().expect("submit");
-        let got = gpu.read(&out).expect("read");
+        let got = out.read().expect("read");
         for (i, &v) in got.iter().enumerate() {
             let want = if i == out_index { n as f32 } else { SENTINEL };
             assert_eq!(v, want, "out[{i}] after writing out[{out_index}]");
@@ -272,9 +271,9 @@ fn record_writes_only_out_at_out_index() {
 
     // An output that is one tensor of a packed buffer: out_index is relative to the view, and
     // the neighbouring tensors and the padding between them keep their contents.
-    let parts = gpu.packed::<f32>(&[3, 5, 2]).expect("packed");
+    let parts = GpuVec::<f32>::packed(gpu, &[3, 5, 2]).expect("packed");
     for p in &parts {
-        gpu.write(p, &vec![SENTINEL; p.len()]).expect("write");
+        p.write(&vec![SENTINEL; p.len()]).expect("write");
     }
     let before = read_buffer_words(gpu, parts[0].buffer());
     let mut rec = Recorder::new(gpu);
@@ -298,10 +297,10 @@ fn record_writes_only_out_at_out_index() {
 fn reductions_in_one_recorder_feed_each_other_on_the_device() {
     for (name, gpu) in both_gpus() {
         let n = 1_000_003;
-        let x = gpu.upload(&vec![1.0f32; n]).expect("upload");
-        let y = gpu.upload(&vec![2.0f32; n]).expect("upload");
-        let out = gpu.zeros::<f32>(2).expect("zeros");
-        let fin = gpu.upload(&[-1.0f32; 3]).expect("upload");
+        let x = GpuVec::upload(gpu, &vec![1.0f32; n]).expect("upload");
+        let y = GpuVec::upload(gpu, &vec![2.0f32; n]).expect("upload");
+        let out = GpuVec::<f32>::zeros(gpu, 2).expect("zeros");
+        let fin = GpuVec::upload(gpu, &[-1.0f32; 3]).expect("upload");
         let mut rec = Recorder::new(gpu);
         reduce::record(&mut rec, Reduction::Sum, x.view(), None, out.view(), 0).expect("sum");
         reduce::record(
@@ -320,8 +319,8 @@ fn reductions_in_one_recorder_feed_each_other_on_the_device() {
         rec.encode(&mut encoder);
         gpu.queue().submit([encoder.finish()]);
         let (s, d) = (n as f32, 2.0 * n as f32);
-        assert_eq!(gpu.read(&fin).expect("read"), [d, -1.0, s + d], "{name}");
-        assert_eq!(gpu.read(&out).expect("read"), [s, d], "{name}");
+        assert_eq!(fin.read().expect("read"), [d, -1.0, s + d], "{name}");
+        assert_eq!(out.read().expect("read"), [s, d], "{name}");
     }
 }
 
@@ -333,7 +332,7 @@ fn reduce_reads_only_its_view_of_a_callers_buffer() {
     // Four alignment units of 1000s before the window of 1,001 ones, 50 more 1000s after.
     let mut data = vec![1000.0f32; 4 * align + 1001 + 50];
     data[4 * align..4 * align + 1001].fill(1.0);
-    let x = gpu.upload(&data).expect("upload");
+    let x = GpuVec::upload(gpu, &data).expect("upload");
     let view = BufView::new(x.buffer(), (16 * align) as u64, 1001);
     assert_eq!(
         reduce::reduce(gpu, Reduction::Sum, view, None).expect("reduce"),

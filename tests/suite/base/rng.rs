@@ -3,11 +3,10 @@
 //! an error bound derived from the Box–Muller expression, on awkward lengths and offsets, on
 //! both dispatch shapes.
 
-
 use crate::common::{both_gpus, gpu, read_buffer_words, EPS32};
 use curvgpu::reference::philox;
 use curvgpu::rng::{self, Distribution};
-use curvgpu::{BufView, Gpu, Recorder};
+use curvgpu::{BufView, Gpu, GpuVec, Recorder};
 
 /// Past 65,535 × 256 = 16,776,960 elements, so `gpu_wide_grid` (64 invocations, one element
 /// each) needs 265,626 workgroups and folds its grid into 2-D.
@@ -51,17 +50,17 @@ fn f32_bits(x: &[f32]) -> Vec<u32> {
 
 fn gpu_words(gpu: &Gpu, n: usize, seed: u64, offset: u64) -> Vec<u32> {
     let v = rng::philox_u32(gpu, n, seed, offset).expect("philox_u32");
-    gpu.read(&v).expect("read")
+    v.read().expect("read")
 }
 
 fn gpu_signs(gpu: &Gpu, n: usize, seed: u64, offset: u64) -> Vec<f32> {
     let v = rng::rademacher(gpu, n, seed, offset).expect("rademacher");
-    gpu.read(&v).expect("read")
+    v.read().expect("read")
 }
 
 fn gpu_normals(gpu: &Gpu, n: usize, seed: u64, offset: u64) -> Vec<f32> {
     let v = rng::gaussian(gpu, n, seed, offset).expect("gaussian");
-    gpu.read(&v).expect("read")
+    v.read().expect("read")
 }
 
 // ---- raw words and Rademacher signs: exact -------------------------------------------------
@@ -329,9 +328,9 @@ fn record_fill_into_packed_subrange_leaves_neighbours_untouched() {
         Distribution::Gaussian,
         Distribution::Bits,
     ] {
-        let parts = gpu.packed::<f32>(&lens).expect("packed");
+        let parts = GpuVec::<f32>::packed(gpu, &lens).expect("packed");
         for (p, &len) in parts.iter().zip(&lens) {
-            gpu.write(p, &vec![SENTINEL; len]).expect("write");
+            p.write(&vec![SENTINEL; len]).expect("write");
         }
         // Fill the 2nd and 3rd tensors (37 and 3 elements: neither a multiple of 4), from
         // offsets that are not multiples of 4 either.
@@ -340,7 +339,7 @@ fn record_fill_into_packed_subrange_leaves_neighbours_untouched() {
         rng::record_fill(&mut rec, dist, parts[2].view(), seed, 44).expect("record 2");
         rec.submit().expect("submit");
 
-        let read = |i: usize| gpu.read(&parts[i]).expect("read");
+        let read = |i: usize| parts[i].read().expect("read");
         assert_eq!(read(0), vec![SENTINEL; 5], "{dist:?}: tensor before");
         assert_eq!(read(3), vec![SENTINEL; 10], "{dist:?}: tensor after");
         for (i, offset) in [(1usize, 7u64), (2, 44)] {

@@ -123,7 +123,11 @@ fn every_wgsl_file_is_in_the_registry() {
         let dir = dir.unwrap().path();
         for file in std::fs::read_dir(&dir).unwrap() {
             let file = file.unwrap().path();
-            let rel = file.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            let rel = file
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             on_disk.insert(rel);
         }
     }
@@ -194,7 +198,11 @@ fn check_kernel(kernel: &Kernel, module: &naga::Module, info: &ModuleInfo) -> Re
         .ok_or_else(|| format!("no entry point `{}`", kernel.entry))?;
     for &(binding, h) in &used {
         let var = &module.global_variables[h];
-        let slot = kernel.slots.get(binding as usize).copied().unwrap_or(Slot::Gap);
+        let slot = kernel
+            .slots
+            .get(binding as usize)
+            .copied()
+            .unwrap_or(Slot::Gap);
         match (var.space, slot) {
             (naga::AddressSpace::Uniform, Slot::Uniform(layout)) => {
                 compare_uniform(module, var.ty, layout)?
@@ -213,7 +221,9 @@ fn check_kernel(kernel: &Kernel, module: &naga::Module, info: &ModuleInfo) -> Re
     }
     for (i, slot) in kernel.slots.iter().enumerate() {
         if *slot != Slot::Gap && !used.iter().any(|&(b, _)| b as usize == i) {
-            return Err(format!("declares binding {i} ({slot:?}), which the entry point does not use"));
+            return Err(format!(
+                "declares binding {i} ({slot:?}), which the entry point does not use"
+            ));
         }
     }
     Ok(())
@@ -256,8 +266,10 @@ fn every_entry_point_has_exactly_one_kernel_declaration() {
             }
         }
     }
-    let declared: BTreeSet<(&str, String)> =
-        declared.into_iter().map(|(p, e)| (p, e.to_string())).collect();
+    let declared: BTreeSet<(&str, String)> = declared
+        .into_iter()
+        .map(|(p, e)| (p, e.to_string()))
+        .collect();
     let missing: Vec<_> = in_wgsl.difference(&declared).collect();
     let stale: Vec<_> = declared.difference(&in_wgsl).collect();
     assert!(
@@ -287,7 +299,10 @@ fn every_kernel_validates_with_its_read_bindings_promoted() {
                             access: naga::StorageAccess::LOAD | naga::StorageAccess::STORE,
                         })
                 {
-                    return Err(format!("binding {binding} was not promoted: {:?}", var.space));
+                    return Err(format!(
+                        "binding {binding} was not promoted: {:?}",
+                        var.space
+                    ));
                 }
             }
             Ok(())
@@ -361,4 +376,11 @@ fn every_kernel_fits_the_required_limits() {
 fn every_shader_compiles_on_the_test_device() {
     let gpu = crate::common::gpu();
     pollster::block_on(curvgpu::shader::check_shaders_async(gpu)).unwrap();
+}
+
+/// The read-write variants compile on the device too (the browser test runs this on Tint).
+#[test]
+fn every_promoted_variant_compiles_on_the_test_device() {
+    let gpu = crate::common::gpu();
+    pollster::block_on(curvgpu::kernel::check_promoted_async(gpu, &curvgpu::kernels())).unwrap();
 }

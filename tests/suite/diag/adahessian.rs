@@ -7,11 +7,10 @@
 //! |z⊙Hz| ≥ 0.1, so m never crosses 0 and v never vanishes: u is a smooth function of the data
 //! and |u| ≤ |m̂|/eps is bounded by 1/√(1−β2)·… — here |u| ≤ 40 covers it (checked below).
 
-
 use crate::common::*;
 use curvgpu::diag::{AdaHessian, AdaHessianConfig, Averaging, HutchinsonDiag, TensorSpec};
 use curvgpu::reference::diag as reference;
-use curvgpu::{Gpu, GpuVec};
+use curvgpu::{Gpu, GpuVec, Optimizer};
 
 fn gradient(n: usize, step: u64) -> Vec<f64> {
     let bias = uniform(n, 77, -1.0, 1.0);
@@ -49,15 +48,18 @@ fn trajectory(gpu: &Gpu, spec: TensorSpec, steps: u64, config: AdaHessianConfig)
     let segment = spec.segment().unwrap();
     let p = adahessian_params(&config);
     let theta0 = round_f32(&uniform(n, 9, -1.0, 1.0));
-    let theta = gpu.upload(&as_f32(&theta0)).unwrap();
-    let (grad, zhz_buf) = (gpu.zeros::<f32>(n).unwrap(), gpu.zeros::<f32>(n).unwrap());
+    let theta = GpuVec::upload(gpu, &as_f32(&theta0)).unwrap();
+    let (grad, zhz_buf) = (
+        GpuVec::<f32>::zeros(gpu, n).unwrap(),
+        GpuVec::<f32>::zeros(gpu, n).unwrap(),
+    );
     let mut opt = AdaHessian::new_multi(gpu, std::slice::from_ref(&spec), config).unwrap();
     let (mut th, mut m, mut v) = (theta0.clone(), vec![0.0; n], vec![0.0; n]);
     for t in 1..=steps {
         let (g, d) = (gradient(n, t), zhz(n, t));
-        gpu.write(&grad, &as_f32(&g)).unwrap();
-        gpu.write(&zhz_buf, &as_f32(&d)).unwrap();
-        opt.step(gpu, &theta, &grad, &zhz_buf).unwrap();
+        grad.write(&as_f32(&g)).unwrap();
+        zhz_buf.write(&as_f32(&d)).unwrap();
+        opt.step(gpu, &theta, (&grad, &zhz_buf)).unwrap();
         reference::adahessian_step(&p, t, segment, &mut th, &mut m, &mut v, &g, &d);
     }
     let what = format!(
@@ -65,14 +67,8 @@ fn trajectory(gpu: &Gpu, spec: TensorSpec, steps: u64, config: AdaHessianConfig)
         config.hessian_power
     );
     let tol = bound(steps, max_abs(&th), p.lr);
-    assert_close(
-        &format!("{what}: θ"),
-        &gpu.read(&theta).unwrap(),
-        &th,
-        tol,
-        0.0,
-    );
-    let state = opt.export_state(gpu).unwrap();
+    assert_close(&format!("{what}: θ"), &theta.read().unwrap(), &th, tol, 0.0);
+    let state = opt.export_state().unwrap();
     assert_eq!(state.step, steps);
     // EMAs contract errors: ≤ 1/(1−β) roundings; 1/(1−0.999) = 1000 for v, relative to max D².
     assert_close(
@@ -157,7 +153,7 @@ fn adahessian_multi_tensor_step_equals_separate_steps() {
     let upload = |seed: u64| -> Vec<GpuVec<f32>> {
         lens.iter()
             .enumerate()
-            .map(|(i, &n)| gpu.upload(&as_f32(&zhz(n, seed + i as u64))).unwrap())
+            .map(|(i, &n)| GpuVec::upload(gpu, &as_f32(&zhz(n, seed + i as u64))).unwrap())
             .collect()
     };
     let (theta_multi, grads, zhzs) = (upload(1), upload(2), upload(3));
@@ -168,17 +164,17 @@ fn adahessian_multi_tensor_step_equals_separate_steps() {
         .map(|s| AdaHessian::new_multi(gpu, std::slice::from_ref(s), config).unwrap())
         .collect();
     for _ in 0..3 {
-        multi.step(gpu, &theta_multi, &grads, &zhzs).unwrap();
+        multi.step(gpu, &theta_multi, (&grads, &zhzs)).unwrap();
         for (i, opt) in singles.iter_mut().enumerate() {
-            opt.step(gpu, &theta_single[i], &grads[i], &zhzs[i])
+            opt.step(gpu, &theta_single[i], (&grads[i], &zhzs[i]))
                 .unwrap();
         }
     }
     for i in 0..specs.len() {
         // Identical kernels on identical data: bit-identical results.
         assert_eq!(
-            gpu.read(&theta_multi[i]).unwrap(),
-            gpu.read(&theta_single[i]).unwrap(),
+            theta_multi[i].read().unwrap(),
+            theta_single[i].read().unwrap(),
             "tensor {i}"
         );
     }
@@ -191,18 +187,18 @@ fn hutchinson_running_mean_equals_the_mean_of_the_probes() {
     let gpu = gpu();
     for n in [1, 3, 1000, 65_537] {
         let mut est = HutchinsonDiag::new(gpu, &[n], 5).unwrap();
-        let buf = gpu.zeros::<f32>(n).unwrap();
+        let buf = GpuVec::<f32>::zeros(gpu, n).unwrap();
         let mut want = vec![0.0; n];
         for k in 1..=64u64 {
             let x = zhz(n, k);
-            gpu.write(&buf, &as_f32(&x)).unwrap();
+            buf.write(&as_f32(&x)).unwrap();
             est.accumulate(gpu, &buf).unwrap();
             reference::hutchinson_accumulate(&mut want, &x, k);
         }
         assert_eq!(est.probes(), 64);
         assert_close(
             &format!("Hutchinson n = {n}"),
-            &gpu.read(&est.estimate()[0]).unwrap(),
+            &est.estimate()[0].read().unwrap(),
             &want,
             3.0 * 64.0 * EPS32 * 2.0,
             0.0,
@@ -220,13 +216,13 @@ fn hutchinson_recovers_a_known_diagonal_from_rademacher_probes() {
     let d = uniform(n, 8, 1.0, 3.0);
     let (c, probes) = (0.5, 400u64);
     let mut est = HutchinsonDiag::new(gpu, &[n], 99).unwrap();
-    let z_buf = gpu.zeros::<f32>(n).unwrap();
-    let zhz_buf = gpu.zeros::<f32>(n).unwrap();
+    let z_buf = GpuVec::<f32>::zeros(gpu, n).unwrap();
+    let zhz_buf = GpuVec::<f32>::zeros(gpu, n).unwrap();
     for _ in 0..probes {
         let mut rec = curvgpu::Recorder::new(gpu);
-        est.record_probe(&mut rec, &z_buf).unwrap();
+        est.record_probe(&mut rec, est.probes() + 1, &z_buf).unwrap();
         rec.submit().unwrap();
-        let z = gpu.read(&z_buf).unwrap();
+        let z = z_buf.read().unwrap();
         assert!(z.iter().all(|&x| x == 1.0 || x == -1.0));
         let hz: Vec<f32> = (0..n)
             .map(|i| {
@@ -235,12 +231,12 @@ fn hutchinson_recovers_a_known_diagonal_from_rademacher_probes() {
                 (z[i] as f64 * (d[i] * z[i] as f64 + c * (left + right))) as f32
             })
             .collect();
-        gpu.write(&zhz_buf, &hz).unwrap();
+        zhz_buf.write(&hz).unwrap();
         est.accumulate(gpu, &zhz_buf).unwrap();
     }
     assert_close(
         "diag(H) estimate",
-        &gpu.read(&est.estimate()[0]).unwrap(),
+        &est.estimate()[0].read().unwrap(),
         &d,
         0.3,
         0.0,

@@ -20,11 +20,10 @@
 //! step off (t = 2 at the first step) shrinks the first step by ~25%; the decay left out moves the largest |θ| ≈ 2
 //! by 2e-3 over the default trajectory; the θ bounds are ≈ 1e-4 (default) and 7e-5.
 
-
 use crate::common::*;
 use curvgpu::diag::{AdamW, AdamWConfig};
 use curvgpu::reference::diag::{self as reference, AdamWParams};
-use curvgpu::{Error, Gpu};
+use curvgpu::{Error, Gpu, GpuVec, Optimizer};
 
 const G_MIN: f64 = 0.1;
 const G_MAX: f64 = 1.4;
@@ -67,13 +66,13 @@ fn bounds(p: &AdamWParams, t: u64, max_theta: f64) -> (f64, f64, f64) {
 fn trajectory(gpu: &Gpu, n: usize, steps: u64, config: AdamWConfig) {
     let p = params(&config);
     let theta0 = round_f32(&uniform(n, 1, -2.0, 2.0));
-    let theta = gpu.upload(&as_f32(&theta0)).unwrap();
-    let grad = gpu.zeros::<f32>(n).unwrap();
+    let theta = GpuVec::upload(gpu, &as_f32(&theta0)).unwrap();
+    let grad = GpuVec::<f32>::zeros(gpu, n).unwrap();
     let mut opt = AdamW::new(gpu, n, config).unwrap();
     let (mut th, mut m, mut v) = (theta0.clone(), vec![0.0; n], vec![0.0; n]);
     for t in 1..=steps {
         let g = gradient(n, 100 + t);
-        gpu.write(&grad, &as_f32(&g)).unwrap();
+        grad.write(&as_f32(&g)).unwrap();
         opt.step(gpu, &theta, &grad).unwrap();
         reference::adamw_step(&p, t, &mut th, &mut m, &mut v, &g);
     }
@@ -82,12 +81,12 @@ fn trajectory(gpu: &Gpu, n: usize, steps: u64, config: AdamWConfig) {
     let (bound_theta, bound_m, rtol_v) = bounds(&p, steps, max_abs(&th));
     assert_close(
         &format!("{what}: θ"),
-        &gpu.read(&theta).unwrap(),
+        &theta.read().unwrap(),
         &th,
         bound_theta,
         0.0,
     );
-    let state = opt.export_state(gpu).unwrap();
+    let state = opt.export_state().unwrap();
     assert_eq!(state.step, steps);
     assert_close(&format!("{what}: m"), &state.tensors[0].m, &m, bound_m, 0.0);
     assert_close(&format!("{what}: v"), &state.tensors[0].h, &v, 0.0, rtol_v);
@@ -127,8 +126,8 @@ fn adamw_first_step_is_a_sign_step_of_size_lr() {
     let config = AdamWConfig::default();
     let theta0 = round_f32(&uniform(n, 5, -1.0, 1.0));
     let g = gradient(n, 6);
-    let theta = gpu.upload(&as_f32(&theta0)).unwrap();
-    let grad = gpu.upload(&as_f32(&g)).unwrap();
+    let theta = GpuVec::upload(gpu, &as_f32(&theta0)).unwrap();
+    let grad = GpuVec::upload(gpu, &as_f32(&g)).unwrap();
     let mut opt = AdamW::new(gpu, n, config).unwrap();
     opt.step(gpu, &theta, &grad).unwrap();
     let want: Vec<f64> = theta0
@@ -137,7 +136,7 @@ fn adamw_first_step_is_a_sign_step_of_size_lr() {
         .map(|(th, g)| th * (1.0 - 1e-3 * 1e-2) - 1e-3 * g / (g.abs() + 1e-8))
         .collect();
     let (bound, _, _) = bounds(&params(&config), 1, 1.0);
-    assert_close("first step", &gpu.read(&theta).unwrap(), &want, bound, 0.0);
+    assert_close("first step", &theta.read().unwrap(), &want, bound, 0.0);
 }
 
 #[test]
@@ -157,16 +156,16 @@ fn adamw_beyond_65535_workgroups_on_both_grids() {
     drop((m, v));
     let (bound, _, _) = bounds(&p, steps, 1.0);
     for (name, gpu) in both_gpus() {
-        let theta = gpu.upload(&as_f32(&theta0)).unwrap();
-        let grad = gpu.zeros::<f32>(n).unwrap();
+        let theta = GpuVec::upload(gpu, &as_f32(&theta0)).unwrap();
+        let grad = GpuVec::<f32>::zeros(gpu, n).unwrap();
         let mut opt = AdamW::new(gpu, n, config).unwrap();
         for t in 1..=steps {
-            gpu.write(&grad, &as_f32(&gradient(n, 20 + t))).unwrap();
+            grad.write(&as_f32(&gradient(n, 20 + t))).unwrap();
             opt.step(gpu, &theta, &grad).unwrap();
         }
         assert_close(
             &format!("n = {n}, {name}"),
-            &gpu.read(&theta).unwrap(),
+            &theta.read().unwrap(),
             &th,
             bound,
             0.0,
@@ -187,9 +186,12 @@ fn adamw_multi_tensor_step_matches_each_tensor_alone() {
         .collect();
     let thetas: Vec<_> = theta0
         .iter()
-        .map(|t| gpu.upload(&as_f32(t)).unwrap())
+        .map(|t| GpuVec::upload(gpu, &as_f32(t)).unwrap())
         .collect();
-    let grads: Vec<_> = lens.iter().map(|&n| gpu.zeros::<f32>(n).unwrap()).collect();
+    let grads: Vec<_> = lens
+        .iter()
+        .map(|&n| GpuVec::<f32>::zeros(gpu, n).unwrap())
+        .collect();
     let mut opt = AdamW::new_multi(gpu, &lens, config).unwrap();
     let mut want: Vec<_> = theta0
         .iter()
@@ -199,7 +201,7 @@ fn adamw_multi_tensor_step_matches_each_tensor_alone() {
     for t in 1..=steps {
         for (i, (th, m, v)) in want.iter_mut().enumerate() {
             let g = gradient(th.len(), 50 + 10 * t + i as u64);
-            gpu.write(&grads[i], &as_f32(&g)).unwrap();
+            grads[i].write(&as_f32(&g)).unwrap();
             reference::adamw_step(&p, t, th, m, v, &g);
         }
         opt.step(gpu, &thetas, &grads).unwrap();
@@ -209,7 +211,7 @@ fn adamw_multi_tensor_step_matches_each_tensor_alone() {
     for (i, (th, _, _)) in want.iter().enumerate() {
         assert_close(
             &format!("tensor {i} of {lens:?}"),
-            &gpu.read(&thetas[i]).unwrap(),
+            &thetas[i].read().unwrap(),
             th,
             bound,
             0.0,
@@ -225,29 +227,29 @@ fn adamw_checkpoint_carries_the_step_count_into_the_bias_correction() {
     let gpu = gpu();
     let n = 9;
     let config = AdamWConfig::default();
-    let theta = gpu.upload(&as_f32(&uniform(n, 60, -1.0, 1.0))).unwrap();
-    let grad = gpu.zeros::<f32>(n).unwrap();
+    let theta = GpuVec::upload(gpu, &as_f32(&uniform(n, 60, -1.0, 1.0))).unwrap();
+    let grad = GpuVec::<f32>::zeros(gpu, n).unwrap();
     let mut original = AdamW::new(gpu, n, config).unwrap();
     for t in 1..=3 {
-        gpu.write(&grad, &as_f32(&gradient(n, 60 + t))).unwrap();
+        grad.write(&as_f32(&gradient(n, 60 + t))).unwrap();
         original.step(gpu, &theta, &grad).unwrap();
     }
-    let checkpoint = original.export_state(gpu).unwrap();
+    let checkpoint = original.export_state().unwrap();
     let mut restored = AdamW::new(gpu, n, config).unwrap();
-    restored.import_state(gpu, &checkpoint).unwrap();
+    restored.import_state(&checkpoint).unwrap();
     assert_eq!(restored.steps(), 3);
-    let theta_copy = gpu.upload(&gpu.read(&theta).unwrap()).unwrap();
-    gpu.write(&grad, &as_f32(&gradient(n, 64))).unwrap();
+    let theta_copy = GpuVec::upload(gpu, &theta.read().unwrap()).unwrap();
+    grad.write(&as_f32(&gradient(n, 64))).unwrap();
     original.step(gpu, &theta, &grad).unwrap();
     restored.step(gpu, &theta_copy, &grad).unwrap();
-    assert_eq!(gpu.read(&theta).unwrap(), gpu.read(&theta_copy).unwrap());
+    assert_eq!(theta.read().unwrap(), theta_copy.read().unwrap());
     let mut fresh = AdamW::new(gpu, n, config).unwrap();
-    let theta_fresh = gpu.upload(&gpu.read(&theta_copy).unwrap()).unwrap();
+    let theta_fresh = GpuVec::upload(gpu, &theta_copy.read().unwrap()).unwrap();
     fresh.step(gpu, &theta_fresh, &grad).unwrap();
     restored.step(gpu, &theta_copy, &grad).unwrap();
     assert_ne!(
-        gpu.read(&theta_fresh).unwrap(),
-        gpu.read(&theta_copy).unwrap(),
+        theta_fresh.read().unwrap(),
+        theta_copy.read().unwrap(),
         "a fresh optimizer's first step differs from a restored one's fifth"
     );
 }
@@ -320,14 +322,21 @@ fn adamw_rejects_bad_tensors_and_counts_no_step() {
     let gpu = gpu();
     let mut opt = AdamW::new_multi(gpu, &[5, 6], AdamWConfig::default()).unwrap();
     let (a, b, short) = (
-        gpu.zeros::<f32>(5).unwrap(),
-        gpu.zeros::<f32>(6).unwrap(),
-        gpu.zeros::<f32>(4).unwrap(),
+        GpuVec::<f32>::zeros(gpu, 5).unwrap(),
+        GpuVec::<f32>::zeros(gpu, 6).unwrap(),
+        GpuVec::<f32>::zeros(gpu, 4).unwrap(),
     );
     let params = vec![a, b];
-    let grads = vec![gpu.zeros::<f32>(5).unwrap(), short];
+    let grads = vec![GpuVec::<f32>::zeros(gpu, 5).unwrap(), short];
     assert_length(opt.step(gpu, &params, &grads), "grads", 6, 4);
-    assert_length(opt.step(gpu, &params, &params[..1]), "grads", 2, 1);
+    match opt.step(gpu, &params, &params[..1]) {
+        Err(Error::CountMismatch {
+            argument,
+            expected,
+            actual,
+        }) => assert_eq!((argument, expected, actual), ("grads", 2, 1)),
+        other => panic!("expected CountMismatch {{ grads: 1 of 2 }}, got {other:?}"),
+    }
     assert_eq!(opt.steps(), 0);
 
     let mut checked = AdamW::new(
@@ -339,7 +348,7 @@ fn adamw_rejects_bad_tensors_and_counts_no_step() {
         },
     )
     .unwrap();
-    let g = gpu.upload(&[0.0, 1.0, f32::NAN, 2.0, 3.0]).unwrap();
+    let g = GpuVec::upload(gpu, &[0.0, 1.0, f32::NAN, 2.0, 3.0]).unwrap();
     match checked.step(gpu, &params[0], &g) {
         Err(Error::NonFinite {
             argument: "grads",

@@ -13,11 +13,10 @@
 //! and f32 cannot disagree with f64 about its sign. Single steps with arbitrary signs and exact
 //! zeros are tested separately.
 
-
 use crate::common::*;
 use curvgpu::diag::{SophiaG, SophiaGConfig, SophiaH, SophiaHConfig};
 use curvgpu::reference::diag as reference;
-use curvgpu::Gpu;
+use curvgpu::{Gpu, GpuVec, Optimizer};
 
 const SIZES: [usize; 6] = [1, 3, 4, 1000, 65_537, 257];
 
@@ -56,22 +55,22 @@ fn sophiag_trajectory(gpu: &Gpu, n: usize, steps: u64, config: SophiaGConfig) {
     let p = sophiag_params(&config);
     let theta0 = round_f32(&uniform(n, 1, -2.0, 2.0));
     let bias = fixed_signs(n, 2);
-    let theta = gpu.upload(&as_f32(&theta0)).unwrap();
-    let grad = gpu.zeros::<f32>(n).unwrap();
-    let ghat = gpu.zeros::<f32>(n).unwrap();
+    let theta = GpuVec::upload(gpu, &as_f32(&theta0)).unwrap();
+    let grad = GpuVec::<f32>::zeros(gpu, n).unwrap();
+    let ghat = GpuVec::<f32>::zeros(gpu, n).unwrap();
     let mut opt = SophiaG::new(gpu, n, config).unwrap();
     let (mut th, mut m, mut h) = (theta0.clone(), vec![0.0; n], vec![0.0; n]);
     let mut max_ghat = 0.0f64;
     for t in 1..=steps {
         let g = signed_gradient(&bias, t);
-        gpu.write(&grad, &as_f32(&g)).unwrap();
+        grad.write(&as_f32(&g)).unwrap();
         opt.step(gpu, &theta, &grad).unwrap();
         reference::sophiag_step(&p, &mut th, &mut m, &h, &g);
         if t % 10 == 0 {
             let gh = round_f32(&uniform(n, 5000 + t, -1.0, 1.0));
             max_ghat = max_ghat.max(max_abs(&gh));
-            gpu.write(&ghat, &as_f32(&gh)).unwrap();
-            opt.refresh_hessian(gpu, &ghat).unwrap();
+            ghat.write(&as_f32(&gh)).unwrap();
+            opt.refresh_from_sampled_grads(gpu, &ghat).unwrap();
             reference::sophiag_refresh(&p, &mut h, &gh);
         }
     }
@@ -79,12 +78,12 @@ fn sophiag_trajectory(gpu: &Gpu, n: usize, steps: u64, config: SophiaGConfig) {
     let bound = theta_bound(steps, max_abs(&th), p.lr);
     assert_close(
         &format!("{what}: θ"),
-        &gpu.read(&theta).unwrap(),
+        &theta.read().unwrap(),
         &th,
         bound,
         0.0,
     );
-    let state = opt.export_state(gpu).unwrap();
+    let state = opt.export_state().unwrap();
     assert_eq!(state.step, steps);
     assert_eq!(state.refreshes, steps / 10);
     assert_close(
@@ -136,15 +135,15 @@ fn sophiag_before_any_refresh_takes_pure_sign_steps_and_handles_zero_gradients()
     for i in (0..n).step_by(7) {
         g[i] = 0.0;
     }
-    let theta = gpu.upload(&as_f32(&theta0)).unwrap();
-    let grad = gpu.upload(&as_f32(&g)).unwrap();
+    let theta = GpuVec::upload(gpu, &as_f32(&theta0)).unwrap();
+    let grad = GpuVec::upload(gpu, &as_f32(&g)).unwrap();
     let mut opt = SophiaG::new(gpu, n, config).unwrap();
     opt.step(gpu, &theta, &grad).unwrap();
     let (mut th, mut m) = (theta0.clone(), vec![0.0; n]);
     reference::sophiag_step(&sophiag_params(&config), &mut th, &mut m, &vec![0.0; n], &g);
     assert_close(
         "sign step",
-        &gpu.read(&theta).unwrap(),
+        &theta.read().unwrap(),
         &th,
         theta_bound(1, 1.0, 1e-4),
         0.0,
@@ -152,7 +151,7 @@ fn sophiag_before_any_refresh_takes_pure_sign_steps_and_handles_zero_gradients()
     for i in (0..n).step_by(7) {
         let decayed = theta0[i] as f32 * (1.0 - 1e-4 * 0.1);
         assert_eq!(
-            gpu.read(&theta).unwrap()[i],
+            theta.read().unwrap()[i],
             decayed,
             "zero gradient at {i}: decay only"
         );
@@ -174,24 +173,24 @@ fn sophiag_beyond_65535_workgroups_and_one_binding_worth_of_vec4s() {
     reference::sophiag_refresh(&p, &mut h, &gh);
     reference::sophiag_step(&p, &mut th, &mut m, &h, &g);
     for gpu in [gpu(), gpu_wide_grid()] {
-        let theta = gpu.upload(&as_f32(&theta0)).unwrap();
-        let grad = gpu.upload(&as_f32(&g)).unwrap();
-        let ghat = gpu.upload(&as_f32(&gh)).unwrap();
+        let theta = GpuVec::upload(gpu, &as_f32(&theta0)).unwrap();
+        let grad = GpuVec::upload(gpu, &as_f32(&g)).unwrap();
+        let ghat = GpuVec::upload(gpu, &as_f32(&gh)).unwrap();
         let mut opt = SophiaG::new(gpu, n, config).unwrap();
         opt.step(gpu, &theta, &grad).unwrap();
-        opt.refresh_hessian(gpu, &ghat).unwrap();
+        opt.refresh_from_sampled_grads(gpu, &ghat).unwrap();
         opt.step(gpu, &theta, &grad).unwrap();
         let what = format!("n = {n}, tuning {:?}", gpu.tuning());
         // Same sign-agreement argument as above does not hold for arbitrary g near 0 after
         // two steps: m = β1(1−β1)g + (1−β1)g has the sign of g exactly, so it still holds.
         assert_close(
             &what,
-            &gpu.read(&theta).unwrap(),
+            &theta.read().unwrap(),
             &th,
             theta_bound(2, 1.0, p.lr),
             0.0,
         );
-        let state = opt.export_state(gpu).unwrap();
+        let state = opt.export_state().unwrap();
         assert_close(
             &format!("{what}: h"),
             &state.tensors[0].h,
@@ -206,21 +205,21 @@ fn sophiah_trajectory(gpu: &Gpu, n: usize, steps: u64, config: SophiaHConfig) {
     let p = sophiah_params(&config);
     let theta0 = round_f32(&uniform(n, 21, -2.0, 2.0));
     let bias = fixed_signs(n, 22);
-    let theta = gpu.upload(&as_f32(&theta0)).unwrap();
-    let grad = gpu.zeros::<f32>(n).unwrap();
-    let zhz_buf = gpu.zeros::<f32>(n).unwrap();
+    let theta = GpuVec::upload(gpu, &as_f32(&theta0)).unwrap();
+    let grad = GpuVec::<f32>::zeros(gpu, n).unwrap();
+    let zhz_buf = GpuVec::<f32>::zeros(gpu, n).unwrap();
     let mut opt = SophiaH::new(gpu, n, config).unwrap();
     let (mut th, mut m, mut h) = (theta0.clone(), vec![0.0; n], vec![0.0; n]);
     for t in 1..=steps {
         let g = signed_gradient(&bias, t);
-        gpu.write(&grad, &as_f32(&g)).unwrap();
+        grad.write(&as_f32(&g)).unwrap();
         opt.step(gpu, &theta, &grad).unwrap();
         reference::sophiah_step(&p, t, &mut th, &mut m, &h, &g);
         if t % 10 == 0 {
             // u⊙Hu of a positive-definite diagonal: in [0.5, 2].
             let zhz = round_f32(&uniform(n, 7000 + t, 0.5, 2.0));
-            gpu.write(&zhz_buf, &as_f32(&zhz)).unwrap();
-            opt.refresh_hessian(gpu, &zhz_buf).unwrap();
+            zhz_buf.write(&as_f32(&zhz)).unwrap();
+            opt.refresh_from_zhz(gpu, &zhz_buf).unwrap();
             reference::sophiah_refresh(&p, &mut h, &zhz);
         }
     }
@@ -229,12 +228,12 @@ fn sophiah_trajectory(gpu: &Gpu, n: usize, steps: u64, config: SophiaHConfig) {
     let bound = theta_bound(steps, max_abs(&th), p.lr);
     assert_close(
         &format!("{what}: θ"),
-        &gpu.read(&theta).unwrap(),
+        &theta.read().unwrap(),
         &th,
         bound,
         0.0,
     );
-    let state = opt.export_state(gpu).unwrap();
+    let state = opt.export_state().unwrap();
     assert_close(
         &format!("{what}: h"),
         &state.tensors[0].h,
@@ -274,14 +273,14 @@ fn sophiah_beyond_65535_workgroups() {
     let (mut th, mut m) = (theta0.clone(), vec![0.0; n]);
     reference::sophiah_step(&p, 1, &mut th, &mut m, &vec![0.0; n], &g);
     for gpu in [gpu(), gpu_wide_grid()] {
-        let theta = gpu.upload(&as_f32(&theta0)).unwrap();
-        let grad = gpu.upload(&as_f32(&g)).unwrap();
+        let theta = GpuVec::upload(gpu, &as_f32(&theta0)).unwrap();
+        let grad = GpuVec::upload(gpu, &as_f32(&g)).unwrap();
         let mut opt = SophiaH::new(gpu, n, config).unwrap();
         opt.step(gpu, &theta, &grad).unwrap();
         let what = format!("SophiaH n = {n}, tuning {:?}", gpu.tuning());
         assert_close(
             &what,
-            &gpu.read(&theta).unwrap(),
+            &theta.read().unwrap(),
             &th,
             theta_bound(1, 1.0, p.lr),
             0.0,

@@ -13,9 +13,8 @@
 //!   allows: rounding x₆₄ alone leaves ε·‖A‖∞·‖x₆₄‖/‖b‖. The bound is rtol plus 8 times that
 //!   (8: the residual gap of f32 CG accumulates a few roundings per iteration).
 
-
 use crate::common::*;
-use curvgpu::krylov::{cg, cg_batched, CgOptions, DenseMatrix, Poisson, Preconditioner};
+use curvgpu::krylov::{cg, cg_batched, CgOptions, CgResult, DenseMatrix, Poisson, Preconditioner};
 use curvgpu::reference::krylov as reference;
 use curvgpu::GpuVec;
 
@@ -54,24 +53,33 @@ fn run(case: &Case) {
     let n = nx * ny * nz;
     let b = round_f32(&uniform(n, 42, -1.0, 1.0));
     let op = Poisson::new_3d(nx, ny, nz).unwrap();
-    let b_gpu = gpu.upload(&as_f32(&b)).unwrap();
+    let b_gpu = GpuVec::upload(gpu, &as_f32(&b)).unwrap();
     let options = CgOptions {
         rtol: case.rtol,
         history: true,
         ..Default::default()
     };
     let got = cg(gpu, &op, &b_gpu, None, &options).unwrap();
+    assert!(got.history.is_some());
+    assert_matches_f64_cg(case, &b, None, &got);
+}
+
+/// The f32 solve `got` of A·x = b (from x0) against scipy's recurrence in f64: both converge,
+/// iterations ±2, ‖x − x₆₄‖/‖x₆₄‖ ≤ rtol, the true residual within what f32 storage allows,
+/// and the history (when kept) ends below the tolerance.
+fn assert_matches_f64_cg(case: &Case, b: &[f64], x0: Option<&[f64]>, got: &CgResult) {
+    let n = b.len();
     let want = reference::cg(
         |x, y| apply(case.grid, x, y),
-        &b,
-        None,
+        b,
+        x0,
         case.rtol as f64,
         0.0,
         10 * n,
         None,
     );
-    let x = gpu.read(&got.x).unwrap();
-    let true_res = true_relative_residual(case.grid, &x, &b);
+    let x = got.x.read().unwrap();
+    let true_res = true_relative_residual(case.grid, &x, b);
     let x_err = x
         .iter()
         .zip(&want.x)
@@ -101,18 +109,19 @@ fn run(case: &Case) {
         case.name
     );
     let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
-    let attainable = case.rtol as f64 + 8.0 * EPS32 * case.norm_a * norm(&want.x) / norm(&b);
+    let attainable = case.rtol as f64 + 8.0 * EPS32 * case.norm_a * norm(&want.x) / norm(b);
     assert!(
         true_res <= attainable,
         "{}: true residual {true_res:e} > {attainable:e}",
         case.name
     );
-    let history = got.history.unwrap();
-    assert_eq!(history.len(), got.iterations + 1);
-    assert!(
-        history.last().unwrap()
-            < &(case.rtol * (b.iter().map(|v| v * v).sum::<f64>().sqrt() as f32))
-    );
+    if let Some(history) = &got.history {
+        assert_eq!(history.len(), got.iterations + 1);
+        assert!(
+            history.last().unwrap()
+                < &(case.rtol * (b.iter().map(|v| v * v).sum::<f64>().sqrt() as f32))
+        );
+    }
 }
 
 #[test]
@@ -185,7 +194,7 @@ fn jacobi_and_an_operator_preconditioner_follow_the_preconditioned_recurrence() 
     let diag: Vec<f64> = (0..n).map(|i| a[i * n + i]).collect();
     let b = round_f32(&uniform(n, 7, -1.0, 1.0));
     let op = DenseMatrix::new(gpu, n, n, &as_f32(&a)).unwrap();
-    let b_gpu = gpu.upload(&as_f32(&b)).unwrap();
+    let b_gpu = GpuVec::upload(gpu, &as_f32(&b)).unwrap();
     let plain = reference::cg(dense_apply(n, &a), &b, None, 1e-5, 0.0, 10 * n, None);
     let jacobi = reference::cg(dense_apply(n, &a), &b, None, 1e-5, 0.0, 10 * n, Some(&diag));
     assert!(
@@ -232,10 +241,7 @@ fn batched_solves_equal_separate_solves() {
     let op = Poisson::new_2d(37, 23).unwrap();
     let n = 37 * 23;
     let bs: Vec<GpuVec<f32>> = (0..3)
-        .map(|k| {
-            gpu.upload(&as_f32(&uniform(n, 100 + k, -1.0, 1.0)))
-                .unwrap()
-        })
+        .map(|k| GpuVec::upload(gpu, &as_f32(&uniform(n, 100 + k, -1.0, 1.0))).unwrap())
         .collect();
     let views: Vec<_> = bs.iter().map(|b| b.view()).collect();
     let (batched, stats) = cg_batched(gpu, &op, &views, None, &CgOptions::default()).unwrap();
@@ -244,8 +250,8 @@ fn batched_solves_equal_separate_solves() {
         let single = cg(gpu, &op, b, None, &CgOptions::default()).unwrap();
         assert_eq!(batched[k].iterations, single.iterations, "system {k}");
         assert_eq!(
-            gpu.read(&batched[k].x).unwrap(),
-            gpu.read(&single.x).unwrap(),
+            batched[k].x.read().unwrap(),
+            single.x.read().unwrap(),
             "system {k}"
         );
     }
@@ -265,9 +271,7 @@ fn iterations_recorded_past_convergence_change_nothing() {
     // must be no-ops on the GPU: same count, same bits.
     let gpu = gpu();
     let op = Poisson::new_2d(31, 31).unwrap();
-    let b = gpu
-        .upload(&as_f32(&uniform(31 * 31, 9, -1.0, 1.0)))
-        .unwrap();
+    let b = GpuVec::upload(gpu, &as_f32(&uniform(31 * 31, 9, -1.0, 1.0))).unwrap();
     let run = |check_every| {
         cg(
             gpu,
@@ -283,7 +287,7 @@ fn iterations_recorded_past_convergence_change_nothing() {
     };
     let (tight, loose) = (run(1), run(64));
     assert_eq!(tight.iterations, loose.iterations);
-    assert_eq!(gpu.read(&tight.x).unwrap(), gpu.read(&loose.x).unwrap());
+    assert_eq!(tight.x.read().unwrap(), loose.x.read().unwrap());
 }
 
 #[test]
@@ -292,17 +296,17 @@ fn scipy_exit_cases_zero_rhs_exact_start_maxiter_and_atol() {
     let n = 15 * 15;
     let op = Poisson::new_2d(15, 15).unwrap();
     let b64 = round_f32(&uniform(n, 11, -1.0, 1.0));
-    let b = gpu.upload(&as_f32(&b64)).unwrap();
+    let b = GpuVec::upload(gpu, &as_f32(&b64)).unwrap();
     // b = 0: x = 0 after 0 iterations, converged (scipy returns b itself).
-    let zero = gpu.zeros::<f32>(n).unwrap();
+    let zero = GpuVec::<f32>::zeros(gpu, n).unwrap();
     let r = cg(gpu, &op, &zero, None, &CgOptions::default()).unwrap();
     assert_eq!((r.iterations, r.converged), (0, true));
-    assert!(gpu.read(&r.x).unwrap().iter().all(|&v| v == 0.0));
+    assert!(r.x.read().unwrap().iter().all(|&v| v == 0.0));
     // ... whatever x0 was: scipy returns b itself.
-    let ones = gpu.upload(&vec![1.0f32; n]).unwrap();
+    let ones = GpuVec::upload(gpu, &vec![1.0f32; n]).unwrap();
     let r = cg(gpu, &op, &zero, Some(ones.view()), &CgOptions::default()).unwrap();
     assert_eq!((r.iterations, r.converged, r.residual), (0, true, 0.0));
-    assert!(gpu.read(&r.x).unwrap().iter().all(|&v| v == 0.0));
+    assert!(r.x.read().unwrap().iter().all(|&v| v == 0.0));
     // maxiter exhausted: not converged, exactly maxiter iterations, as scipy's info = maxiter.
     let r = cg(
         gpu,
@@ -327,7 +331,7 @@ fn scipy_exit_cases_zero_rhs_exact_start_maxiter_and_atol() {
     );
     assert_close(
         "x after 7 iterations",
-        &gpu.read(&r.x).unwrap(),
+        &r.x.read().unwrap(),
         &want.x,
         64.0 * EPS32 * crate::common::max_abs(&want.x),
         0.0,
@@ -342,7 +346,7 @@ fn scipy_exit_cases_zero_rhs_exact_start_maxiter_and_atol() {
         10 * n,
         None,
     );
-    let x0 = gpu.upload(&as_f32(&exact.x)).unwrap();
+    let x0 = GpuVec::upload(gpu, &as_f32(&exact.x)).unwrap();
     let r = cg(gpu, &op, &b, Some(x0.view()), &CgOptions::default()).unwrap();
     assert_eq!((r.iterations, r.converged), (0, true));
     // atol dominates rtol·‖b‖: stops earlier, at the same iteration as the f64 run.
@@ -375,4 +379,198 @@ fn scipy_exit_cases_zero_rhs_exact_start_maxiter_and_atol() {
         r.iterations,
         want.iterations
     );
+}
+
+// ---- a residual of exactly 0 -----------------------------------------------------------------
+
+#[test]
+fn a_zero_residual_with_rtol_and_atol_0_is_convergence_not_breakdown() {
+    // rtol = atol = 0: the strict test ‖r‖ < 0 never passes, and r = 0 is the exact solution,
+    // not a breakdown (the next iteration would meet p = 0, pᵀAp = 0). On A = 2I with integer
+    // b every sum is exact: α = rᵀr/(2rᵀr) = 1/2 (Jacobi: z = r/2, α = 1), x = b/2, r = 0
+    // after one iteration.
+    let gpu = gpu();
+    let n = 37;
+    let two_i: Vec<f32> = (0..n * n)
+        .map(|k| if k / n == k % n { 2.0 } else { 0.0 })
+        .collect();
+    let op = DenseMatrix::new(gpu, n, n, &two_i).unwrap();
+    let b64 = integers(n, 500);
+    assert!(b64.iter().any(|&v| v != 0.0));
+    let b = GpuVec::upload(gpu, &as_f32(&b64)).unwrap();
+    let half: Vec<f32> = b64.iter().map(|&v| (v / 2.0) as f32).collect();
+    for (name, preconditioner) in [
+        ("plain", Preconditioner::None),
+        ("Jacobi", Preconditioner::Jacobi),
+    ] {
+        for check_every in [1, 16] {
+            let options = CgOptions {
+                rtol: 0.0,
+                atol: 0.0,
+                check_every,
+                history: true,
+                preconditioner,
+                ..Default::default()
+            };
+            let r = cg(gpu, &op, &b, None, &options)
+                .unwrap_or_else(|e| panic!("{name}, check_every {check_every}: {e}"));
+            assert_eq!(
+                (r.iterations, r.converged, r.residual),
+                (1, true, 0.0),
+                "{name}, check_every {check_every}"
+            );
+            assert_eq!(r.x.read().unwrap(), half, "{name}");
+            assert_eq!(r.history.unwrap().last(), Some(&0.0));
+        }
+    }
+    // Beside a system that does not converge: each keeps its own flags.
+    let poisson = Poisson::new_2d(37, 1).unwrap();
+    let mut a_b = vec![0.0; n];
+    reference::poisson2d_apply(37, 1, &b64, &mut a_b);
+    // A·b is exact in f32, so from x0 = b the system A·x = A·b starts at r₀ = 0.
+    let b_prime = GpuVec::upload(gpu, &as_f32(&a_b)).unwrap();
+    let options = CgOptions {
+        rtol: 0.0,
+        atol: 0.0,
+        maxiter: Some(5),
+        ..Default::default()
+    };
+    let (results, _) = cg_batched(
+        gpu,
+        &poisson,
+        &[b_prime.view(), b.view()],
+        Some(&[b.view(), GpuVec::<f32>::zeros(gpu, n).unwrap().view()]),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            results[0].iterations,
+            results[0].converged,
+            results[0].residual
+        ),
+        (0, true, 0.0)
+    );
+    assert_eq!(results[0].x.read().unwrap(), as_f32(&b64));
+    assert_eq!((results[1].iterations, results[1].converged), (5, false));
+}
+
+#[test]
+fn an_exact_start_with_rtol_and_atol_0_converges_at_once_through_the_fused_stencil() {
+    // Poisson 64² (nx a multiple of 4: the fused direction and pᵀAp forms) with integer x0 and
+    // b = A·x0 exact in f32: r₀ = b − A·x0 = 0 exactly, which is convergence before the first
+    // iteration whatever the tolerance.
+    let gpu = gpu();
+    let (nx, ny) = (64, 64);
+    let x0 = integers(nx * ny, 510);
+    let mut b = vec![0.0; nx * ny];
+    reference::poisson2d_apply(nx, ny, &x0, &mut b);
+    let op = Poisson::new_2d(nx, ny).unwrap();
+    let (bv, x0v) = (
+        GpuVec::upload(gpu, &as_f32(&b)).unwrap(),
+        GpuVec::upload(gpu, &as_f32(&x0)).unwrap(),
+    );
+    let options = CgOptions {
+        rtol: 0.0,
+        atol: 0.0,
+        ..Default::default()
+    };
+    let r = cg(gpu, &op, &bv, Some(x0v.view()), &options).unwrap();
+    assert_eq!((r.iterations, r.converged, r.residual), (0, true, 0.0));
+    assert_eq!(r.x.read().unwrap(), as_f32(&x0));
+}
+
+// ---- views in one buffer ---------------------------------------------------------------------
+
+const PACKED: Case = Case {
+    name: "2-D 64², b and x0 in one buffer",
+    grid: (64, 64, 1),
+    rtol: 1e-5,
+    norm_a: 8.0,
+};
+
+#[test]
+fn b_and_x0_in_one_buffer_solve_as_in_separate_buffers() {
+    // b and x0 are only read (copied into the solver's vectors), so they may share a buffer at
+    // aligned offsets, in either order: the same f64 comparison as the 64² case, and the same
+    // bits as from separate buffers.
+    let gpu = gpu();
+    let (nx, ny, _) = PACKED.grid;
+    let n = nx * ny;
+    let b = round_f32(&uniform(n, 42, -1.0, 1.0));
+    let x0 = round_f32(&uniform(n, 43, -0.5, 0.5));
+    let op = Poisson::new_2d(nx, ny).unwrap();
+    let options = CgOptions {
+        rtol: PACKED.rtol,
+        history: true,
+        ..Default::default()
+    };
+    let separate = cg(
+        gpu,
+        &op,
+        &GpuVec::upload(gpu, &as_f32(&b)).unwrap(),
+        Some(GpuVec::upload(gpu, &as_f32(&x0)).unwrap().view()),
+        &options,
+    )
+    .unwrap();
+    assert_matches_f64_cg(&PACKED, &b, Some(&x0), &separate);
+    for b_first in [true, false] {
+        let packed = GpuVec::<f32>::packed(gpu, &[n, n]).unwrap();
+        let (bv, x0v) = match b_first {
+            true => (&packed[0], &packed[1]),
+            false => (&packed[1], &packed[0]),
+        };
+        assert_eq!(bv.buffer(), x0v.buffer());
+        bv.write(&as_f32(&b)).unwrap();
+        x0v.write(&as_f32(&x0)).unwrap();
+        let got = cg(gpu, &op, bv, Some(x0v.view()), &options).unwrap();
+        assert_matches_f64_cg(&PACKED, &b, Some(&x0), &got);
+        assert_eq!(got.iterations, separate.iterations);
+        assert_eq!(got.x.read().unwrap(), separate.x.read().unwrap());
+        assert_eq!(bv.read().unwrap(), as_f32(&b), "b is left as it was");
+        assert_eq!(x0v.read().unwrap(), as_f32(&x0), "x0 is left as it was");
+    }
+}
+
+#[test]
+fn batched_right_hand_sides_and_starts_in_one_buffer_equal_separate_solves() {
+    // Three systems' b and x0 interleaved in one buffer; the third starts from its own b (x0
+    // and b the same view: both are only read).
+    let gpu = gpu();
+    let op = Poisson::new_2d(37, 23).unwrap();
+    let n = 37 * 23;
+    let data: Vec<Vec<f32>> = (0..5)
+        .map(|k| as_f32(&uniform(n, 100 + k, -1.0, 1.0)))
+        .collect();
+    let packed = GpuVec::<f32>::packed(gpu, &[n; 5]).unwrap();
+    for (v, d) in packed.iter().zip(&data) {
+        v.write(d).unwrap();
+    }
+    let bs = [packed[0].view(), packed[2].view(), packed[4].view()];
+    let x0s = [packed[1].view(), packed[3].view(), packed[4].view()];
+    let (batched, _) = cg_batched(gpu, &op, &bs, Some(&x0s), &CgOptions::default()).unwrap();
+    for k in 0..3 {
+        let (b, x0) = match k {
+            2 => (&data[4], &data[4]),
+            _ => (&data[2 * k], &data[2 * k + 1]),
+        };
+        let single = cg(
+            gpu,
+            &op,
+            &GpuVec::upload(gpu, b).unwrap(),
+            Some(GpuVec::upload(gpu, x0).unwrap().view()),
+            &CgOptions::default(),
+        )
+        .unwrap();
+        assert!(single.converged && batched[k].converged, "system {k}");
+        assert_eq!(batched[k].iterations, single.iterations, "system {k}");
+        assert_eq!(
+            batched[k].x.read().unwrap(),
+            single.x.read().unwrap(),
+            "system {k}"
+        );
+    }
+    for (v, d) in packed.iter().zip(&data) {
+        assert_eq!(&v.read().unwrap(), d, "inputs are left as they were");
+    }
 }

@@ -6,7 +6,6 @@
 //! `Shifted`, `BlockDiagonal` and `FnOperator` do not implement `Debug`, so their constructors'
 //! results are mapped to the operator's shape before matching.
 
-
 use crate::common::{as_f32, assert_empty, assert_length, assert_param, gpu, uniform};
 use curvgpu::krylov::lr::{max_stable_lr_gd, scale_lr, BatchScaling};
 use curvgpu::krylov::tridiag::tridiagonal_eigen;
@@ -17,6 +16,7 @@ use curvgpu::krylov::{
 };
 use curvgpu::reference::krylov as reference;
 use curvgpu::{Error, GpuVec, Recorder};
+use std::sync::{Arc, Mutex};
 
 /// Shape naming `argument`; returns the message.
 #[track_caller]
@@ -50,7 +50,7 @@ fn assert_breakdown<T: std::fmt::Debug>(
 }
 
 fn vector(v: &[f32]) -> GpuVec<f32> {
-    gpu().upload(v).unwrap()
+    GpuVec::upload(gpu(), v).unwrap()
 }
 
 fn poisson(n: usize) -> Poisson {
@@ -115,20 +115,22 @@ fn cg_with_x0_of_the_wrong_length_is_length_mismatch_x0() {
 }
 
 #[test]
-fn cg_batched_with_fewer_x0_than_b_is_length_mismatch_x0() {
+fn cg_batched_with_fewer_x0_than_b_is_count_mismatch_x0() {
     let (b0, b1, x0) = (vector(&[1.0; 4]), vector(&[2.0; 4]), vector(&[0.0; 4]));
-    assert_length(
-        cg_batched(
-            gpu(),
-            &poisson(4),
-            &[b0.view(), b1.view()],
-            Some(&[x0.view()]),
-            &CgOptions::default(),
-        ),
-        "x0",
-        2,
-        1,
-    );
+    match cg_batched(
+        gpu(),
+        &poisson(4),
+        &[b0.view(), b1.view()],
+        Some(&[x0.view()]),
+        &CgOptions::default(),
+    ) {
+        Err(Error::CountMismatch {
+            argument,
+            expected,
+            actual,
+        }) => assert_eq!((argument, expected, actual), ("x0", 2, 1)),
+        other => panic!("expected CountMismatch {{ x0: 1 for 2 }}, got {other:?}"),
+    }
 }
 
 #[test]
@@ -333,10 +335,10 @@ fn jacobi_with_a_non_positive_diagonal_entry_is_breakdown() {
 fn fused_direction_with_a_wrong_length_or_beta_past_the_scalars_is_refused() {
     let gpu = gpu();
     let op = Poisson::new_2d(4, 2).unwrap();
-    let v = gpu.zeros::<f32>(8).unwrap();
-    let short = gpu.zeros::<f32>(7).unwrap();
-    let scalars = gpu.zeros::<f32>(3).unwrap();
-    let partials = gpu.zeros::<f32>(4).unwrap();
+    let v = GpuVec::<f32>::zeros(gpu, 8).unwrap();
+    let short = GpuVec::<f32>::zeros(gpu, 7).unwrap();
+    let scalars = GpuVec::<f32>::zeros(gpu, 3).unwrap();
+    let partials = GpuVec::<f32>::zeros(gpu, 4).unwrap();
     let mut rec = Recorder::new(gpu);
     let mut direction = Direction {
         x: v.view(),
@@ -625,6 +627,338 @@ fn spectral_density_with_0_runs_is_invalid_runs() {
         ..Default::default()
     };
     assert_param(spectral_density(gpu(), &poisson(4), &options), "runs", 0.0);
+}
+
+/// `InvalidParameter { name = 0 }` with the one requirement every iteration limit states.
+#[track_caller]
+fn assert_limit_0<T: std::fmt::Debug>(result: curvgpu::Result<T>, name: &str) {
+    let message = result.as_ref().err().map(|e| e.to_string());
+    assert_param(result, name, 0.0);
+    assert_eq!(
+        message.as_deref(),
+        Some(format!("invalid hyper-parameter `{name}` = 0: must be at least 1").as_str())
+    );
+}
+
+#[test]
+fn every_solver_refuses_an_iteration_limit_of_0_the_same_way() {
+    let gpu = gpu();
+    let op = poisson(4);
+    let b = vector(&[1.0; 4]);
+    let cg_options = CgOptions {
+        maxiter: Some(0),
+        ..Default::default()
+    };
+    assert_limit_0(cg(gpu, &op, &b, None, &cg_options), "maxiter");
+    assert_limit_0(
+        cg_batched(gpu, &op, &[b.view(), b.view()], None, &cg_options),
+        "maxiter",
+    );
+    let cg_options = CgOptions {
+        check_every: 0,
+        ..Default::default()
+    };
+    assert_limit_0(cg(gpu, &op, &b, None, &cg_options), "check_every");
+    let power = PowerOptions {
+        max_iter: 0,
+        ..Default::default()
+    };
+    assert_limit_0(top_eigenvalues(gpu, &op, &power), "max_iter");
+    let trace = TraceOptions {
+        max_iter: 0,
+        ..Default::default()
+    };
+    assert_limit_0(hutchinson_trace(gpu, &op, &trace), "max_iter");
+    assert_limit_0(lanczos(gpu, &op, 0, 0, 0), "steps");
+    for (runs, steps, name) in [(0, 10, "runs"), (1, 0, "steps")] {
+        let slq = SlqOptions {
+            runs,
+            steps,
+            ..Default::default()
+        };
+        assert_limit_0(spectral_density(gpu, &op, &slq), name);
+    }
+}
+
+// ---- operators: overlapping x and y -------------------------------------------------------------
+
+/// `Overlap` naming `a` and `b` (in either order).
+#[track_caller]
+fn assert_overlap<T: std::fmt::Debug>(result: curvgpu::Result<T>, a: &str, b: &str) {
+    match result {
+        Err(Error::Overlap { first, second, .. })
+            if (first.as_str(), second.as_str()) == (a, b)
+                || (first.as_str(), second.as_str()) == (b, a) => {}
+        other => panic!("expected Overlap {{ {a}, {b} }}, got {other:?}"),
+    }
+}
+
+/// One caller buffer of 2n elements (storage usages) for views that overlap.
+fn arena(n: usize) -> wgpu::Buffer {
+    gpu().device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("arena"),
+        size: 8 * n as u64,
+        usage: curvgpu::buffer::STORAGE_USAGES,
+        mapped_at_creation: false,
+    })
+}
+
+#[test]
+fn built_in_operators_refuse_an_x_and_y_that_overlap_naming_both() {
+    // No operator has an in-place form: y = x (the same view) and y overlapping x by part are
+    // refused before anything is recorded, whatever the operator's passes.
+    let gpu = gpu();
+    let n = 128;
+    let buffer = arena(n);
+    let align = gpu.limits().min_storage_buffer_offset_alignment as u64;
+    assert!(
+        align < 4 * n as u64,
+        "a partial overlap needs an aligned offset inside x"
+    );
+    let x = curvgpu::BufView::new(&buffer, 0, n);
+    let shifted_y = curvgpu::BufView::new(&buffer, align, n);
+    let dense = DenseMatrix::new(gpu, n, n, &[0.5; 128 * 128]).unwrap();
+    let row_ptr: Vec<u32> = (0..=n as u32).collect();
+    let columns: Vec<u32> = (0..n as u32).collect();
+    let csr = CsrMatrix::new(gpu, n, n, &row_ptr, &columns, &[2.0; 128]).unwrap();
+    let scalar_stencil = Poisson::new_2d(2, 64).unwrap();
+    let vec4_stencil = Poisson::new_2d(4, 32).unwrap();
+    let shifted = Shifted::new(&vec4_stencil, 1.0).unwrap();
+    let half = Poisson::new_2d(2, 32).unwrap();
+    let blocks = BlockDiagonal::new(gpu, vec![&half, &half]).unwrap();
+    let user = FnOperator::new(n, n, |_, _, _| -> curvgpu::Result<()> {
+        panic!("the closure runs after the checks")
+    });
+    let ops: [(&str, &dyn LinearOperator); 7] = [
+        ("dense", &dense),
+        ("csr", &csr),
+        ("poisson (scalar)", &scalar_stencil),
+        ("poisson (vec4)", &vec4_stencil),
+        ("shifted", &shifted),
+        ("block diagonal", &blocks),
+        ("fn operator", &user),
+    ];
+    for (name, op) in ops {
+        for y in [x, shifted_y] {
+            let mut rec = Recorder::new(gpu);
+            eprintln!("{name}, y at byte {}", y.byte_offset());
+            assert_overlap(op.record_apply(&mut rec, x, y), "x", "y");
+            assert!(rec.is_empty(), "{name}: nothing recorded by a refused call");
+        }
+    }
+}
+
+#[test]
+fn poisson_fused_forms_refuse_a_y_that_overlaps_an_operand_naming_both() {
+    let gpu = gpu();
+    let op = Poisson::new_2d(4, 16).unwrap();
+    let n = 64;
+    let partials = GpuVec::<f32>::zeros(gpu, 1024).unwrap();
+    // [x | d | scalars | y], each 256-byte aligned.
+    let layout = curvgpu::buffer::Layout::new::<f32>(gpu.limits(), &[n, n, 4, n]).unwrap();
+    let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("fused arena"),
+        size: layout.size(),
+        usage: curvgpu::buffer::STORAGE_USAGES,
+        mapped_at_creation: false,
+    });
+    let v = layout.views(&buffer);
+    let (x, d, scalars, y) = (v[0], v[1], v[2], v[3]);
+    let mut rec = Recorder::new(gpu);
+    assert_overlap(op.record_apply_dot(&mut rec, x, x, &partials), "x", "y");
+    let direction = |x, d, scalars| Direction {
+        x,
+        d,
+        scalars,
+        beta_index: 0,
+    };
+    // y is written while d, then the scalars, are read: one dispatch binds both.
+    assert_overlap(
+        op.record_direction_apply_dot(&mut rec, &direction(x, d, scalars), d, &partials),
+        "d",
+        "y",
+    );
+    let scalars_in_y = curvgpu::BufView::new(&buffer, y.byte_offset(), 4);
+    assert_overlap(
+        op.record_direction_apply_dot(&mut rec, &direction(x, d, scalars_in_y), y, &partials),
+        "scalars",
+        "y",
+    );
+    // x and d are only read, but the buffer they share is written (y): WebGPU refuses two
+    // overlapping bindings of such a buffer.
+    assert_overlap(
+        op.record_direction_apply_dot(&mut rec, &direction(x, x, scalars), y, &partials),
+        "x",
+        "d",
+    );
+    assert!(rec.is_empty());
+}
+
+// ---- errors raised by a user's operator ---------------------------------------------------------
+
+/// A device made the way an engine makes its own (not through curvgpu), whose uncaptured
+/// errors are collected instead of reaching wgpu's default handler (which panics). From the
+/// process's one instance: wgpu ids are per instance, and a device of another instance can
+/// carry the id of the shared test device.
+fn engine_device() -> (wgpu::Device, wgpu::Queue, Arc<Mutex<Vec<String>>>) {
+    let info = gpu().adapter_info().clone();
+    let instance = curvgpu::gpu::instance();
+    let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .into_iter()
+        .find(|a| {
+            let i = a.get_info();
+            i.name == info.name && i.backend == info.backend
+        })
+        .expect("the test adapter");
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let uncaptured = Arc::new(Mutex::new(Vec::new()));
+    let sink = uncaptured.clone();
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        sink.lock().unwrap().push(e.to_string());
+    }));
+    (device, queue, uncaptured)
+}
+
+/// y = x in the user's own WGSL.
+const COPY_WGSL: &str = r#"
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x < arrayLength(&y)) {
+        y[gid.x] = x[gid.x];
+    }
+}
+"#;
+
+/// What the user's closure gets wrong.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    None,
+    /// A bind group without y's binding: wgpu refuses it when it is created.
+    MissingBinding,
+    /// More workgroups than the device allows: wgpu refuses the pass when it is encoded.
+    OversizedDispatch,
+}
+
+#[test]
+fn errors_raised_by_a_user_operator_come_back_from_every_solver_as_err() {
+    let (device, queue, uncaptured) = engine_device();
+    let gpu = curvgpu::Gpu::from_device(device.clone(), queue).unwrap();
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("user copy"),
+        source: wgpu::ShaderSource::Wgsl(COPY_WGSL.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("user copy"),
+        layout: None,
+        module: &module,
+        entry_point: Some("copy"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let too_many = gpu.limits().max_compute_workgroups_per_dimension + 1;
+    let n = 8;
+    let identity = |fault: Fault| {
+        let (device, pipeline) = (&device, &pipeline);
+        FnOperator::new(
+            n,
+            n,
+            move |rec: &mut Recorder, x: curvgpu::BufView<'_>, y: curvgpu::BufView<'_>| {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: x.binding_resource(),
+                }];
+                if fault != Fault::MissingBinding {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: y.binding_resource(),
+                    });
+                }
+                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("user copy"),
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &entries,
+                });
+                let groups = match fault {
+                    Fault::OversizedDispatch => too_many,
+                    _ => 1,
+                };
+                rec.dispatch_raw(pipeline, &bind_group, [groups, 1, 1]);
+                Ok(())
+            },
+        )
+    };
+    let b_host: Vec<f32> = (1..=n).map(|i| i as f32).collect();
+    let b = GpuVec::upload(&gpu, &b_host).unwrap();
+    // The faultless closure solves I·x = b in one iteration.
+    let solved = cg(
+        &gpu,
+        &identity(Fault::None),
+        &b,
+        None,
+        &CgOptions::default(),
+    )
+    .unwrap();
+    assert!(solved.converged);
+    assert_eq!(solved.x.read().unwrap(), b_host);
+    for fault in [Fault::MissingBinding, Fault::OversizedDispatch] {
+        let op = identity(fault);
+        let wgpu_error = |what: &str, result: curvgpu::Result<()>| match result {
+            Err(Error::Wgpu { operation, message }) => {
+                eprintln!("{fault:?}, {what}: wgpu error during {operation}: {message}")
+            }
+            other => panic!("{fault:?}, {what}: expected Err(Wgpu), got {other:?}"),
+        };
+        wgpu_error(
+            "cg",
+            cg(&gpu, &op, &b, None, &CgOptions::default()).map(|_| ()),
+        );
+        wgpu_error(
+            "top_eigenvalues",
+            top_eigenvalues(&gpu, &op, &PowerOptions::default()).map(|_| ()),
+        );
+        wgpu_error(
+            "hutchinson_trace",
+            hutchinson_trace(&gpu, &op, &TraceOptions::default()).map(|_| ()),
+        );
+        wgpu_error("lanczos", lanczos(&gpu, &op, 4, 0, 0).map(|_| ()));
+        let slq = SlqOptions {
+            steps: 4,
+            ..Default::default()
+        };
+        wgpu_error(
+            "spectral_density",
+            spectral_density(&gpu, &op, &slq).map(|_| ()),
+        );
+        // Preconditioning with it fails the same way.
+        let options = CgOptions {
+            preconditioner: Preconditioner::Operator(&op),
+            ..Default::default()
+        };
+        wgpu_error(
+            "cg preconditioner",
+            cg(&gpu, &identity(Fault::None), &b, None, &options).map(|_| ()),
+        );
+    }
+    gpu.wait().unwrap();
+    assert_eq!(
+        *uncaptured.lock().unwrap(),
+        Vec::<String>::new(),
+        "nothing reaches the engine's handler"
+    );
+    // The device is still usable.
+    let again = cg(
+        &gpu,
+        &identity(Fault::None),
+        &b,
+        None,
+        &CgOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(again.x.read().unwrap(), b_host);
 }
 
 // ---- host-side helpers --------------------------------------------------------------------------

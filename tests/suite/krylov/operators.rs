@@ -19,18 +19,17 @@
 //! - Diagonals are copies (or one addition a + σ, exact against the same f32 addition on the
 //!   host): equality.
 
-
 use crate::common::{
     as_f32, as_f64, both_gpus, gamma, gpu_wide_grid, integers, randoms, read_buffer_words, uniform,
     EPS32,
 };
-use curvgpu::buffer::STORAGE_USAGES;
+use curvgpu::buffer::{Layout, STORAGE_USAGES};
 use curvgpu::krylov::{
     cg, top_eigenvalues, BlockDiagonal, CgOptions, CsrMatrix, DenseMatrix, Direction, FnOperator,
     LinearOperator, Poisson, PowerOptions, Shifted,
 };
 use curvgpu::reference::krylov as reference;
-use curvgpu::{BufView, Gpu, Recorder};
+use curvgpu::{BufView, Gpu, GpuVec, Recorder};
 use wgpu::util::DeviceExt;
 
 /// Unit roundoff of f32.
@@ -91,23 +90,23 @@ fn abs(x: &[f64]) -> Vec<f64> {
 fn apply(gpu: &Gpu, op: &dyn LinearOperator, x: &[f64]) -> Vec<f32> {
     let (rows, cols) = op.shape();
     assert_eq!(x.len(), cols);
-    let xv = gpu.upload(&as_f32(x)).unwrap();
-    let yv = gpu.upload(&vec![f32::NAN; rows]).unwrap();
+    let xv = GpuVec::upload(gpu, &as_f32(x)).unwrap();
+    let yv = GpuVec::upload(gpu, &vec![f32::NAN; rows]).unwrap();
     let mut rec = Recorder::new(gpu);
     op.record_apply(&mut rec, xv.view(), yv.view()).unwrap();
     rec.submit().unwrap();
-    gpu.read(&yv).unwrap()
+    yv.read().unwrap()
 }
 
 /// diag(A) on the device (NaN-poisoned first), or `None` when the operator has none.
 fn diagonal(gpu: &Gpu, op: &dyn LinearOperator) -> Option<Vec<f32>> {
-    let d = gpu.upload(&vec![f32::NAN; op.shape().0]).unwrap();
+    let d = GpuVec::upload(gpu, &vec![f32::NAN; op.shape().0]).unwrap();
     let mut rec = Recorder::new(gpu);
     if !op.record_diagonal(&mut rec, d.view()).unwrap() {
         return None;
     }
     rec.submit().unwrap();
-    Some(gpu.read(&d).unwrap())
+    Some(d.read().unwrap())
 }
 
 // ---- dense ---------------------------------------------------------------------------------
@@ -526,15 +525,11 @@ fn fused(
     direction: Option<(&[f64], f32)>,
 ) -> (Vec<f32>, f64, Vec<f32>, Vec<f32>) {
     let n = x.len();
-    let xv = gpu.upload(&as_f32(x)).unwrap();
-    let dv = gpu
-        .upload(&as_f32(direction.map_or(x, |(d, _)| d)))
-        .unwrap();
-    let scalars = gpu
-        .upload(&[0.0, 7.0, direction.map_or(0.0, |(_, b)| b)])
-        .unwrap();
-    let yv = gpu.upload(&vec![f32::NAN; n]).unwrap();
-    let partials = gpu.upload(&vec![f32::NAN; 1024]).unwrap();
+    let xv = GpuVec::upload(gpu, &as_f32(x)).unwrap();
+    let dv = GpuVec::upload(gpu, &as_f32(direction.map_or(x, |(d, _)| d))).unwrap();
+    let scalars = GpuVec::upload(gpu, &[0.0, 7.0, direction.map_or(0.0, |(_, b)| b)]).unwrap();
+    let yv = GpuVec::upload(gpu, &vec![f32::NAN; n]).unwrap();
+    let partials = GpuVec::upload(gpu, &vec![f32::NAN; 1024]).unwrap();
     let mut rec = Recorder::new(gpu);
     let groups = match direction {
         Some(_) => op.record_direction_apply_dot(
@@ -553,11 +548,11 @@ fn fused(
     .unwrap()
     .expect("rows of whole vec4s fuse");
     rec.submit().unwrap();
-    let sum = gpu.read(&partials).unwrap()[..groups as usize]
+    let sum = partials.read().unwrap()[..groups as usize]
         .iter()
         .map(|&v| v as f64)
         .sum();
-    let read = |v| gpu.read(v).unwrap();
+    let read = |v: &GpuVec<f32>| v.read().unwrap();
     (read(&yv), sum, read(&xv), read(&dv))
 }
 
@@ -603,8 +598,8 @@ fn poisson_fused_dot_and_direction_forms_are_exact() {
 fn poisson_with_rows_of_partial_vec4s_has_no_fused_forms() {
     let gpu = crate::common::gpu();
     let op = Poisson::new_2d(3, 5).unwrap();
-    let v = gpu.zeros::<f32>(15).unwrap();
-    let partials = gpu.zeros::<f32>(8).unwrap();
+    let v = GpuVec::<f32>::zeros(gpu, 15).unwrap();
+    let partials = GpuVec::<f32>::zeros(gpu, 8).unwrap();
     let mut rec = Recorder::new(gpu);
     let direction = Direction {
         x: v.view(),
@@ -1035,13 +1030,13 @@ fn cg_on_a_user_wgsl_operator_matches_f64_cg() {
     for (name, gpu) in both_gpus() {
         let user = Tridiagonal::new(gpu, n);
         let op = FnOperator::new(n, n, |rec, x, y| user.record(rec, x, y));
-        let bv = gpu.upload(&as_f32(&b)).unwrap();
+        let bv = GpuVec::upload(gpu, &as_f32(&b)).unwrap();
         let options = CgOptions {
             rtol,
             ..Default::default()
         };
         let got = cg(gpu, &op, &bv, None, &options).unwrap();
-        let x = as_f64(&gpu.read(&got.x).unwrap());
+        let x = as_f64(&got.x.read().unwrap());
         let ax = reference.apply(&x);
         let r: Vec<f64> = b.iter().zip(&ax).map(|(b, a)| b - a).collect();
         let rel = norm(&r) / norm(&b);
@@ -1096,4 +1091,217 @@ fn top_eigenvalues_of_a_user_wgsl_operator_are_the_analytic_ones() {
             assert!(err <= tol, "{name}: λ{} = {value}, want {want}", n - k);
         }
     }
+}
+
+// ---- x and y in one buffer -------------------------------------------------------------------
+
+/// y = A·x with x and y in one caller buffer at `Layout`'s aligned offsets (x first or y
+/// first), y NaN-poisoned first; checks that x and the padding between the views are left as
+/// they were, and returns y.
+fn apply_packed(gpu: &Gpu, op: &dyn LinearOperator, x: &[f64], y_first: bool) -> Vec<f32> {
+    let (rows, cols) = op.shape();
+    let lens = if y_first { [rows, cols] } else { [cols, rows] };
+    let layout = Layout::new::<f32>(gpu.limits(), &lens).unwrap();
+    let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("x and y"),
+        size: layout.size(),
+        usage: STORAGE_USAGES,
+        mapped_at_creation: false,
+    });
+    let views = layout.views(&buffer);
+    let (xv, yv) = if y_first {
+        (views[1], views[0])
+    } else {
+        (views[0], views[1])
+    };
+    let mut words = vec![SENTINEL; layout.size() as usize / 4];
+    let at = |v: &BufView<'_>| v.byte_offset() as usize / 4;
+    let x32 = as_f32(x);
+    words[at(&xv)..at(&xv) + cols].copy_from_slice(bytemuck::cast_slice(&x32));
+    words[at(&yv)..at(&yv) + rows].fill(f32::NAN.to_bits());
+    gpu.queue()
+        .write_buffer(&buffer, 0, bytemuck::cast_slice(&words));
+    let mut rec = Recorder::new(gpu);
+    op.record_apply(&mut rec, xv, yv).unwrap();
+    rec.submit().unwrap();
+    let after = read_buffer_words(gpu, &buffer);
+    for (i, (&a, &w)) in after.iter().zip(&words).enumerate() {
+        if !(at(&yv)..at(&yv) + rows).contains(&i) {
+            assert_eq!(a, w, "word {i} outside y changed");
+        }
+    }
+    bytemuck::cast_slice(&after[at(&yv)..at(&yv) + rows]).to_vec()
+}
+
+#[test]
+fn every_operator_applies_with_x_and_y_in_one_buffer() {
+    // The integer fixtures of the tests above: exact in any order, so equality with the f64
+    // references, with x before y and after it. (A user operator's own pipeline is the user's
+    // to declare: TRIDIAGONAL_WGSL reads x read-only, and wgpu refuses one buffer bound
+    // read-only and writable in one dispatch, so it takes x and y from separate buffers.)
+    let (rows, cols) = (300, 257);
+    let a: Vec<f64> = integers(rows * cols, 30).iter().map(|v| v / 4.0).collect();
+    let dense_x = integers(cols, 31);
+    let mut dense_want = vec![0.0; rows];
+    reference::dense_apply(rows, cols, &a, &dense_x, &mut dense_want);
+    let csr = irregular_csr(1000, 53, integers(10_000, 54));
+    let csr_x = integers(1000, 55);
+    let blocks = Blocks::new();
+    let block_x = integers(104, 133);
+    for (name, gpu) in both_gpus() {
+        for y_first in [false, true] {
+            let what =
+                |op: &str| format!("{op}, x and y in one buffer (y first: {y_first}, {name})");
+            let dense = DenseMatrix::new(gpu, rows, cols, &as_f32(&a)).unwrap();
+            assert_exact(
+                &what("dense"),
+                &apply_packed(gpu, &dense, &dense_x, y_first),
+                &dense_want,
+            );
+            assert_exact(
+                &what("csr"),
+                &apply_packed(gpu, &csr.upload(gpu), &csr_x, y_first),
+                &csr.apply(&csr_x),
+            );
+            for (g, &(nx, ny, nz)) in [(3, 5, 1), (64, 64, 1), (7, 5, 3), (16, 16, 16)]
+                .iter()
+                .enumerate()
+            {
+                let x = integers(nx * ny * nz, 600 + g as u64);
+                let op = poisson_op(nx, ny, nz);
+                assert_exact(
+                    &what(&format!("poisson {nx}×{ny}×{nz}")),
+                    &apply_packed(gpu, &op, &x, y_first),
+                    &poisson_ref(nx, ny, nz, &x),
+                );
+                let sigma = 0.75;
+                let shifted = Shifted::new(&op, sigma as f32).unwrap();
+                let want: Vec<f64> = poisson_ref(nx, ny, nz, &x)
+                    .iter()
+                    .zip(&x)
+                    .map(|(y, x)| y + sigma * x)
+                    .collect();
+                assert_exact(
+                    &what(&format!("poisson {nx}×{ny}×{nz} + 0.75 I")),
+                    &apply_packed(gpu, &shifted, &x, y_first),
+                    &want,
+                );
+            }
+            let dense3 = DenseMatrix::new(gpu, 3, 3, &as_f32(&blocks.dense)).unwrap();
+            let csr100 = blocks.csr.upload(gpu);
+            let one = Poisson::new_2d(1, 1).unwrap();
+            let op = BlockDiagonal::new(gpu, vec![&dense3, &csr100, &one]).unwrap();
+            assert_exact(
+                &what("block diagonal"),
+                &apply_packed(gpu, &op, &block_x, y_first),
+                &blocks.apply(&block_x),
+            );
+        }
+    }
+}
+
+/// [`fused`] with x, d, the scalars and y in one caller buffer ([`GpuVec::packed`]); partials
+/// in a buffer of their own.
+fn fused_packed(
+    gpu: &Gpu,
+    op: &Poisson,
+    x: &[f64],
+    direction: Option<(&[f64], f32)>,
+) -> (Vec<f32>, f64, Vec<f32>, Vec<f32>) {
+    let n = x.len();
+    let v = GpuVec::<f32>::packed(gpu, &[n, n, 3, n]).unwrap();
+    let (xv, dv, scalars, yv) = (&v[0], &v[1], &v[2], &v[3]);
+    xv.write(&as_f32(x)).unwrap();
+    dv.write(&as_f32(direction.map_or(x, |(d, _)| d))).unwrap();
+    scalars
+        .write(&[0.0, 7.0, direction.map_or(0.0, |(_, b)| b)])
+        .unwrap();
+    yv.write(&vec![f32::NAN; n]).unwrap();
+    let partials = GpuVec::upload(gpu, &vec![f32::NAN; 1024]).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let groups = match direction {
+        Some(_) => op.record_direction_apply_dot(
+            &mut rec,
+            &Direction {
+                x: xv.view(),
+                d: dv.view(),
+                scalars: scalars.view(),
+                beta_index: 2,
+            },
+            yv.view(),
+            &partials,
+        ),
+        None => op.record_apply_dot(&mut rec, xv.view(), yv.view(), &partials),
+    }
+    .unwrap()
+    .expect("rows of whole vec4s fuse");
+    rec.submit().unwrap();
+    let sum = partials.read().unwrap()[..groups as usize]
+        .iter()
+        .map(|&v| v as f64)
+        .sum();
+    let read = |v: &GpuVec<f32>| v.read().unwrap();
+    (read(yv), sum, read(xv), read(dv))
+}
+
+#[test]
+fn poisson_fused_forms_with_their_operands_and_y_in_one_buffer_are_exact() {
+    // The fused test's fixtures and exact comparisons, every view but the partials in one
+    // buffer.
+    for (g, &(nx, ny, nz)) in [(4, 1, 1), (8, 3, 1), (12, 7, 5), (64, 64, 1)]
+        .iter()
+        .enumerate()
+    {
+        let n = nx * ny * nz;
+        let op = poisson_op(nx, ny, nz);
+        let x = ternary(n, 300 + g as u64);
+        let d = ternary(n, 400 + g as u64);
+        let operand: Vec<f64> = x.iter().zip(&d).map(|(x, d)| x + 2.0 * d).collect();
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+        for (name, gpu) in both_gpus() {
+            let what = format!("poisson {nx}×{ny}×{nz}, one buffer ({name})");
+            let want = poisson_ref(nx, ny, nz, &x);
+            let (y, sum, _, _) = fused_packed(gpu, &op, &x, None);
+            assert_exact(&format!("{what} apply_dot y"), &y, &want);
+            assert_eq!(sum, dot(&x, &want), "{what}: Σ partials ≠ xᵀAx");
+
+            let want = poisson_ref(nx, ny, nz, &operand);
+            let (y, sum, x_after, d_after) = fused_packed(gpu, &op, &x, Some((&d, 2.0)));
+            assert_exact(&format!("{what} direction y"), &y, &want);
+            assert_eq!(sum, dot(&operand, &want), "{what}: Σ partials ≠ pᵀAp");
+            assert_exact(&format!("{what} x untouched"), &x_after, &x);
+            assert_exact(&format!("{what} d untouched"), &d_after, &d);
+        }
+    }
+}
+
+#[test]
+fn poisson_fused_direction_with_x_and_d_the_same_view_reads_it_twice() {
+    // x, d and the scalars are only read: with y in another buffer they may overlap, here
+    // d = x, so the operand is (1 + β)·x.
+    let gpu = crate::common::gpu();
+    let (nx, ny) = (8, 3);
+    let op = poisson_op(nx, ny, 1);
+    let x = ternary(nx * ny, 700);
+    let xv = GpuVec::upload(gpu, &as_f32(&x)).unwrap();
+    let scalars = GpuVec::upload(gpu, &[2.0f32]).unwrap();
+    let yv = GpuVec::upload(gpu, &vec![f32::NAN; nx * ny]).unwrap();
+    let partials = GpuVec::<f32>::zeros(gpu, 1024).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let direction = Direction {
+        x: xv.view(),
+        d: xv.view(),
+        scalars: scalars.view(),
+        beta_index: 0,
+    };
+    op.record_direction_apply_dot(&mut rec, &direction, yv.view(), &partials)
+        .unwrap()
+        .expect("rows of whole vec4s fuse");
+    rec.submit().unwrap();
+    let operand: Vec<f64> = x.iter().map(|x| 3.0 * x).collect();
+    assert_exact(
+        "poisson on x + 2x",
+        &yv.read().unwrap(),
+        &poisson_ref(nx, ny, 1, &operand),
+    );
 }

@@ -7,7 +7,6 @@
 //! change of tol = 1e-7 with an eigenvalue gap ratio r = λ₂/λ₁ = 0.9 is within
 //! tol/(1 − r²) ≈ 5e-7 of its limit. The bound used, 1e-4 relative, leaves room for both.
 
-
 use crate::common::*;
 use curvgpu::krylov::density::spectral_moment;
 use curvgpu::krylov::{
@@ -56,7 +55,7 @@ fn power_iteration_finds_the_top_five_eigenvalues_and_orthonormal_vectors() {
     // The Rayleigh quotient converges quadratically faster than its vector: with the
     // eigenvalue within 5e-7 relative and relative gaps of 0.1, the vectors are within
     // √(5e-7/0.1) ≈ 2.2e-3 of the eigenvectors, and so orthonormal to that order. Bound: 1e-2.
-    let v: Vec<Vec<f32>> = found.vectors.iter().map(|x| gpu.read(x).unwrap()).collect();
+    let v: Vec<Vec<f32>> = found.vectors.iter().map(|x| x.read().unwrap()).collect();
     for i in 0..5 {
         for j in 0..5 {
             let dot: f64 = v[i]

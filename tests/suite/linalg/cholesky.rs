@@ -11,12 +11,13 @@
 //!   worst case (~2n) would let whole wrong blocks pass at n = 1000, while the measured
 //!   errors (printed) are 0.04–0.16·κ·u.
 
-
 use crate::common::{as_f32, as_f64, both_gpus, gamma, gpu, EPS32};
-use curvgpu::linalg::{cholesky, record_cholesky, spd_inverse, Batch, CholeskyWorkspace};
+use curvgpu::linalg::{
+    cholesky, record_cholesky, record_spd_inverse, spd_inverse, Batch, CholeskyWorkspace,
+};
 use curvgpu::reference::krylov::random_spd;
 use curvgpu::reference::linalg as reference;
-use curvgpu::{Error, Recorder};
+use curvgpu::{Error, GpuVec, Recorder};
 
 /// An SPD matrix with eigenvalues spread geometrically over [1, κ], rounded to f32.
 fn spd(n: usize, kappa: f64, seed: u64) -> Vec<f64> {
@@ -48,9 +49,9 @@ fn factors_of_mixed_sizes_reconstruct_a_within_the_backward_error_bound() {
         .collect();
     let batch = Batch::new(&sizes).unwrap();
     for (name, gpu) in both_gpus() {
-        let factors = gpu.upload(&packed(&mats)).unwrap();
+        let factors = GpuVec::upload(gpu, &packed(&mats)).unwrap();
         cholesky(gpu, &batch, &factors).unwrap();
-        let all = as_f64(&gpu.read(&factors).unwrap());
+        let all = as_f64(&factors.read().unwrap());
         for (f, (&n, a)) in sizes.iter().zip(&mats).enumerate() {
             let l = &all[batch.offset(f)..batch.offset(f) + n * n];
             for r in 0..n {
@@ -94,11 +95,8 @@ fn inverses_with_condition_numbers_1_to_1e4_are_within_sqrt_n_kappa_u() {
         .collect();
     let batch = Batch::new(&sizes).unwrap();
     for (name, gpu) in both_gpus() {
-        let factors = gpu.upload(&packed(&mats)).unwrap();
-        let inverses = as_f64(
-            &gpu.read(&spd_inverse(gpu, &batch, &factors).unwrap())
-                .unwrap(),
-        );
+        let factors = GpuVec::upload(gpu, &packed(&mats)).unwrap();
+        let inverses = as_f64(&spd_inverse(gpu, &batch, &factors).unwrap().read().unwrap());
         for (f, (&(n, kappa), a)) in cases.iter().zip(&mats).enumerate() {
             let x = &inverses[batch.offset(f)..batch.offset(f) + n * n];
             let want = reference::spd_inverse(n, a).unwrap();
@@ -136,14 +134,11 @@ fn a_non_spd_factor_is_reported_with_its_index_and_failing_pivot() {
     let batch = Batch::new(&[20, 40, 40, 3]).unwrap();
     let good40 = spd(40, 10.0, 4);
     for (name, gpu) in both_gpus() {
-        let factors = gpu
-            .upload(&packed(&[
-                good.clone(),
-                good40.clone(),
-                bad.clone(),
-                nan.clone(),
-            ]))
-            .unwrap();
+        let factors = GpuVec::upload(
+            gpu,
+            &packed(&[good.clone(), good40.clone(), bad.clone(), nan.clone()]),
+        )
+        .unwrap();
         match cholesky(gpu, &batch, &factors) {
             Err(Error::NotPositiveDefinite {
                 argument: "factors",
@@ -158,7 +153,7 @@ fn a_non_spd_factor_is_reported_with_its_index_and_failing_pivot() {
             ),
         }
         let alone = Batch::new(&[3]).unwrap();
-        let factors = gpu.upload(&as_f32(&nan)).unwrap();
+        let factors = GpuVec::upload(gpu, &as_f32(&nan)).unwrap();
         match spd_inverse(gpu, &alone, &factors) {
             Err(Error::NotPositiveDefinite {
                 factor: 0,
@@ -197,7 +192,7 @@ fn bad_batches_are_typed_errors() {
         })
     ));
     let batch = Batch::new(&[2, 3]).unwrap();
-    let short = gpu.zeros::<f32>(12).unwrap();
+    let short = GpuVec::<f32>::zeros(gpu, 12).unwrap();
     let workspace = CholeskyWorkspace::new(gpu, &batch).unwrap();
     let mut rec = Recorder::new(gpu);
     crate::common::assert_length(
@@ -207,7 +202,7 @@ fn bad_batches_are_typed_errors() {
         12,
     );
     let small = CholeskyWorkspace::new(gpu, &Batch::new(&[2]).unwrap()).unwrap();
-    let factors = gpu.zeros::<f32>(13).unwrap();
+    let factors = GpuVec::<f32>::zeros(gpu, 13).unwrap();
     assert!(matches!(
         record_cholesky(&mut rec, &batch, factors.view(), &small),
         Err(Error::Shape {
@@ -225,15 +220,159 @@ fn a_1000_squared_inverse_with_kappa_1e3_is_within_sqrt_n_kappa_u() {
     let a = spd(n, 1e3, 9);
     let gpu = gpu();
     let batch = Batch::new(&[n]).unwrap();
-    let factors = gpu.upload(&as_f32(&a)).unwrap();
-    let x = as_f64(
-        &gpu.read(&spd_inverse(gpu, &batch, &factors).unwrap())
-            .unwrap(),
-    );
+    let factors = GpuVec::upload(gpu, &as_f32(&a)).unwrap();
+    let x = as_f64(&spd_inverse(gpu, &batch, &factors).unwrap().read().unwrap());
     let want = reference::spd_inverse(n, &a).unwrap();
     let diff: Vec<f64> = x.iter().zip(&want).map(|(x, w)| x - w).collect();
     let err = reference::frobenius(&diff) / reference::frobenius(&want);
     let bound = (n as f64).sqrt() * 1e3 * EPS32 / 2.0;
     println!("1000×1000, κ = 1e3: relative error {err:.2e} (bound {bound:.2e})");
     assert!(err <= bound, "{err:e} > {bound:e}");
+}
+
+/// `m` (n×n) with NaN in every entry strictly above the diagonal.
+fn with_nan_above(n: usize, m: &[f64]) -> Vec<f64> {
+    let mut m = m.to_vec();
+    for r in 0..n {
+        for c in r + 1..n {
+            m[r * n + c] = f64::NAN;
+        }
+    }
+    m
+}
+
+#[test]
+fn only_the_lower_triangle_of_the_input_is_read() {
+    // As LAPACK's potrf/potri with uplo = 'L': NaN in the strict upper triangle changes
+    // nothing, bit for bit, through one block, three blocks and a ragged last one.
+    let sizes = [5, 40, 65];
+    let mats: Vec<Vec<f64>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| spd(n, 1e2, 90 + i as u64))
+        .collect();
+    let dirty: Vec<Vec<f64>> = sizes
+        .iter()
+        .zip(&mats)
+        .map(|(&n, m)| with_nan_above(n, m))
+        .collect();
+    let batch = Batch::new(&sizes).unwrap();
+    for (name, gpu) in both_gpus() {
+        let clean = GpuVec::upload(gpu, &packed(&mats)).unwrap();
+        let nan = GpuVec::upload(gpu, &packed(&dirty)).unwrap();
+        let inverse = spd_inverse(gpu, &batch, &clean).unwrap().read().unwrap();
+        let inverse_nan = spd_inverse(gpu, &batch, &nan).unwrap().read().unwrap();
+        assert!(
+            inverse.iter().all(|v| v.is_finite()),
+            "{name}: clean inverse"
+        );
+        assert_eq!(
+            inverse_nan, inverse,
+            "{name}: the inverse read the upper triangle"
+        );
+        // spd_inverse left L in both: the same factors, zero above the diagonal.
+        assert_eq!(
+            nan.read().unwrap(),
+            clean.read().unwrap(),
+            "{name}: L read the upper triangle"
+        );
+        let nan = GpuVec::upload(gpu, &packed(&dirty)).unwrap();
+        cholesky(gpu, &batch, &nan).unwrap();
+        assert_eq!(
+            nan.read().unwrap(),
+            clean.read().unwrap(),
+            "{name}: cholesky"
+        );
+    }
+}
+
+#[test]
+fn factors_and_inverses_packed_in_one_buffer_and_in_place() {
+    // Factors, inverses and a sentinel tensor as disjoint views of one buffer; then the
+    // inverse in place (inverses = factors), as LAPACK's potri. Both against f64 with the
+    // √n·κ·u bound of the inverse test, bit for bit against separate buffers, and the
+    // sentinel untouched.
+    let cases = [(33, 10.0), (64, 1e2), (64, 1e3), (100, 1e3)];
+    let sizes: Vec<usize> = cases.iter().map(|c| c.0).collect();
+    let mats: Vec<Vec<f64>> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, &(n, k))| spd(n, k, 110 + i as u64))
+        .collect();
+    let batch = Batch::new(&sizes).unwrap();
+    let sentinel: Vec<f32> = (0..7).map(|i| i as f32 - 3.5).collect();
+    for (name, gpu) in both_gpus() {
+        let separate = GpuVec::upload(gpu, &packed(&mats)).unwrap();
+        let want_inverse = spd_inverse(gpu, &batch, &separate).unwrap().read().unwrap();
+        let want_l = separate.read().unwrap();
+        let v = GpuVec::<f32>::packed(gpu, &[batch.len(), batch.len(), sentinel.len()]).unwrap();
+        v[0].write(&packed(&mats)).unwrap();
+        v[2].write(&sentinel).unwrap();
+        let workspace = CholeskyWorkspace::new(gpu, &batch).unwrap();
+        let mut rec = Recorder::new(gpu);
+        record_spd_inverse(&mut rec, &batch, v[0].view(), v[1].view(), &workspace).unwrap();
+        rec.submit().unwrap();
+        workspace.check(gpu, "factors").unwrap();
+        let inverses = v[1].read().unwrap();
+        for (f, (&(n, kappa), a)) in cases.iter().zip(&mats).enumerate() {
+            let x = as_f64(&inverses[batch.offset(f)..batch.offset(f) + n * n]);
+            let want = reference::spd_inverse(n, a).unwrap();
+            let diff: Vec<f64> = x.iter().zip(&want).map(|(x, w)| x - w).collect();
+            let err = reference::frobenius(&diff) / reference::frobenius(&want);
+            let bound = (n as f64).sqrt() * kappa * EPS32 / 2.0;
+            assert!(err <= bound, "{name}: packed {n}×{n}: {err:e} > {bound:e}");
+        }
+        assert_eq!(inverses, want_inverse, "{name}: packed inverses");
+        assert_eq!(
+            v[0].read().unwrap(),
+            want_l,
+            "{name}: packed factors hold L"
+        );
+        // In place: factors ← A⁻¹.
+        v[0].write(&packed(&mats)).unwrap();
+        let mut rec = Recorder::new(gpu);
+        record_spd_inverse(&mut rec, &batch, v[0].view(), v[0].view(), &workspace).unwrap();
+        rec.submit().unwrap();
+        workspace.check(gpu, "factors").unwrap();
+        assert_eq!(v[0].read().unwrap(), want_inverse, "{name}: in place");
+        // The factorisation alone in its packed view.
+        v[1].write(&packed(&mats)).unwrap();
+        let mut rec = Recorder::new(gpu);
+        record_cholesky(&mut rec, &batch, v[1].view(), &workspace).unwrap();
+        rec.submit().unwrap();
+        workspace.check(gpu, "factors").unwrap();
+        assert_eq!(v[1].read().unwrap(), want_l, "{name}: packed cholesky");
+        assert_eq!(
+            v[2].read().unwrap(),
+            sentinel,
+            "{name}: the sentinel changed"
+        );
+    }
+}
+
+#[test]
+fn factors_and_inverses_overlapping_in_part_are_refused_naming_both() {
+    // An inverse written over a factor still to be read would be silently wrong.
+    let gpu = gpu();
+    let batch = Batch::new(&[20, 20]).unwrap();
+    let align = gpu.limits().min_storage_buffer_offset_alignment as u64;
+    let buffer = gpu
+        .device()
+        .create_buffer(&curvgpu::wgpu::BufferDescriptor {
+            label: Some("arena"),
+            size: 4 * batch.len() as u64 + align,
+            usage: curvgpu::buffer::STORAGE_USAGES,
+            mapped_at_creation: false,
+        });
+    let factors = curvgpu::BufView::new(&buffer, 0, batch.len());
+    let inverses = curvgpu::BufView::new(&buffer, align, batch.len());
+    let workspace = CholeskyWorkspace::new(gpu, &batch).unwrap();
+    let mut rec = Recorder::new(gpu);
+    match record_spd_inverse(&mut rec, &batch, factors, inverses, &workspace) {
+        Err(Error::Overlap { first, second, .. }) => {
+            assert_eq!((first.as_str(), second.as_str()), ("factors", "inverses"))
+        }
+        other => panic!("expected Overlap {{ factors, inverses }}, got {other:?}"),
+    }
+    assert!(rec.is_empty());
 }

@@ -9,12 +9,11 @@
 //! by that ‖ΔA‖₂ ≤ ‖ΔA‖_F; the residual ‖A·V − V·Λ‖_F by the same plus V's departure from
 //! orthogonality, itself ≤ 2(n − 1)·sweeps·γ₆·√n (each rotation of V orthogonal to γ₆).
 
-
 use crate::common::{as_f32, as_f64, gamma, gpu, EPS32};
 use curvgpu::linalg::{symmetric_eigen, Batch, JacobiOptions};
 use curvgpu::reference::krylov::random_spd;
 use curvgpu::reference::linalg::{frobenius, gemm};
-use curvgpu::Error;
+use curvgpu::{Error, GpuVec};
 
 #[test]
 fn eigenpairs_of_a_mixed_batch_match_the_known_spectra() {
@@ -38,15 +37,11 @@ fn eigenpairs_of_a_mixed_batch_match_the_known_spectra() {
     let batch = Batch::new(&sizes).unwrap();
     let gpu = gpu();
     let packed: Vec<f32> = mats.iter().flat_map(|m| as_f32(m)).collect();
-    let input = gpu.upload(&packed).unwrap();
+    let input = GpuVec::upload(gpu, &packed).unwrap();
     let options = JacobiOptions::default();
     let eig = symmetric_eigen(gpu, &batch, &input, &options).unwrap();
-    assert_eq!(
-        gpu.read(&input).unwrap(),
-        packed,
-        "the input is left unchanged"
-    );
-    let vectors = as_f64(&gpu.read(&eig.vectors).unwrap());
+    assert_eq!(input.read().unwrap(), packed, "the input is left unchanged");
+    let vectors = as_f64(&eig.vectors.read().unwrap());
     println!("{} sweeps", eig.sweeps);
     for (i, (&n, a)) in sizes.iter().zip(&mats).enumerate() {
         let norm = frobenius(a);
@@ -102,7 +97,7 @@ fn negative_eigenvalues_are_clamped_when_asked() {
         clamp_negative: true,
         ..Default::default()
     };
-    let eig = symmetric_eigen(gpu, &batch, &gpu.upload(&a).unwrap(), &options).unwrap();
+    let eig = symmetric_eigen(gpu, &batch, &GpuVec::upload(gpu, &a).unwrap(), &options).unwrap();
     assert_eq!(&eig.values[..2], &[0.0, 0.0]);
     assert!((eig.values[3] - 3.0).abs() < 1e-5);
 }
@@ -114,14 +109,12 @@ fn bad_input_is_a_typed_error() {
     let batch = Batch::new(&[3]).unwrap();
     let ok = JacobiOptions::default();
     assert_length(
-        symmetric_eigen(gpu, &batch, &gpu.zeros(8).unwrap(), &ok),
+        symmetric_eigen(gpu, &batch, &GpuVec::<f32>::zeros(gpu, 8).unwrap(), &ok),
         "matrices",
         9,
         8,
     );
-    let m = gpu
-        .upload(&[1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, f32::NAN])
-        .unwrap();
+    let m = GpuVec::upload(gpu, &[1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, f32::NAN]).unwrap();
     match symmetric_eigen(gpu, &batch, &m, &ok) {
         Err(Error::NonFinite {
             argument: "matrices",
@@ -130,9 +123,7 @@ fn bad_input_is_a_typed_error() {
         }) => {}
         other => panic!("expected NonFinite {{ matrices, 8 }}, got {other:?}"),
     }
-    let eye = gpu
-        .upload(&[1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
-        .unwrap();
+    let eye = GpuVec::upload(gpu, &[1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]).unwrap();
     assert_param(
         symmetric_eigen(gpu, &batch, &eye, &JacobiOptions { tol: 0.0, ..ok }),
         "tol",
@@ -151,9 +142,7 @@ fn bad_input_is_a_typed_error() {
         "max_sweeps",
         0.0,
     );
-    let hard = gpu
-        .upload(&as_f32(&random_spd(3, &[1.0, 2.0, 3.0], 1)))
-        .unwrap();
+    let hard = GpuVec::upload(gpu, &as_f32(&random_spd(3, &[1.0, 2.0, 3.0], 1))).unwrap();
     match symmetric_eigen(
         gpu,
         &batch,

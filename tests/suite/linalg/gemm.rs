@@ -7,21 +7,20 @@
 //! u = 2⁻²⁴ (Higham, §3.5). With integer data in −8..8 and k ≤ 1,000 every partial sum is an
 //! integer below 2²⁴: those products are exact in any order, so equality is asserted.
 
-
 use crate::common::{as_f32, as_f64, both_gpus, gamma, gpu, integers, randoms};
 use curvgpu::linalg::{gemm, record_gemm, Gemm};
 use curvgpu::reference::linalg as reference;
-use curvgpu::{Gpu, Recorder};
+use curvgpu::{Gpu, GpuVec, Recorder};
 
 /// Runs one (possibly batched) product with C preset to `c0`; returns C.
 fn run(gpu: &Gpu, shape: &Gemm, a: &[f64], b: &[f64], c0: &[f64]) -> Vec<f32> {
-    let av = gpu.upload(&as_f32(a)).unwrap();
-    let bv = gpu.upload(&as_f32(b)).unwrap();
-    let cv = gpu.upload(&as_f32(c0)).unwrap();
+    let av = GpuVec::upload(gpu, &as_f32(a)).unwrap();
+    let bv = GpuVec::upload(gpu, &as_f32(b)).unwrap();
+    let cv = GpuVec::upload(gpu, &as_f32(c0)).unwrap();
     let mut rec = Recorder::new(gpu);
     record_gemm(&mut rec, shape, av.view(), bv.view(), cv.view()).unwrap();
     rec.submit().unwrap();
-    gpu.read(&cv).unwrap()
+    cv.read().unwrap()
 }
 
 /// α·op(A)op(B) + β·C0 per batch item, and the error bound of each entry.
@@ -112,17 +111,15 @@ fn integer_products_are_exact_up_to_1000_cubed() {
             };
             let (a, b) = (integers(m * k, 7), integers(k * n, 8));
             let want = reference::gemm(m, k, n, &a, &b, ta, tb);
-            let got = gpu()
-                .read(
-                    &gemm(
-                        gpu(),
-                        &shape,
-                        &gpu().upload(&as_f32(&a)).unwrap(),
-                        &gpu().upload(&as_f32(&b)).unwrap(),
-                    )
-                    .unwrap(),
-                )
-                .unwrap();
+            let got = gemm(
+                gpu(),
+                &shape,
+                &GpuVec::upload(gpu(), &as_f32(&a)).unwrap(),
+                &GpuVec::upload(gpu(), &as_f32(&b)).unwrap(),
+            )
+            .unwrap()
+            .read()
+            .unwrap();
             assert_eq!(as_f64(&got), want, "{form} {m}×{k}·{k}×{n}");
         }
     }
@@ -206,7 +203,7 @@ fn bad_shapes_and_parameters_are_typed_errors() {
     use crate::common::{assert_empty, assert_length, assert_param};
     use curvgpu::Error;
     let gpu = gpu();
-    let v = |n: usize| gpu.zeros::<f32>(n).unwrap();
+    let v = |n: usize| GpuVec::<f32>::zeros(gpu, n).unwrap();
     let (a, b, c) = (v(6), v(12), v(8));
     let record = |shape: &Gemm,
                   a: &curvgpu::GpuVec<f32>,
@@ -321,4 +318,159 @@ fn sub_matrices_with_leading_dimensions_and_offsets_match_f64() {
             }
         }
     }
+}
+
+/// `data` in disjoint views of one buffer, each at the aligned offset `GpuVec::packed` gives.
+fn packed(gpu: &Gpu, data: &[&[f64]]) -> Vec<GpuVec<f32>> {
+    let lens: Vec<usize> = data.iter().map(|d| d.len()).collect();
+    let views = GpuVec::<f32>::packed(gpu, &lens).unwrap();
+    for (v, d) in views.iter().zip(data) {
+        v.write(&as_f32(d)).unwrap();
+    }
+    views
+}
+
+#[test]
+fn a_b_and_c_packed_in_one_buffer_match_f64() {
+    // The case: A, B and C disjoint views of one buffer (an engine's arena), every
+    // form of the odd 17×33·33×5 product with α and β; A and B are left as they were.
+    let (m, n, k) = (17, 5, 33);
+    for (f, &(ta, tb, form)) in FORMS.iter().enumerate() {
+        let shape = Gemm {
+            trans_a: ta,
+            trans_b: tb,
+            alpha: 0.75,
+            beta: -1.5,
+            ..Gemm::new(m, n, k)
+        };
+        let seed = 300 + f as u64;
+        let (a, b, c0) = (
+            randoms(m * k, seed),
+            randoms(k * n, seed + 100),
+            randoms(m * n, seed + 200),
+        );
+        let (want, bound) = expected(&shape, &a, &b, &c0);
+        for (name, gpu) in both_gpus() {
+            let v = packed(gpu, &[&a, &b, &c0]);
+            assert!(v[0].buffer() == v[2].buffer(), "one buffer");
+            let mut rec = Recorder::new(gpu);
+            record_gemm(&mut rec, &shape, v[0].view(), v[1].view(), v[2].view()).unwrap();
+            rec.submit().unwrap();
+            let got = v[2].read().unwrap();
+            assert_within(&format!("packed {form} ({name})"), &got, &want, &bound);
+            assert_eq!(v[0].read().unwrap(), as_f32(&a), "A untouched");
+            assert_eq!(v[1].read().unwrap(), as_f32(&b), "B untouched");
+        }
+    }
+}
+
+#[test]
+fn a_times_a_transposed_of_one_view_writes_c_beside_it_in_the_same_buffer() {
+    // XᵀX (TN) and X·Xᵀ (NT) with A and B one view and C in the same buffer: A is bound once
+    // (two overlapping read bindings of a buffer the dispatch writes are refused by WebGPU).
+    for &(n, k, ta, tb) in &[(70, 100, true, false), (130, 9, false, true)] {
+        let x = randoms(n * k, 400 + n as u64);
+        let s0 = reference::gemm(n, n, n, &randoms(n * n, 3), &randoms(n * n, 3), false, true);
+        let c0 = as_f64(&as_f32(&s0));
+        for symmetric in [false, true] {
+            let shape = Gemm {
+                trans_a: ta,
+                trans_b: tb,
+                beta: 0.25,
+                symmetric,
+                ..Gemm::new(n, n, k)
+            };
+            let (want, bound) = expected(&shape, &x, &x, &c0);
+            for (name, gpu) in both_gpus() {
+                let v = packed(gpu, &[&x, &c0]);
+                let mut rec = Recorder::new(gpu);
+                record_gemm(&mut rec, &shape, v[0].view(), v[0].view(), v[1].view()).unwrap();
+                rec.submit().unwrap();
+                assert_within(
+                    &format!("one-view {n}×{n}, k = {k}, symmetric {symmetric} ({name})"),
+                    &v[1].read().unwrap(),
+                    &want,
+                    &bound,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn overlapping_a_and_b_are_read_through_one_binding_beside_c() {
+    // A = rows 0..50 and B = rows 1..51 of one 51×k X (overlapping views, B one aligned row
+    // on), C = A·Bᵀ in the same buffer: C[i][j] = X[i]·X[j + 1].
+    for (name, gpu) in both_gpus() {
+        let k = (gpu.limits().min_storage_buffer_offset_alignment as usize / 4).max(4);
+        let rows = 50;
+        let x = randoms((rows + 1) * k, 77);
+        let c0 = vec![0.0; rows * rows];
+        let v = packed(gpu, &[&x, &c0]);
+        let at = v[0].byte_offset();
+        let a = curvgpu::BufView::new(v[0].buffer(), at, rows * k);
+        let b = curvgpu::BufView::new(v[0].buffer(), at + 4 * k as u64, rows * k);
+        let shape = Gemm {
+            trans_b: true,
+            ..Gemm::new(rows, rows, k)
+        };
+        let mut rec = Recorder::new(gpu);
+        record_gemm(&mut rec, &shape, a, b, v[1].view()).unwrap();
+        rec.submit().unwrap();
+        let (want, bound) = expected(&shape, &x[..rows * k], &x[k..], &c0);
+        assert_within(
+            &format!("overlapping A and B ({name})"),
+            &v[1].read().unwrap(),
+            &want,
+            &bound,
+        );
+    }
+}
+
+#[test]
+fn c_overlapping_a_or_b_is_refused_naming_both() {
+    // BLAS has no in-place product: C over A (the same bytes, or in part) or over B is
+    // Error::Overlap naming the operand and `c`, and nothing is recorded.
+    use curvgpu::{BufView, Error};
+    let gpu = gpu();
+    let align = (gpu.limits().min_storage_buffer_offset_alignment as u64).max(64);
+    let buffer = gpu
+        .device()
+        .create_buffer(&curvgpu::wgpu::BufferDescriptor {
+            label: Some("arena"),
+            size: 4 * align,
+            usage: curvgpu::buffer::STORAGE_USAGES,
+            mapped_at_creation: false,
+        });
+    let shape = Gemm::new(2, 4, 3);
+    let a = BufView::new(&buffer, 0, 6);
+    let b = BufView::new(&buffer, align, 12);
+    let c = BufView::new(&buffer, 2 * align, 8);
+    let mut rec = Recorder::new(gpu);
+    record_gemm(&mut rec, &shape, a, b, c).unwrap();
+    let mut rec = Recorder::new(gpu);
+    for (c, operand) in [
+        (BufView::new(&buffer, 0, 8), "a"),
+        (BufView::new(&buffer, align, 8), "b"),
+    ] {
+        match record_gemm(&mut rec, &shape, a, b, c) {
+            Err(Error::Overlap { first, second, .. }) => {
+                assert_eq!((first.as_str(), second.as_str()), (operand, "c"))
+            }
+            other => panic!("expected Overlap {{ {operand}, c }}, got {other:?}"),
+        }
+    }
+    // A·Aᵀ written over A itself.
+    let square = BufView::new(&buffer, 0, 4);
+    let shape = Gemm {
+        trans_b: true,
+        ..Gemm::new(2, 2, 2)
+    };
+    match record_gemm(&mut rec, &shape, square, square, square) {
+        Err(Error::Overlap { first, second, .. }) => {
+            assert_eq!((first.as_str(), second.as_str()), ("a", "c"))
+        }
+        other => panic!("expected Overlap {{ a, c }}, got {other:?}"),
+    }
+    assert!(rec.is_empty(), "a refused product recorded nothing");
 }
