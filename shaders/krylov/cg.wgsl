@@ -60,7 +60,7 @@ fn done() -> bool {
 // strict test ‖r‖ < 0 never passes, and the next iteration would meet p = 0 and pᵀAp = 0 and
 // report a breakdown instead of the exact solution.
 fn solved(rr: f32, tol2: f32) -> bool {
-    return rr < tol2;
+    return rr < tol2 || rr == 0.0;
 }
 
 // After r = b − A·x0 and the reductions of b·b and r·r: the tolerance and the test before

@@ -797,12 +797,12 @@ fn poisson_fused_forms_refuse_a_y_that_overlaps_an_operand_naming_both() {
 // ---- errors raised by a user's operator ---------------------------------------------------------
 
 /// A device made the way an engine makes its own (not through curvgpu), whose uncaptured
-/// errors are collected instead of reaching wgpu's default handler (which panics). From the
-/// process's one instance: wgpu ids are per instance, and a device of another instance can
-/// carry the id of the shared test device.
+/// errors are collected instead of reaching wgpu's default handler (which panics). Its own
+/// instance, as tests/suite/base/engine.rs's engine: its ids may collide with the shared test
+/// device's, which `Gpu::from_device` must tell apart.
 fn engine_device() -> (wgpu::Device, wgpu::Queue, Arc<Mutex<Vec<String>>>) {
     let info = gpu().adapter_info().clone();
-    let instance = curvgpu::gpu::instance();
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
         .into_iter()
         .find(|a| {
