@@ -695,9 +695,11 @@ impl Gpu {
         }
     }
 
-    /// Submits `buffers` inside [`Gpu::scoped`]: what wgpu finds wrong with them comes back as
-    /// [`Error::Wgpu`] naming `operation`, not through the device's uncaptured-error handler.
-    pub(crate) fn submit(
+    /// Submits the command buffers `buffers` builds (your encoders, with curvgpu's passes in
+    /// them) inside error scopes: what wgpu finds wrong while finishing or submitting them
+    /// comes back as [`Error::Wgpu`] naming `operation`, not through the device's
+    /// uncaptured-error handler (wgpu's default one panics). Does not wait.
+    pub fn submit(
         &self,
         operation: &'static str,
         buffers: impl FnOnce() -> Vec<wgpu::CommandBuffer>,

@@ -276,7 +276,7 @@ impl Race {
                 .record_accuracy(&mut rec, &runner.params, &runner.accuracy)?;
             rec.encode(&mut encoder);
         }
-        gpu.queue().submit([encoder.finish()]);
+        gpu.submit("race", || vec![encoder.finish()])?;
         self.step = end;
         self.read_progress().await
     }
