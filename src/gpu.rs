@@ -575,6 +575,8 @@ impl Gpu {
             {
                 return found;
             }
+            // On the web there is one thread: an Arc of objects that are not Send is fine there.
+            #[allow(clippy::arc_with_non_send_sync)]
             let shared = Arc::new(Shared {
                 info: device.adapter_info(),
                 features: device.features(),

@@ -194,13 +194,15 @@ impl Kernel {
     }
 }
 
-/// Builds every kernel in `kernels` with all its read bindings promoted to read-write — the
-/// variants dispatches use when views share a buffer — and returns what the device's compiler
-/// reports as one [`Error::Shader`]. [`crate::shader::check_shaders_async`] compiles the
+/// Compiles, per shader of `kernels`, the variant with every read binding any of them
+/// declares promoted to read-write — the variants dispatches use when views share a buffer —
+/// and returns what the device's compiler reports as one [`Error::Shader`]. One module per
+/// shader covers every variant: promoting more bindings only adds non-uniform loads, so a
+/// subset compiles where the whole does. [`crate::shader::check_shaders_async`] compiles the
 /// shaders as written; on the web the browser's compiler (Tint) is stricter than naga in
 /// places (uniformity), so the page checks the variants too.
 pub async fn check_promoted_async(gpu: &Gpu, kernels: &[&'static Kernel]) -> Result<()> {
-    let mut errors = Vec::new();
+    let mut shaders: Vec<(&'static Shader, u32)> = Vec::new();
     for &kernel in kernels {
         let mask = kernel
             .slots
@@ -208,13 +210,23 @@ pub async fn check_promoted_async(gpu: &Gpu, kernels: &[&'static Kernel]) -> Res
             .enumerate()
             .filter(|(_, s)| matches!(s, Slot::Read(_)))
             .fold(0u32, |m, (i, _)| m | 1 << i);
-        if mask == 0 {
-            continue;
+        match shaders
+            .iter_mut()
+            .find(|(s, _)| std::ptr::eq(*s, kernel.shader))
+        {
+            Some((_, m)) => *m |= mask,
+            None => shaders.push((kernel.shader, mask)),
         }
-        let module = shader::module(gpu, kernel.shader, mask)?;
+    }
+    let mut errors = Vec::new();
+    for (shader, mask) in shaders.into_iter().filter(|&(_, m)| m != 0) {
+        let module = shader::module(gpu, shader, mask)?;
         for m in module.get_compilation_info().await.messages {
             if m.message_type == wgpu::CompilationMessageType::Error {
-                errors.push(format!("{} (promoted {mask:#b}): {}", kernel.name(), m.message));
+                errors.push(format!(
+                    "{} (promoted {mask:#b}): {}",
+                    shader.path, m.message
+                ));
             }
         }
     }

@@ -4,9 +4,9 @@
 //! `HInvFastUpMulti` computes them. The window G (m×d) lives on the GPU in column chunks, so d
 //! is bounded by device memory, not by one storage binding; its m×m Gram matrix is updated by
 //! one row and column per gradient (O(dm) on the GPU) and the O(m³) setup runs on the host in
-//! f64. [`Mfac::record_ihvp`] → [`ROW_DOTS`], [`SUBSTITUTE`], [`COMBINE`] and
-//! [`COMBINE_TAIL`] (`shaders/mfac/mfac.wgsl`); [`Mfac::extend`] → `crate::vector`'s copy,
-//! [`ROW_DOTS`] or `linalg::record_gemm`.
+//! f64. [`Mfac::record_ihvp`] → `ROW_DOTS`, `SUBSTITUTE`, `COMBINE` and
+//! `COMBINE_TAIL` (`shaders/mfac/mfac.wgsl`); [`Mfac::extend`] → `crate::vector`'s copy,
+//! `ROW_DOTS` or `linalg::record_gemm`.
 
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};

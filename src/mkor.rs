@@ -3,8 +3,8 @@
 //! Sherman–Morrison rank-1 update each from the batch means ā (with the bias 1) and ḡ, after
 //! the hard-coded 0.95/0.05 blend with I, and the step G⁻¹·∇W·A⁻¹ rescaled to the gradient's
 //! norm. Nothing cubic: a refresh is O(n²) per factor. [`Mkor::record_refresh`] →
-//! [`REFRESH_UPDATE`] and friends (`shaders/mkor/mkor.wgsl`); [`Mkor::record_step`] →
-//! `linalg::record_gemm`, [`STEP_NORMS`], [`STEP_SCALE`].
+//! `REFRESH_UPDATE` and friends (`shaders/mkor/mkor.wgsl`); [`Mkor::record_step`] →
+//! `linalg::record_gemm`, `STEP_NORMS`, `STEP_SCALE`.
 //!
 //! Stabiliser (as ../shared/ALGORITHMS.md states it): when a refresh leaves max|J_ij| > 2, the
 //! next refresh of that factor first does J ← 0.9·J + 0.1·I. (The official code instead

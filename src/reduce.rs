@@ -25,7 +25,7 @@ pub static REDUCE_PARTIAL: Kernel = Kernel::new(
         Slot::Write("partials"),
     ],
 );
-/// The partials and the n % 4 tail folded into out[out_index].
+/// The partials and the n % 4 tail folded into `out[out_index]`.
 pub static REDUCE_FINALIZE: Kernel = Kernel::new(
     &shader::REDUCE,
     "reduce_finalize",

@@ -203,6 +203,7 @@ async function main() {
     result.optimizers = await runOptimizers();
     result.transport = [await runTransport("points")];
     if (testMode) {
+      result.packed = JSON.parse(await demo.packed_check());
       result.transport.push(await runTransport("images"));
       result.bench = await runBench();
     }

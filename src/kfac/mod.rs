@@ -2,7 +2,7 @@
 //! running-average conventions (KAISA's and kfac-jax's), kfac-jax's π-corrected damping or
 //! KAISA's Tikhonov damping, batched inversion and the inverse-path preconditioned gradient
 //! G′⁻¹·∇W·A′⁻¹ with KAISA's KL clip. [`Kfac::record_update_factors`] → `linalg::record_gemm`
-//! (and [`WITH_ONES`]); [`Kfac::record_refresh_inverses`] → [`TRACE_MEAN`], [`DAMP`]
+//! (and `WITH_ONES`); [`Kfac::record_refresh_inverses`] → `TRACE_MEAN`, `DAMP`
 //! (`shaders/kfac/factors.wgsl`) and `linalg::record_spd_inverse`.
 //!
 //! Layout (kfac-pytorch's): a layer y = W·x (+ b) has ∇W row-major `out`×`cols`, `cols` =

@@ -259,7 +259,7 @@ pub struct Eigenpairs {
     pub iterations: Vec<usize>,
 }
 
-/// The iteration limit (at least 1, [`check::iterations`]) and the stopping tolerance.
+/// The iteration limit (at least 1, `check::iterations`) and the stopping tolerance.
 fn check_iter(name: &'static str, max_iter: usize, tol: f64) -> Result<()> {
     check::iterations(name, max_iter)?;
     if !(tol.is_finite() && tol >= 0.0) {
@@ -273,7 +273,7 @@ fn check_iter(name: &'static str, max_iter: usize, tol: f64) -> Result<()> {
 /// eigenvectors found, λ = vᵀAv, v ← Av/(‖Av‖ + 1e-6); stop on relative change < tol.
 /// Power iteration finds the eigenvalues largest in magnitude.
 ///
-/// Errors: a non-square operator; `max_iter` 0 ([`check::iterations`]), `tol` negative or
+/// Errors: a non-square operator; `max_iter` 0 (`check::iterations`), `tol` negative or
 /// non-finite, `top_n` 0 or past the dimension; [`Error::Breakdown`] when vᵀAv is not
 /// finite; [`Error::Wgpu`] for what wgpu finds wrong in the operator's recording or when it
 /// runs. Blocking: the native wrapper of [`top_eigenvalues_async`].

@@ -2,7 +2,7 @@
 //! in WGSL: what the in-browser demo trains with SophiaG, AdaHessian and AdamW, and a realistic
 //! source of HVPs for Hutchinson and AdaHessian.
 //!
-//! `Mlp::record_loss_grad` → [`TOY_SAMPLE_GRAD`] then [`TOY_COLUMN_SUMS`]
+//! `Mlp::record_loss_grad` → `TOY_SAMPLE_GRAD` then `TOY_COLUMN_SUMS`
 //! (`shaders/toy/mlp.wgsl`). Every product is computed per sample into scratch and summed per
 //! parameter in a fixed order (no float atomics), so results are deterministic run to run.
 //!

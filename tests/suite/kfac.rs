@@ -10,7 +10,7 @@
 //!   (as in the Cholesky tests), the two products γ_{n}; we assert ‖P̂ − P‖_F/‖P‖_F ≤
 //!   2·(√cols·κ(A′) + √out·κ(G′))·u + γ_{out + cols}, with κ from the reference eigenvalues.
 
-use crate::common::{as_f32, as_f64, gamma, gpu, rounded, EPS32};
+use crate::common::{as_f32, as_f64, assert_count, assert_overlap, gamma, gpu, rounded, EPS32};
 use curvgpu::kfac::{Averaging, Damping, Kfac, KfacConfig, Layer};
 use curvgpu::reference::kfac::{
     factor_a, factor_g, identity, kaisa_average, mlp_fixture, pi_damped, precondition_inverse,
@@ -496,51 +496,6 @@ fn the_eigen_path_matches_kaisas_formula_and_under_pi_damping_the_inverse_path()
             println!("{name}: layer {i}: κ(A′) = {ka:.1e}, κ(G′) = {kg:.1e}, error {err:.2e} (bound {bound:.2e})");
             assert!(err <= bound, "{name}: layer {i}: {err:e} > {bound:e}");
         }
-    }
-}
-
-/// `Error::CountMismatch` naming `argument` with the counts, and its message.
-#[track_caller]
-pub(crate) fn assert_count<T: std::fmt::Debug>(
-    result: curvgpu::Result<T>,
-    argument: &str,
-    expected: usize,
-    actual: usize,
-) {
-    match result {
-        Err(
-            e @ Error::CountMismatch {
-                argument: a,
-                expected: x,
-                actual: n,
-            },
-        ) => {
-            assert_eq!((a, x, n), (argument, expected, actual));
-            assert_eq!(
-                e.to_string(),
-                format!("`{argument}` lists {actual} tensors, expected {expected}")
-            );
-        }
-        other => panic!(
-            "expected CountMismatch {{ {argument}: {actual} for {expected} }}, got {other:?}"
-        ),
-    }
-}
-
-/// `Error::Overlap` naming `first` and `second`.
-#[track_caller]
-pub(crate) fn assert_overlap<T: std::fmt::Debug>(
-    result: curvgpu::Result<T>,
-    first: &str,
-    second: &str,
-) {
-    match result {
-        Err(Error::Overlap {
-            first: a,
-            second: b,
-            ..
-        }) => assert_eq!((a.as_str(), b.as_str()), (first, second)),
-        other => panic!("expected Overlap {{ {first}, {second} }}, got {other:?}"),
     }
 }
 

@@ -298,13 +298,13 @@ fn bad_configurations_and_inputs_are_typed_errors() {
         6,
         5,
     );
-    crate::kfac::assert_count(
+    crate::common::assert_count(
         mkor.record_refresh(&mut rec, 2, &[v(6).view()], &[]),
         "dys",
         1,
         0,
     );
-    crate::kfac::assert_count(
+    crate::common::assert_count(
         mkor.record_step(&mut rec, &[], &[v(8).view()]),
         "grads",
         1,
@@ -366,7 +366,7 @@ fn activations_gradients_and_outputs_in_one_buffer() {
 #[test]
 fn outputs_overlapping_any_gradient_are_refused_naming_both() {
     // MKOR's rescale reads ∇W after the output is written: no in-place form.
-    use crate::kfac::assert_overlap;
+    use crate::common::assert_overlap;
     let gpu = gpu();
     let layer = Layer {
         in_dim: 63,

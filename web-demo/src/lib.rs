@@ -4,6 +4,7 @@
 
 pub mod benchmark;
 pub mod optimizers;
+pub mod packed;
 pub mod transport;
 
 #[cfg(target_arch = "wasm32")]

@@ -109,6 +109,14 @@ pub async fn transport_run(settings: &str) -> Result<String, JsError> {
     json(&report)
 }
 
+/// One optimizer's steps with parameters and gradients in one buffer against separate buffers
+/// (JSON `PackedCheck`).
+#[wasm_bindgen]
+pub async fn packed_check() -> Result<String, JsError> {
+    let gpu = gpu()?;
+    json(&crate::packed::run(&gpu, 1027).await.map_err(js_error)?)
+}
+
 /// `curvgpu bench`'s table on this adapter (JSON settings; empty for the defaults).
 #[wasm_bindgen]
 pub async fn bench_run(settings: &str) -> Result<String, JsError> {

@@ -24,24 +24,33 @@ const browser = await chromium.launch({
   ],
 });
 let failed = false;
+const log = [];
+let page;
 try {
-  const page = await browser.newPage({ viewport: { width: 1150, height: 900 } });
-  const log = [];
+  page = await browser.newPage({ viewport: { width: 1150, height: 900 } });
   page.on("console", (m) => log.push(`[${m.type()}] ${m.text()}`));
   page.on("pageerror", (e) => log.push(`[pageerror] ${e.message}`));
   await page.goto(`${url}?test`);
-  await page.waitForFunction(() => window.curvgpuResult, null, { timeout: 15 * 60 * 1000, polling: 500 });
+  const minutes = Number(process.env.WEB_DEMO_TIMEOUT_MIN ?? 15);
+  await page.waitForFunction(() => window.curvgpuResult, null, { timeout: minutes * 60 * 1000, polling: 500 });
   const result = await page.evaluate(() => window.curvgpuResult);
   await page.screenshot({ path: join(outDir, "web-demo.png"), fullPage: true });
   writeFileSync(join(outDir, "browser-results.json"), JSON.stringify(result, null, 1));
   writeFileSync(join(outDir, "console.log"), log.join("\n") + "\n");
   assert.equal(result.status, "done", `the page reported: ${result.error}\n${log.join("\n")}`);
   check(result, expected);
+  assert.ok(result.packed?.equal, `packed views stepped differently: ${JSON.stringify(result.packed)}`);
+  assert.ok(result.packed?.overlap_refused, `an overlap was not refused: ${JSON.stringify(result.packed)}`);
+  console.log(`  packed views: ${result.packed.n} elements, bit for bit equal, overlap refused`);
   await checkWithoutWebGpu(browser);
   console.log(`web-demo: every check passed on ${result.adapter.label} (${result.adapter.backend}); screenshot ${join(outDir, "web-demo.png")}`);
 } catch (e) {
   failed = true;
   console.error(`web-demo browser test FAILED: ${e.message}`);
+  // What the page printed before it failed or stalled.
+  writeFileSync(join(outDir, "console.log"), log.join("\n") + "\n");
+  console.error(log.slice(-40).join("\n"));
+  await page?.screenshot({ path: join(outDir, "web-demo-failed.png"), fullPage: true }).catch(() => {});
 } finally {
   await browser.close();
 }

@@ -256,11 +256,7 @@ fn the_unfused_baseline_computes_the_same_update_as_the_fused_step() {
     )
     .unwrap();
     rec.submit().unwrap();
-    let want: Vec<f64> = fused.read()
-        .unwrap()
-        .iter()
-        .map(|&x| x as f64)
-        .collect();
+    let want: Vec<f64> = fused.read().unwrap().iter().map(|&x| x as f64).collect();
     assert_close(
         "unfused vs fused",
         &unfused.read().unwrap(),

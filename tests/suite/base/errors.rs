@@ -6,12 +6,12 @@
 use std::sync::OnceLock;
 
 use crate::common::{
-    adahessian_params, as_f32, as_f64, assert_close, assert_empty, assert_length, assert_param,
-    gpu, poke, sophiag_params, uniform, worst_ratio, EPS32,
+    adahessian_params, as_f32, as_f64, assert_close, assert_count, assert_empty, assert_length,
+    assert_param, gpu, poke, sophiag_params, uniform, worst_ratio, EPS32,
 };
 use curvgpu::diag::{
-    AdaHessian, AdaHessianConfig, AdamW, Averaging, DiagState, HutchinsonDiag, SophiaG, SophiaGConfig,
-    SophiaH, SophiaHConfig, TensorSpec,
+    AdaHessian, AdaHessianConfig, AdamW, Averaging, DiagState, HutchinsonDiag, SophiaG,
+    SophiaGConfig, SophiaH, SophiaHConfig, TensorSpec,
 };
 use curvgpu::reduce::{self, Reduction};
 use curvgpu::reference::{diag as refdiag, philox};
@@ -482,23 +482,6 @@ fn wrong_tensor_count_is_count_mismatch_in_tensors() {
     }
 }
 
-#[track_caller]
-fn assert_count<T: std::fmt::Debug>(
-    result: curvgpu::Result<T>,
-    argument: &str,
-    expected: usize,
-    actual: usize,
-) {
-    match result {
-        Err(Error::CountMismatch {
-            argument: a,
-            expected: e,
-            actual: n,
-        }) => assert_eq!((a, e, n), (argument, expected, actual)),
-        other => panic!("expected CountMismatch {{ {argument}: {actual} of {expected} }}, got {other:?}"),
-    }
-}
-
 #[test]
 fn dot_with_y_of_other_length_is_length_mismatch_y() {
     let gpu = gpu();
@@ -900,7 +883,8 @@ fn adahessian_per_row_in_chunks_equals_unchunked() {
 fn rng_in_chunks_matches_cpu_philox() {
     let small = small_binding_gpu();
     let (seed, offset) = (0x1234_5678_9ABC_DEF0u64, (1u64 << 32) - 5);
-    let words = (rng::philox_u32(small, CHUNKED, seed, offset).unwrap()).read()
+    let words = (rng::philox_u32(small, CHUNKED, seed, offset).unwrap())
+        .read()
         .unwrap();
     let want = philox::philox_u32(seed, offset, CHUNKED);
     if let Some(i) = (0..CHUNKED).find(|&i| words[i] != want[i]) {
@@ -909,7 +893,8 @@ fn rng_in_chunks_matches_cpu_philox() {
             i / 16_384
         );
     }
-    let signs = (rng::rademacher(small, CHUNKED, seed, 3).unwrap()).read()
+    let signs = (rng::rademacher(small, CHUNKED, seed, 3).unwrap())
+        .read()
         .unwrap();
     assert!(
         signs == philox::rademacher(seed, 3, CHUNKED),

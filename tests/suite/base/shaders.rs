@@ -382,5 +382,9 @@ fn every_shader_compiles_on_the_test_device() {
 #[test]
 fn every_promoted_variant_compiles_on_the_test_device() {
     let gpu = crate::common::gpu();
-    pollster::block_on(curvgpu::kernel::check_promoted_async(gpu, &curvgpu::kernels())).unwrap();
+    pollster::block_on(curvgpu::kernel::check_promoted_async(
+        gpu,
+        &curvgpu::kernels(),
+    ))
+    .unwrap();
 }

@@ -265,3 +265,44 @@ pub fn assert_length<T: std::fmt::Debug>(
         ),
     }
 }
+
+/// `Error::CountMismatch` naming `argument` with the counts, and its message.
+#[track_caller]
+pub fn assert_count<T: std::fmt::Debug>(
+    result: curvgpu::Result<T>,
+    argument: &str,
+    expected: usize,
+    actual: usize,
+) {
+    match result {
+        Err(
+            e @ Error::CountMismatch {
+                argument: a,
+                expected: x,
+                actual: n,
+            },
+        ) => {
+            assert_eq!((a, x, n), (argument, expected, actual));
+            assert_eq!(
+                e.to_string(),
+                format!("`{argument}` lists {actual} tensors, expected {expected}")
+            );
+        }
+        other => panic!(
+            "expected CountMismatch {{ {argument}: {actual} for {expected} }}, got {other:?}"
+        ),
+    }
+}
+
+/// `Error::Overlap` naming `first` and `second`.
+#[track_caller]
+pub fn assert_overlap<T: std::fmt::Debug>(result: curvgpu::Result<T>, first: &str, second: &str) {
+    match result {
+        Err(Error::Overlap {
+            first: a,
+            second: b,
+            ..
+        }) => assert_eq!((a.as_str(), b.as_str()), (first, second)),
+        other => panic!("expected Overlap {{ {first}, {second} }}, got {other:?}"),
+    }
+}

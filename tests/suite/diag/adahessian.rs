@@ -220,7 +220,8 @@ fn hutchinson_recovers_a_known_diagonal_from_rademacher_probes() {
     let zhz_buf = GpuVec::<f32>::zeros(gpu, n).unwrap();
     for _ in 0..probes {
         let mut rec = curvgpu::Recorder::new(gpu);
-        est.record_probe(&mut rec, est.probes() + 1, &z_buf).unwrap();
+        est.record_probe(&mut rec, est.probes() + 1, &z_buf)
+            .unwrap();
         rec.submit().unwrap();
         let z = z_buf.read().unwrap();
         assert!(z.iter().all(|&x| x == 1.0 || x == -1.0));

@@ -132,7 +132,8 @@ fn packed_steps_equal_separate<O: Case>() {
                 if t == 0 || k > 0 {
                     sep[k][i].write(v).unwrap();
                     let at = packed[k][i].byte_offset();
-                    gpu.queue().write_buffer(&arena, at, bytemuck::cast_slice(v));
+                    gpu.queue()
+                        .write_buffer(&arena, at, bytemuck::cast_slice(v));
                 }
             }
         }
@@ -161,7 +162,12 @@ fn packed_steps_equal_separate<O: Case>() {
     let d = data(lists, 3);
     for (k, list) in d.iter().enumerate().skip(1) {
         for (i, v) in list.iter().enumerate() {
-            assert_eq!(&read_view(gpu, &arena, packed[k][i]), v, "{} input", O::NAME);
+            assert_eq!(
+                &read_view(gpu, &arena, packed[k][i]),
+                v,
+                "{} input",
+                O::NAME
+            );
         }
     }
 }
@@ -191,9 +197,17 @@ fn overlaps_are_refused<O: Case>() {
         let mut rec = Recorder::new(gpu);
         match opt.record_step_lists(&mut rec, 1, &[at(0)], &lists) {
             Err(Error::Overlap { first, second, .. }) => {
-                assert_eq!((first.as_str(), second.as_str()), ("params", *name), "{}", O::NAME)
+                assert_eq!(
+                    (first.as_str(), second.as_str()),
+                    ("params", *name),
+                    "{}",
+                    O::NAME
+                )
             }
-            other => panic!("{}: expected Overlap of params and {name}, got {other:?}", O::NAME),
+            other => panic!(
+                "{}: expected Overlap of params and {name}, got {other:?}",
+                O::NAME
+            ),
         }
         assert!(rec.is_empty(), "{}: nothing recorded", O::NAME);
     }
@@ -205,7 +219,9 @@ fn wrong_counts_are_refused<O: Case>() {
     let mut opt = O::make(gpu, &LENS, false);
     let d = separate(gpu, &data(O::INPUTS.len(), 0));
     let views = views_of(&d);
-    let names: Vec<&str> = std::iter::once("params").chain(O::INPUTS.iter().copied()).collect();
+    let names: Vec<&str> = std::iter::once("params")
+        .chain(O::INPUTS.iter().copied())
+        .collect();
     for (k, name) in names.iter().enumerate() {
         let mut short = views.clone();
         short[k].pop();
@@ -217,7 +233,10 @@ fn wrong_counts_are_refused<O: Case>() {
                 expected,
                 actual,
             }) => assert_eq!((argument, expected, actual), (*name, 4, 3), "{}", O::NAME),
-            other => panic!("{}: expected CountMismatch of {name}, got {other:?}", O::NAME),
+            other => panic!(
+                "{}: expected CountMismatch of {name}, got {other:?}",
+                O::NAME
+            ),
         }
     }
     assert_eq!(opt.steps(), 0, "{}: nothing counted", O::NAME);

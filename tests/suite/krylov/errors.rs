@@ -6,7 +6,9 @@
 //! `Shifted`, `BlockDiagonal` and `FnOperator` do not implement `Debug`, so their constructors'
 //! results are mapped to the operator's shape before matching.
 
-use crate::common::{as_f32, assert_empty, assert_length, assert_param, gpu, uniform};
+use crate::common::{
+    as_f32, assert_empty, assert_length, assert_overlap, assert_param, gpu, uniform,
+};
 use curvgpu::krylov::lr::{max_stable_lr_gd, scale_lr, BatchScaling};
 use curvgpu::krylov::tridiag::tridiagonal_eigen;
 use curvgpu::krylov::{
@@ -682,17 +684,6 @@ fn every_solver_refuses_an_iteration_limit_of_0_the_same_way() {
 
 // ---- operators: overlapping x and y -------------------------------------------------------------
 
-/// `Overlap` naming `a` and `b` (in either order).
-#[track_caller]
-fn assert_overlap<T: std::fmt::Debug>(result: curvgpu::Result<T>, a: &str, b: &str) {
-    match result {
-        Err(Error::Overlap { first, second, .. })
-            if (first.as_str(), second.as_str()) == (a, b)
-                || (first.as_str(), second.as_str()) == (b, a) => {}
-        other => panic!("expected Overlap {{ {a}, {b} }}, got {other:?}"),
-    }
-}
-
 /// One caller buffer of 2n elements (storage usages) for views that overlap.
 fn arena(n: usize) -> wgpu::Buffer {
     gpu().device().create_buffer(&wgpu::BufferDescriptor {
@@ -775,14 +766,14 @@ fn poisson_fused_forms_refuse_a_y_that_overlaps_an_operand_naming_both() {
     // y is written while d, then the scalars, are read: one dispatch binds both.
     assert_overlap(
         op.record_direction_apply_dot(&mut rec, &direction(x, d, scalars), d, &partials),
-        "d",
         "y",
+        "d",
     );
     let scalars_in_y = curvgpu::BufView::new(&buffer, y.byte_offset(), 4);
     assert_overlap(
         op.record_direction_apply_dot(&mut rec, &direction(x, d, scalars_in_y), y, &partials),
-        "scalars",
         "y",
+        "scalars",
     );
     // x and d are only read, but the buffer they share is written (y): WebGPU refuses two
     // overlapping bindings of such a buffer.
