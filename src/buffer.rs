@@ -328,6 +328,33 @@ impl<'a> BufView<'a> {
         self.buffer == other.buffer && a.start < b.end && b.start < a.end
     }
 
+    /// True when both are the same window: one buffer, one start, one length (the in-place
+    /// forms that allow exactly that and nothing partial).
+    pub(crate) fn is_same(&self, other: &BufView<'_>) -> bool {
+        self.buffer == other.buffer && self.offset == other.offset && self.len == other.len
+    }
+
+    /// [`Error::Overlap`] naming both views (by their checked names) when they share bytes;
+    /// `why` says why the function refuses it and what to pass instead. For pairs no single
+    /// dispatch binds together (one written by an early pass, the other read by a later one),
+    /// which the recorder's own check cannot see.
+    pub(crate) fn refuse_overlap(
+        &self,
+        other: &BufView<'_>,
+        why: impl FnOnce() -> String,
+    ) -> Result<()> {
+        if !self.overlaps(other) {
+            return Ok(());
+        }
+        Err(Error::Overlap {
+            first: self.name.unwrap_or("a view").to_string(),
+            second: other.name.unwrap_or("a view").to_string(),
+            first_bytes: self.byte_range(),
+            second_bytes: other.byte_range(),
+            why: why(),
+        })
+    }
+
     /// Checks everything about this view that we can know before wgpu sees it, and returns it
     /// named `argument`, the name [`Error::Overlap`] gives it.
     pub(crate) fn check(

@@ -12,7 +12,7 @@ use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernel::{uniform, Kernel, Slot};
-use crate::linalg::{binding_elements, check_binding, record_gemm, same_view, Gemm};
+use crate::linalg::{binding_elements, check_binding, record_gemm, Gemm};
 use crate::record::{Binding, Recorder};
 use crate::shader;
 
@@ -502,17 +502,13 @@ impl Mfac {
         let gpu = rec.gpu();
         let x = x.check(gpu, "x", self.d)?;
         let y = y.check(gpu, "y", self.d)?;
-        let in_place = same_view(&x, &y);
-        if x.overlaps(&y) && !in_place {
-            return Err(Error::Overlap {
-                first: "x".into(),
-                second: "y".into(),
-                first_bytes: x.byte_range(),
-                second_bytes: y.byte_range(),
-                why: "y is written chunk by chunk over entries of x still to be read; pass the \
-                      same view (in place) or disjoint views"
-                    .into(),
-            });
+        let in_place = x.is_same(&y);
+        if !in_place {
+            x.refuse_overlap(&y, || {
+                "y is written chunk by chunk over entries of x still to be read; pass the same \
+                 view (in place) or disjoint views"
+                    .into()
+            })?;
         }
         self.record_dots(rec, x)?;
         let first = self.uniform(&self.chunks[0], 0);

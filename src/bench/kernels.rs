@@ -168,16 +168,9 @@ pub fn record_sophiag_unfused(
     // by the third: pairs no single dispatch sees, so checked here.
     for (i, a) in views.iter().enumerate() {
         for b in &views[i + 1..] {
-            if a.overlaps(b) {
-                return Err(Error::Overlap {
-                    first: a.name().unwrap_or_default().to_string(),
-                    second: b.name().unwrap_or_default().to_string(),
-                    first_bytes: a.byte_range(),
-                    second_bytes: b.byte_range(),
-                    why: "the unfused passes write and re-read every tensor; pass disjoint views"
-                        .into(),
-                });
-            }
+            a.refuse_overlap(b, || {
+                "the unfused passes write and re-read every tensor; pass disjoint views".into()
+            })?;
         }
     }
     if !n.is_multiple_of(4) {

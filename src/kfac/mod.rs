@@ -16,8 +16,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernel::{uniform, Kernel, Slot};
 use crate::linalg::{
-    check_binding, record_gemm, record_spd_inverse, same_view, Batch, CholeskyWorkspace,
-    Eigenpairs, Gemm,
+    check_binding, record_gemm, record_spd_inverse, Batch, CholeskyWorkspace, Eigenpairs, Gemm,
 };
 use crate::record::{Binding, Recorder};
 use crate::shader;
@@ -207,32 +206,16 @@ pub(crate) fn check_grads_outs<'a>(
         named.0.push(g.check(gpu, "grads", l.out_dim * l.cols())?);
         named.1.push(o.check(gpu, "outs", l.out_dim * l.cols())?);
     }
-    let overlap = |first: &BufView<'_>, second: &BufView<'_>, why: String| Error::Overlap {
-        first: first.name().unwrap_or("outs").into(),
-        second: second.name().unwrap_or("grads").into(),
-        first_bytes: first.byte_range(),
-        second_bytes: second.byte_range(),
-        why,
-    };
     for (i, o) in named.1.iter().enumerate() {
         for (j, g) in named.0.iter().enumerate() {
-            let allowed = in_place && i == j && same_view(o, g);
-            if o.overlaps(g) && !allowed {
-                return Err(overlap(
-                    o,
-                    g,
-                    format!("output {i} overlaps gradient {j}: {why}"),
-                ));
+            if !(in_place && i == j && o.is_same(g)) {
+                o.refuse_overlap(g, || format!("output {i} overlaps gradient {j}: {why}"))?;
             }
         }
         for (j, p) in named.1.iter().enumerate().skip(i + 1) {
-            if o.overlaps(p) {
-                return Err(overlap(
-                    o,
-                    p,
-                    format!("outputs {i} and {j} overlap: each layer needs its own"),
-                ));
-            }
+            o.refuse_overlap(p, || {
+                format!("outputs {i} and {j} overlap: each layer needs its own")
+            })?;
         }
     }
     Ok(named)

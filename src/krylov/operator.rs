@@ -225,17 +225,6 @@ pub(crate) fn scoped<'g, T>(
     gpu.scoped("operator", || f(rec))?
 }
 
-/// [`Error::Overlap`] for two checked views.
-pub(crate) fn overlap(first: &BufView<'_>, second: &BufView<'_>, why: &str) -> Error {
-    Error::Overlap {
-        first: first.name().unwrap_or("?").to_string(),
-        second: second.name().unwrap_or("?").to_string(),
-        first_bytes: first.byte_range(),
-        second_bytes: second.byte_range(),
-        why: why.to_string(),
-    }
-}
-
 /// x and y checked against the operator's shape, named `x` and `y`, disjoint, and each within
 /// one storage binding.
 fn check_xy<'x, 'y>(
@@ -267,15 +256,11 @@ fn check_lengths<'x, 'y>(
 
 /// [`Error::Overlap`] when y overlaps x: no operator has an in-place form.
 fn check_disjoint(x: &BufView<'_>, y: &BufView<'_>) -> Result<()> {
-    match x.overlaps(y) {
-        true => Err(overlap(
-            x,
-            y,
-            "y = A·x has no in-place form (a LinearOperator's x and y never alias): pass a \
-             separate output",
-        )),
-        false => Ok(()),
-    }
+    x.refuse_overlap(y, || {
+        "y = A·x has no in-place form (a LinearOperator's x and y never alias): pass a \
+         separate output"
+            .into()
+    })
 }
 
 fn binding_limit(gpu: &Gpu, argument: &'static str, elems: usize) -> Result<()> {

@@ -5,7 +5,7 @@
 //! Both read only the lower triangle of their input (as LAPACK's `potrf` with `uplo = 'L'`):
 //! the strict upper triangle may hold anything, NaN included.
 
-use super::gemm::{record_gemm_with, same_view, Gemm};
+use super::gemm::{record_gemm_with, Gemm};
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -438,16 +438,12 @@ pub fn record_spd_inverse(
     let gpu = rec.gpu();
     let factors = check_batch(gpu, "factors", &factors, batch)?;
     let inverses = check_batch(gpu, "inverses", &inverses, batch)?;
-    if factors.overlaps(&inverses) && !same_view(&factors, &inverses) {
-        return Err(Error::Overlap {
-            first: "factors".into(),
-            second: "inverses".into(),
-            first_bytes: factors.byte_range(),
-            second_bytes: inverses.byte_range(),
-            why: "the inverses would overwrite factors still to be read; pass the same view \
-                  (in place) or disjoint views"
-                .into(),
-        });
+    if !factors.is_same(&inverses) {
+        factors.refuse_overlap(&inverses, || {
+            "the inverses would overwrite factors still to be read; pass the same view (in \
+             place) or disjoint views"
+                .into()
+        })?;
     }
     workspace.fits(gpu, batch)?;
     record_factor(rec, batch, factors, workspace)?;

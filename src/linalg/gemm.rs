@@ -248,11 +248,6 @@ pub fn record_gemm(
     record_gemm_with(rec, shape, a, b, c, shape.symmetric)
 }
 
-/// The same view: one buffer, one start, one length (an in-place form's test).
-pub(crate) fn same_view(x: &BufView<'_>, y: &BufView<'_>) -> bool {
-    x.buffer() == y.buffer() && x.byte_offset() == y.byte_offset() && x.len() == y.len()
-}
-
 /// [`record_gemm`], with a symmetric product's mirroring optional (a factorisation that only
 /// reads lower triangles skips it).
 pub(crate) fn record_gemm_with(

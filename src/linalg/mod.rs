@@ -20,7 +20,6 @@ pub use eigen::symmetric_eigen;
 pub use eigen::{symmetric_eigen_async, Eigenpairs, JacobiOptions};
 #[cfg(not(target_arch = "wasm32"))]
 pub use gemm::gemm;
-pub(crate) use gemm::same_view;
 pub use gemm::{gemm_async, record_gemm, Gemm};
 
 use crate::kernel::Kernel;

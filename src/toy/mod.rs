@@ -419,13 +419,9 @@ impl Mlp {
         let params = self.check_params(gpu, params)?;
         let z = z.check(gpu, "z", self.param_count())?;
         // The column pass would refuse it too, but only after the sample pass was recorded.
-        if z.overlaps(&zhz) {
-            return Err(overlap(
-                z,
-                zhz,
-                "the pass writing `zhz` reads `z`; pass a separate output",
-            ));
-        }
+        z.refuse_overlap(&zhz, || {
+            "the pass writing `zhz` reads `z`; pass a separate output".into()
+        })?;
         self.record_samples(rec, &TOY_SAMPLE_HVP, params, Some(z), None)?;
         self.record_columns(rec, 0, self.mean_scale(), zhz, Some(z))
     }
@@ -472,27 +468,11 @@ impl Mlp {
     }
 }
 
-/// [`Error::Overlap`] for two checked views.
-fn overlap(first: BufView<'_>, second: BufView<'_>, why: &str) -> Error {
-    Error::Overlap {
-        first: first.name().unwrap_or("?").to_string(),
-        second: second.name().unwrap_or("?").to_string(),
-        first_bytes: first.byte_range(),
-        second_bytes: second.byte_range(),
-        why: why.to_string(),
-    }
-}
-
 /// Two outputs written by separate dispatches must not share bytes.
 fn disjoint_outputs(a: BufView<'_>, b: BufView<'_>) -> Result<()> {
-    match a.overlaps(&b) {
-        true => Err(overlap(
-            a,
-            b,
-            "both are outputs, written by separate passes; pass disjoint views",
-        )),
-        false => Ok(()),
-    }
+    a.refuse_overlap(&b, || {
+        "both are outputs, written by separate passes; pass disjoint views".into()
+    })
 }
 
 /// Conveniences that allocate, submit and read back: the `*_async` forms are the one
