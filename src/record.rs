@@ -46,6 +46,7 @@ impl<'a> Binding<'a> {
     }
 }
 
+#[derive(Clone)]
 struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
@@ -203,6 +204,18 @@ impl<'g> Recorder<'g> {
                 }
                 (Slot::Gap, Binding::Skip) => continue,
                 (Slot::Read(name) | Slot::Write(name), Binding::Storage(view, bytes)) => {
+                    // A misaligned window is the caller's to fix, not a late wgpu error.
+                    let storage_align = gpu.limits().min_storage_buffer_offset_alignment as u64;
+                    if !view.offset.is_multiple_of(storage_align) {
+                        return Err(Error::BadView {
+                            argument: view.name().unwrap_or(name),
+                            message: format!(
+                                "byte offset {} is not a multiple of min_storage_buffer_offset_alignment = {storage_align} ({})",
+                                view.offset,
+                                kernel.entry
+                            ),
+                        });
+                    }
                     let bytes = bytes.unwrap_or(4 * view.len as u64);
                     let range = view.offset..view.offset + bytes;
                     let name = match view.name() {
@@ -322,6 +335,20 @@ impl<'g> Recorder<'g> {
             bind_group: bind_group.clone(),
             grid: workgroups,
         });
+    }
+
+    /// Appends `times` repetitions of everything `block` recorded. Its pipelines and bind
+    /// groups are shared, not rebuilt: a solver records one iteration once and appends it as
+    /// often as a batch needs. [`Error::WrongDevice`] when `block` was recorded on another
+    /// device.
+    pub(crate) fn append(&mut self, block: &Recorder<'_>, times: usize) -> Result<()> {
+        if self.gpu != block.gpu {
+            return Err(Error::WrongDevice { argument: "rec" });
+        }
+        for _ in 0..times {
+            self.dispatches.extend(block.dispatches.iter().cloned());
+        }
+        Ok(())
     }
 
     /// Writes everything recorded into one compute pass of `encoder`. Nothing is submitted.

@@ -110,27 +110,43 @@ pub fn record(
     let groups = partial_groups(gpu, vec4s);
     let partials = GpuVec::<f32>::zeros(gpu, groups as usize)?;
     if vec4s > 0 {
-        let uniform = ReduceUniform {
-            n: x.len() as u32,
-            out_index: out_index as u32,
-            partials: groups as u32,
-            _pad: 0,
-        };
-        let bytes = Some(16 * vec4s);
-        let grid = rec.grid_for_groups(groups)?;
-        rec.dispatch(
-            &REDUCE_PARTIAL,
-            &constants(gpu, op),
-            &[
-                Binding::uniform(&uniform),
-                Binding::Storage(x, bytes),
-                second_operand(op, Binding::Storage(y, bytes)),
-                Binding::storage(partials.view()),
-            ],
-            grid,
-        )?;
+        record_partials(rec, op, x, y, partials.view(), groups)?;
     }
     record_finalize(rec, op, x, y, &partials, groups, out, out_index)
+}
+
+/// Records one partial result per workgroup into `partials[..groups]` over the first
+/// 4⌊n/4⌋ elements of x (and y): the first pass of [`record`], for a consumer that folds the
+/// partials itself (CG's update re-reduces them in every workgroup instead of a pass of its
+/// own). x and y are views of whole vec4s where the tail must be covered too.
+pub(crate) fn record_partials(
+    rec: &mut Recorder,
+    op: Reduction,
+    x: BufView<'_>,
+    y: BufView<'_>,
+    partials: BufView<'_>,
+    groups: u64,
+) -> Result<()> {
+    let vec4s = (x.len() / 4) as u64;
+    let uniform = ReduceUniform {
+        n: x.len() as u32,
+        out_index: 0,
+        partials: groups as u32,
+        _pad: 0,
+    };
+    let bytes = Some(16 * vec4s);
+    let grid = rec.grid_for_groups(groups)?;
+    rec.dispatch(
+        &REDUCE_PARTIAL,
+        &constants(rec.gpu(), op),
+        &[
+            Binding::uniform(&uniform),
+            Binding::Storage(x, bytes),
+            second_operand(op, Binding::Storage(y, bytes)),
+            Binding::storage(partials),
+        ],
+        grid,
+    )
 }
 
 /// y where the op reads it; only Σxy does, so the others bind the placeholder (x bound twice

@@ -66,7 +66,7 @@ shaders! {
     /// Dense, CSR and Poisson operators.
     KRYLOV_OPERATORS = "krylov/operators.wgsl" needs GRID, WORKGROUP_REDUCE;
     /// Conjugate gradient's passes.
-    CG = "krylov/cg.wgsl" needs GRID, WORKGROUP_REDUCE;
+    CG = "krylov/cg.wgsl" needs GRID, WORKGROUP_REDUCE, FLOAT;
     /// The spectrum tools' vector kernels.
     KRYLOV_VECTORS = "krylov/vectors.wgsl" needs GRID, WORKGROUP_REDUCE;
     /// Tiled GEMM.

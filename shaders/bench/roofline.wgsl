@@ -55,3 +55,8 @@ fn fma_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     // Written so the compiler cannot drop the chains; fma_out holds one vec4 per invocation.
     fma_out[i] = s;
 }
+
+// Nothing: what a dispatch costs the adapter by itself.
+@compute @workgroup_size(1)
+fn empty() {
+}

@@ -2,6 +2,7 @@
 //! the browser (everything but the solver runs compiles for wasm32, through async forms).
 
 pub mod kernels;
+pub mod launch;
 pub mod problems;
 pub mod roofline;
 // Whole-solver runs drive blocking solvers and time f64 CPU references beside them.

@@ -34,8 +34,10 @@ pub(crate) static FMA_VEC4: Kernel = Kernel::new(
     &[uniform::<Len>(), Slot::Write("out")],
 );
 
+/// A dispatch that does nothing (the launch cost).
+pub(crate) static EMPTY: Kernel = Kernel::new(&shader::BENCH_ROOFLINE, "empty", &[]);
 /// The kernels of this module.
-pub(crate) static KERNELS: &[&Kernel] = &[&COPY_F32, &COPY_VEC4, &FMA_VEC4];
+pub(crate) static KERNELS: &[&Kernel] = &[&COPY_F32, &COPY_VEC4, &FMA_VEC4, &EMPTY];
 
 /// One measured shape.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::buffer::GpuVec;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::krylov::{cg_batched, CgOptions, CgStats, Poisson};
+use crate::krylov::{cg_batched, CgOptions, CgStats, CsrMatrix, Poisson, Preconditioner};
 use crate::reference::krylov as reference;
 
 /// Bytes one unpreconditioned CG iteration on the Poisson operator moves per unknown, each
@@ -15,6 +15,62 @@ use crate::reference::krylov as reference;
 /// 28). Operators without the fused direction add a pass for p (44 in all), and those that
 /// cannot fuse pᵀq another over p and q (52).
 pub const CG_BYTES_PER_UNKNOWN: f64 = 40.0;
+
+/// A sparse SPD system in CSR form (f64 values; the GPU takes them rounded to f32).
+#[derive(Clone, Debug)]
+pub struct SparseSystem {
+    /// Unknowns.
+    pub n: usize,
+    /// Row starts (n + 1).
+    pub row_ptr: Vec<u32>,
+    /// Column of each entry, increasing within a row.
+    pub col_idx: Vec<u32>,
+    /// Entries.
+    pub values: Vec<f64>,
+}
+
+/// The graph-Laplacian problem of the solver rows: L + σ·I of a random graph on `n` nodes,
+/// each joined to the next around a ring and to `extra` random others (edges symmetric, unit
+/// weight), σ = `shift`. Deterministic in `seed` (SplitMix64). Rows hold the diagonal first
+/// among columns in increasing order.
+pub fn graph_laplacian(n: usize, extra: usize, shift: f64, seed: u64) -> SparseSystem {
+    let mut rng = crate::reference::splitmix::SplitMix64::new(seed);
+    let mut neighbours: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut join = |a: usize, b: usize| {
+        if a != b {
+            neighbours[a].push(b as u32);
+            neighbours[b].push(a as u32);
+        }
+    };
+    for i in 0..n {
+        join(i, (i + 1) % n);
+        for _ in 0..extra {
+            let j = (rng.uniform() * n as f64) as usize % n;
+            join(i, j);
+        }
+    }
+    let mut row_ptr = vec![0u32];
+    let (mut col_idx, mut values) = (Vec::new(), Vec::new());
+    for (i, nb) in neighbours.iter_mut().enumerate() {
+        nb.sort_unstable();
+        nb.dedup();
+        let degree = nb.len() as f64;
+        let mut row: Vec<(u32, f64)> = nb.iter().map(|&j| (j, -1.0)).collect();
+        row.push((i as u32, degree + shift));
+        row.sort_unstable_by_key(|&(j, _)| j);
+        for (j, v) in row {
+            col_idx.push(j);
+            values.push(v);
+        }
+        row_ptr.push(col_idx.len() as u32);
+    }
+    SparseSystem {
+        n,
+        row_ptr,
+        col_idx,
+        values,
+    }
+}
 
 /// One solver run.
 #[derive(Clone, Debug)]
@@ -124,4 +180,95 @@ pub fn poisson_time_to_solution(gpu: &Gpu, side: usize, rtol: f32) -> Result<[So
         stats: None,
     };
     Ok([gpu_run, cpu_run])
+}
+
+/// The graph-Laplacian solve of the bench: [`graph_laplacian`]`(n, 2, 0.01, 1)` (28 CG
+/// iterations at n = 4000, rtol 1e-5), b uniform in ±1.
+pub fn graph_problem(n: usize) -> (SparseSystem, Vec<f64>) {
+    let sys = graph_laplacian(n, 2, 0.01, 1);
+    let mut rng = crate::reference::splitmix::SplitMix64::new(5);
+    let b = (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect();
+    (sys, b)
+}
+
+/// Timed runs of each small solve (after one untimed warm-up that compiles its pipelines).
+const SMALL_SOLVE_RUNS: usize = 7;
+
+/// Time to solution at rtol 1e-5 on the `n`-node graph Laplacian ([`graph_problem`]): curvgpu's
+/// CG without and with Jacobi (median of 7 runs after a warm-up, setup, every
+/// readback and the read of x included), then the f64 CG on the CPU (same recurrence).
+pub fn graph_laplacian_time_to_solution(gpu: &Gpu, n: usize) -> Result<[SolverRun; 3]> {
+    let (sys, b) = graph_problem(n);
+    let problem = format!("graph_laplacian_{n}");
+    let values: Vec<f32> = sys.values.iter().map(|&v| v as f32).collect();
+    let op = CsrMatrix::new(gpu, n, n, &sys.row_ptr, &sys.col_idx, &values)?;
+    let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+    let b_gpu = GpuVec::upload(gpu, &b32)?;
+    let apply = |x: &[f64], y: &mut [f64]| {
+        reference::csr_apply(&sys.row_ptr, &sys.col_idx, &sys.values, x, y)
+    };
+    let true_residual = |x: &[f64]| {
+        let mut ax = vec![0.0; n];
+        apply(x, &mut ax);
+        let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let r: Vec<f64> = ax.iter().zip(&b).map(|(a, b)| b - a).collect();
+        norm(&r) / norm(&b)
+    };
+    let gpu_run = |name: &'static str, preconditioner| -> Result<SolverRun> {
+        let options = CgOptions {
+            preconditioner,
+            ..Default::default()
+        };
+        let solve = || -> Result<(crate::krylov::CgResult, CgStats, Vec<f32>)> {
+            let (mut results, stats) = cg_batched(gpu, &op, &[b_gpu.view()], None, &options)?;
+            let result = results.pop().ok_or(crate::Error::Empty { argument: "b" })?;
+            let x = result.x.read()?;
+            Ok((result, stats, x))
+        };
+        solve()?;
+        let mut times = Vec::with_capacity(SMALL_SOLVE_RUNS);
+        let mut last = None;
+        for _ in 0..SMALL_SOLVE_RUNS {
+            gpu.wait()?;
+            let t0 = Instant::now();
+            let run = solve()?;
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+            last = Some(run);
+        }
+        let (result, stats, x) = last.ok_or(crate::Error::Empty { argument: "runs" })?;
+        let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        Ok(SolverRun {
+            name,
+            problem: problem.clone(),
+            n,
+            iterations: result.iterations,
+            newton_iterations: None,
+            wall_ms: super::median(&times),
+            final_error: true_residual(&x),
+            converged: result.converged,
+            stats: Some(stats),
+        })
+    };
+    let plain = gpu_run("cg", Preconditioner::None)?;
+    let jacobi = gpu_run("cg_jacobi", Preconditioner::Jacobi)?;
+    let mut times = Vec::with_capacity(SMALL_SOLVE_RUNS);
+    let mut cpu = None;
+    for _ in 0..SMALL_SOLVE_RUNS {
+        let t0 = Instant::now();
+        cpu = Some(reference::cg(apply, &b, None, 1e-5, 0.0, 10 * n, None));
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let cpu = cpu.ok_or(crate::Error::Empty { argument: "runs" })?;
+    let cpu_run = SolverRun {
+        name: "cpu_cg_f64",
+        problem,
+        n,
+        iterations: cpu.iterations,
+        newton_iterations: None,
+        wall_ms: super::median(&times),
+        final_error: true_residual(&cpu.x),
+        converged: cpu.converged,
+        stats: None,
+    };
+    Ok([plain, jacobi, cpu_run])
 }

@@ -22,9 +22,12 @@ pub struct TableOptions {
     pub log2_sizes: Vec<u32>,
     /// Timed runs per kernel and size; the median is reported.
     pub reps: usize,
-    /// Names from [`kernels::KERNELS`] and [`problems::PROBLEMS`]; empty runs them all.
-    /// Unknown names are skipped, but at least one must be known.
+    /// Names from [`kernels::KERNELS`], [`problems::PROBLEMS`] and `other_rows`; empty runs
+    /// them all. A name none of them knows is an error.
     pub kernels: Vec<String>,
+    /// Rows the caller times itself after the table (the CLI's solver rows): `kernels` may
+    /// name them, and naming only those measures the roofline alone.
+    pub other_rows: Vec<&'static str>,
     /// Time on GPU timestamps where the adapter has them (else the host clock).
     pub use_timestamps: bool,
 }
@@ -35,6 +38,7 @@ impl Default for TableOptions {
             log2_sizes: vec![16, 18, 20, 22, 24],
             reps: 10,
             kernels: Vec::new(),
+            other_rows: Vec::new(),
             use_timestamps: true,
         }
     }
@@ -331,14 +335,19 @@ pub async fn kernel_table_async(
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<KernelTable> {
     let (names, fixed) = options.chosen();
-    if names.is_empty() && fixed.is_empty() {
+    let known = |k: &str| {
+        kernels::KERNELS.contains(&k)
+            || problems::PROBLEMS.contains(&k)
+            || options.other_rows.contains(&k)
+    };
+    if let Some(unknown) = options.kernels.iter().find(|k| !known(k)) {
         return Err(Error::Shape {
             argument: "kernels",
             message: format!(
-                "no known kernel in {:?}; known: {:?} and {:?}",
-                options.kernels,
+                "no row is named {unknown:?}; known: {:?}, {:?} and {:?}",
                 kernels::KERNELS,
-                problems::PROBLEMS
+                problems::PROBLEMS,
+                options.other_rows
             ),
         });
     }
@@ -466,6 +475,7 @@ mod tests {
             reps: 3,
             kernels: kernels.iter().map(|k| k.to_string()).collect(),
             use_timestamps,
+            ..Default::default()
         }
     }
 
@@ -473,7 +483,7 @@ mod tests {
     fn the_table_has_a_row_per_case_in_order() -> Result<()> {
         let gpu = gpu();
         for use_timestamps in [true, false] {
-            let options = options(&["dot", "sophiag_step", "not_a_kernel"], use_timestamps);
+            let options = options(&["dot", "sophiag_step"], use_timestamps);
             let mut events = Vec::new();
             let table = kernel_table(gpu, &options, |p| {
                 events.push(match p {
@@ -593,6 +603,19 @@ mod tests {
             ),
             "{unknown:?}"
         );
+        // A misspelt name among known ones is refused too, not skipped.
+        let typo = kernel_table(gpu, &options(&["dot", "dott"], true), |_| {});
+        assert!(
+            matches!(&typo, Err(Error::Shape { argument: "kernels", message }) if message.contains("\"dott\"")),
+            "{typo:?}"
+        );
+        // Rows the caller times itself are known: naming only those measures the roofline.
+        let other = TableOptions {
+            other_rows: vec!["cg_iteration_poisson2d_1024"],
+            ..options(&["cg_iteration_poisson2d_1024"], true)
+        };
+        let table = kernel_table(gpu, &other, |_| {})?;
+        assert!(table.rows.is_empty() && table.roofline.copy_gbps > 0.0);
         let mut big = options(&["dot"], true);
         big.log2_sizes = vec![12, MAX_LOG2_SIZE + 1];
         let big = kernel_table(gpu, &big, |_| {});

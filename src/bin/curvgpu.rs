@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use curvgpu::bench::table::{kernel_table, KernelRow, Progress, TableOptions, Work};
-use curvgpu::bench::{solvers, transport};
+use curvgpu::bench::{launch, solvers, transport};
 use curvgpu::Gpu;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -37,13 +37,14 @@ enum Command {
         /// Timed runs per kernel and size (the median is reported).
         #[arg(long, default_value_t = 10)]
         reps: usize,
-        /// Only these kernels or fixed problems, e.g. gemm_1024 (comma-separated; default all).
+        /// Only these rows, e.g. gemm_1024,cg_iteration_poisson2d_1024 (comma-separated; default
+        /// all): kernels, fixed problems, launch_costs and the solver rows.
         #[arg(long, value_delimiter = ',')]
         kernels: Vec<String>,
         /// Time with the host clock even where GPU timestamps exist.
         #[arg(long)]
         wall_clock: bool,
-        /// Skip the solver runs (CG on Poisson 1024² against an f64 CPU CG).
+        /// Skip the solver rows when no rows are named (CG, Sinkhorn and SNS runs).
         #[arg(long)]
         no_solvers: bool,
     },
@@ -105,6 +106,39 @@ fn info() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The launch-cost row.
+const LAUNCH: &str = "launch_costs";
+/// One CG iteration on Poisson 1024² (difference of two runs).
+const CG_ITERATION: &str = "cg_iteration_poisson2d_1024";
+/// One Sinkhorn iteration, dense 4096² cost.
+const SINKHORN_DENSE: &str = "sinkhorn_iteration_dense_4096";
+/// One Sinkhorn iteration, 4096 points a side with the cost on the fly.
+const SINKHORN_POINTS: &str = "sinkhorn_iteration_points_4096";
+/// Sinkhorn against SNS on each of `transport::PROBLEMS`, in order.
+const OT_ROWS: [&str; 4] = [
+    "ot_random_500",
+    "ot_random_2000",
+    "ot_random_5000",
+    "ot_images_784",
+];
+/// CG (plain and Jacobi) and the f64 CPU CG on the 4000-node graph Laplacian.
+const CG_GRAPH: &str = "cg_graph_laplacian_4000";
+/// CG and the f64 CPU CG to rtol 1e-6 on Poisson 1024².
+const CG_POISSON: &str = "cg_poisson2d_1024";
+/// The rows the bench times itself after the kernel table, selectable with `--kernels`.
+const OTHER_ROWS: &[&str] = &[
+    LAUNCH,
+    CG_ITERATION,
+    SINKHORN_DENSE,
+    SINKHORN_POINTS,
+    OT_ROWS[0],
+    OT_ROWS[1],
+    OT_ROWS[2],
+    OT_ROWS[3],
+    CG_GRAPH,
+    CG_POISSON,
+];
+
 fn run_bench(
     json_path: Option<PathBuf>,
     log2_sizes: &[u32],
@@ -119,7 +153,14 @@ fn run_bench(
         log2_sizes: log2_sizes.to_vec(),
         reps,
         kernels: only.to_vec(),
+        other_rows: OTHER_ROWS.to_vec(),
         use_timestamps: !wall_clock,
+    };
+    // A row the bench times itself runs when named, or (solver rows unless --no-solvers)
+    // when nothing is named.
+    let wants = |name: &str| match only.is_empty() {
+        true => name == LAUNCH || with_solvers,
+        false => only.iter().any(|o| o == name),
     };
     eprintln!(
         "adapter: {} ({:?}, {:?}); tuning {:?}",
@@ -128,9 +169,8 @@ fn run_bench(
         info.device_type,
         gpu.tuning()
     );
-    let bar = ProgressBar::new(
-        (options.cases() + 1 + (4 + transport::PROBLEMS.len()) * with_solvers as usize) as u64,
-    );
+    let own_rows = OTHER_ROWS.iter().filter(|r| wants(r)).count();
+    let bar = ProgressBar::new((options.cases() + 1 + own_rows) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -140,16 +180,22 @@ fn run_bench(
         Progress::Roofline(_) | Progress::Row(_) => bar.inc(1),
         Progress::Next(what) => bar.set_message(what.to_string()),
     })?;
+    let mut launch_costs = None;
+    if wants(LAUNCH) {
+        bar.set_message(LAUNCH);
+        launch_costs = Some(launch::measure(&gpu, reps.max(5), !wall_clock)?);
+        bar.inc(1);
+    }
     let mut solver_runs = Vec::new();
     let mut cg_iteration_stats = None;
-    if with_solvers {
+    if wants(CG_ITERATION) {
         bar.set_message("cg iteration, poisson 1024²");
         let side = 1024;
         let (ms, stats) = solvers::cg_iteration_ms(&gpu, side)?;
         let n = side * side;
         let bytes = solvers::CG_BYTES_PER_UNKNOWN * n as f64;
         table.rows.push(KernelRow::new(
-            "cg_iteration_poisson2d_1024",
+            CG_ITERATION,
             n,
             Work::Bytes(bytes),
             ms,
@@ -157,43 +203,58 @@ fn run_bench(
         ));
         cg_iteration_stats = Some(stats);
         bar.inc(1);
-        let side = 4096;
-        let entries = (side * side) as f64;
-        for (name, on_the_fly, work) in [
-            // Each iteration reads C twice (the column and the row log-sum-exps).
-            (
-                "sinkhorn_iteration_dense_4096",
-                false,
-                Work::Bytes(2.0 * 4.0 * entries),
-            ),
-            (
-                "sinkhorn_iteration_points_4096",
-                true,
-                Work::Flops(2.0 * entries * transport::points_flops_per_entry(2)),
-            ),
-        ] {
-            bar.set_message(name);
-            let ms = transport::sinkhorn_iteration_ms(&gpu, side, on_the_fly)?;
-            table
-                .rows
-                .push(KernelRow::new(name, side, work, ms, &table.roofline));
-            bar.inc(1);
+    }
+    let side = 4096;
+    let entries = (side * side) as f64;
+    for (name, on_the_fly, work) in [
+        // Each iteration reads C twice (the column and the row log-sum-exps).
+        (SINKHORN_DENSE, false, Work::Bytes(2.0 * 4.0 * entries)),
+        (
+            SINKHORN_POINTS,
+            true,
+            Work::Flops(2.0 * entries * transport::points_flops_per_entry(2)),
+        ),
+    ] {
+        if !wants(name) {
+            continue;
         }
-        for name in transport::PROBLEMS {
-            bar.set_message(format!("sinkhorn and sns, {name}"));
-            if let Some(runs) = transport::compare(&gpu, name, 200_000)? {
-                solver_runs.extend(runs);
-            }
-            bar.inc(1);
+        bar.set_message(name);
+        let ms = transport::sinkhorn_iteration_ms(&gpu, side, on_the_fly)?;
+        table
+            .rows
+            .push(KernelRow::new(name, side, work, ms, &table.roofline));
+        bar.inc(1);
+    }
+    for (row, problem) in OT_ROWS.iter().zip(transport::PROBLEMS) {
+        if !wants(row) {
+            continue;
         }
-        // Last: its f64 CPU reference keeps the GPU idle for seconds, and a GPU
-        // that idles drops its clocks (the timings after it would start slow).
+        bar.set_message(format!("sinkhorn and sns, {problem}"));
+        if let Some(runs) = transport::compare(&gpu, problem, 200_000)? {
+            solver_runs.extend(runs);
+        }
+        bar.inc(1);
+    }
+    if wants(CG_GRAPH) {
+        bar.set_message("cg, graph Laplacian 4000");
+        solver_runs.extend(solvers::graph_laplacian_time_to_solution(&gpu, 4000)?);
+        bar.inc(1);
+    }
+    // Last: its f64 CPU reference keeps the GPU idle for seconds, and a GPU that idles drops
+    // its clocks (the timings after it would start slow).
+    if wants(CG_POISSON) {
         bar.set_message("time to solution, poisson 1024², rtol 1e-6");
         solver_runs.extend(solvers::poisson_time_to_solution(&gpu, 1024, 1e-6)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
     print!("{table}");
+    if let Some(l) = launch_costs {
+        println!(
+            "launch: an empty dispatch {:.1} µs, a submit and wait {:.1} µs",
+            l.empty_dispatch_us, l.submit_wait_us
+        );
+    }
 
     if let Some(s) = cg_iteration_stats {
         println!(
@@ -293,6 +354,13 @@ fn run_bench(
                     "coarse": r.coarse,
                 }),
             }).collect::<Vec<_>>(),
+            "launch": launch_costs.map(|l| json!({
+                "empty_dispatch_us": l.empty_dispatch_us,
+                "submit_wait_us": l.submit_wait_us,
+            })),
+            "cg_iteration_poisson2d_1024": cg_iteration_stats.map(|s| json!({
+                "dispatches_per_iteration": s.dispatches_per_iteration,
+            })),
             "fused_speedup": table.fused_speedup().map(|(n, x)| json!({"n": n, "sophiag_step_vs_unfused": x})),
             "packed_slowdowns": table.packed_slowdowns().iter().map(|&(name, n, x)| json!({"name": name, "n": n, "time_vs_unpacked": x})).collect::<Vec<_>>(),
             "solvers": solver_runs.iter().map(|s| json!({

@@ -1,6 +1,7 @@
-//! Conjugate gradient with scipy's semantics and every scalar on the GPU:
-//! [`cg_async`] → [`CG_UPDATE`] and friends → `shaders/krylov/cg.wgsl`'s `cg_update`. The async
-//! forms are the one implementation; [`cg`] and [`cg_batched`] block on them natively.
+//! Conjugate gradient with scipy's semantics and every scalar on the GPU, three dispatches an
+//! iteration: [`CgSolver`] records them (`cg_turn`, the operator's pass, [`CG_UPDATE`] →
+//! `shaders/krylov/cg.wgsl`) once; [`cg_batched_async`] is its loop with a readback per batch,
+//! and [`cg`], [`cg_async`] and [`cg_batched`] wrap that. One implementation.
 
 use super::operator::{scoped, square_dim, Direction, LinearOperator};
 use crate::buffer::{BufView, GpuVec};
@@ -11,7 +12,7 @@ use crate::kernel::{uniform, Kernel, Slot};
 use crate::record::{Binding, Recorder};
 use crate::reduce::{self, Reduction};
 use crate::shader;
-use crate::vector::record_copy;
+use crate::vector::{record_copy, record_fill};
 
 /// Preconditioner M ≈ A⁻¹ applied as z = M·r.
 #[derive(Clone, Copy, Default)]
@@ -84,9 +85,10 @@ pub struct CgResult {
 pub struct CgStats {
     /// Dispatches recorded per iteration (all right-hand sides).
     pub dispatches_per_iteration: usize,
-    /// Queue submissions, setup included.
+    /// Queue submissions (the setup rides with the first batch).
     pub submits: usize,
-    /// Host readbacks (convergence checks and the final read).
+    /// Host readbacks: one per batch (flags and scalars together), Jacobi's diagonal and each
+    /// history.
     pub readbacks: usize,
     /// Iterations recorded (≥ the iterations taken: the last batch runs past convergence).
     pub iterations_recorded: usize,
@@ -96,33 +98,32 @@ crate::kernel::uniform_struct! {
     /// One system's parameters.
     pub(crate) struct System {
         sys: u32, n4: u32, preconditioned: u32, history: u32, atol: f32, rtol: f32,
-        _pad0: u32, _pad1: u32,
+        parts: u32, pq_parts: u32, pq_tail: u32, maxiter: u32, stride: u32, _pad1: u32,
     }
 }
 
-/// The scalar kernels that keep a history: the tolerance and first test, the count and test.
-const SCALAR_HIST_SLOTS: &[Slot] = &[
-    uniform::<System>(),
-    Slot::Write("scalars"),
-    Slot::Write("control"),
-    Slot::Write("history"),
-];
-/// The scalar kernels that do not: β and α.
+/// The single-invocation set-up: its uniform, the scalars and the flags.
 const SCALAR_SLOTS: &[Slot] = &[
     uniform::<System>(),
     Slot::Write("scalars"),
     Slot::Write("control"),
 ];
 
-/// Tolerance and the test before the first iteration.
-static CG_INIT: Kernel = Kernel::new(&shader::CG, "cg_init", SCALAR_HIST_SLOTS);
-/// β = rz / rz_prev.
-static CG_BETA: Kernel = Kernel::new(&shader::CG, "cg_beta", SCALAR_SLOTS);
-/// α = rz / pᵀAp, or the breakdown flag.
-static CG_ALPHA: Kernel = Kernel::new(&shader::CG, "cg_alpha", SCALAR_SLOTS);
-/// The iteration count and the convergence test.
-static CG_AFTER: Kernel = Kernel::new(&shader::CG, "cg_after", SCALAR_HIST_SLOTS);
-/// p = z + β·p.
+/// The tolerance, and every counter at 0.
+static CG_INIT: Kernel = Kernel::new(&shader::CG, "cg_init", SCALAR_SLOTS);
+/// r·r and r·z from the last pass's partials, the tests and β (one workgroup).
+static CG_TURN: Kernel = Kernel::new(
+    &shader::CG,
+    "cg_turn",
+    &[
+        uniform::<System>(),
+        Slot::Write("scalars"),
+        Slot::Write("control"),
+        Slot::Write("history"),
+        Slot::Read("partials"),
+    ],
+);
+/// p = z + β·p, for operators without the fused direction.
 static CG_DIRECTION: Kernel = Kernel::new(
     &shader::CG,
     "cg_direction",
@@ -134,7 +135,8 @@ static CG_DIRECTION: Kernel = Kernel::new(
         Slot::Read("z"),
     ],
 );
-/// x += α·p, r −= α·q and the partial sums of the new rᵀr (DIRECTION: p = r + β·p first).
+/// pᵀAp folded from the operator pass's partials, α, x += α·p, r −= α·q and the partials of
+/// the new rᵀr (DIRECTION: p = z + β·p first).
 pub(crate) static CG_UPDATE: Kernel = Kernel::new(
     &shader::CG,
     "cg_update",
@@ -147,9 +149,10 @@ pub(crate) static CG_UPDATE: Kernel = Kernel::new(
         Slot::Write("p"),
         Slot::Read("q"),
         Slot::Write("partials"),
+        Slot::Read("z"),
     ],
 );
-/// z = r ⊙ (1/diag A).
+/// z = r ⊙ (1/diag A) and the partials of rᵀz.
 static CG_JACOBI: Kernel = Kernel::new(
     &shader::CG,
     "cg_jacobi",
@@ -160,6 +163,7 @@ static CG_JACOBI: Kernel = Kernel::new(
         Slot::Write("z"),
         Slot::Read("r"),
         Slot::Read("inverse diagonal"),
+        Slot::Write("partials"),
     ],
 );
 /// r = b − A·x0.
@@ -175,28 +179,76 @@ static CG_RESIDUAL: Kernel = Kernel::new(
         Slot::Read("A·x0"),
     ],
 );
+/// x = 0 where b = 0.
+static CG_ZERO_RHS: Kernel = Kernel::new(
+    &shader::CG,
+    "cg_zero_rhs",
+    &[
+        uniform::<System>(),
+        Slot::Write("scalars"),
+        Slot::Gap,
+        Slot::Write("x"),
+    ],
+);
 
 /// The kernels of this module.
 pub(crate) static KERNELS: &[&Kernel] = &[
     &CG_INIT,
-    &CG_BETA,
-    &CG_ALPHA,
-    &CG_AFTER,
+    &CG_TURN,
     &CG_DIRECTION,
     &CG_UPDATE,
     &CG_JACOBI,
     &CG_RESIDUAL,
+    &CG_ZERO_RHS,
 ];
 
-const SCALARS: usize = 8;
-const RZ: usize = 0;
+/// Words per system in the scalar and in the control block.
+const WORDS: usize = 8;
 const PQ: usize = 2;
 const RR: usize = 4;
 const BETA: usize = 6;
 const BB: usize = 7;
-const CONTROL: usize = 4;
+const ITERATIONS: usize = 0;
+const FLAGS: usize = 1;
+const BREAKDOWN_AT: usize = 2;
 const CONVERGED: u32 = 1;
 const BREAKDOWN: u32 = 2;
+const NONFINITE: u32 = 4;
+const MAXED: u32 = 8;
+
+/// Where a system stands, from its control words ([`CgSolver::read_status_async`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgStatus {
+    /// Updates of x so far.
+    pub iterations: usize,
+    /// ‖r‖ < max(atol, rtol·‖b‖), or r = 0, or b = 0.
+    pub converged: bool,
+    /// pᵀAp ≤ 0 (or NaN) met at this iteration: A is not SPD.
+    pub breakdown: Option<usize>,
+    /// b·b, or r·r (or rᵀz) along the way, was not finite: b, x0 or the operator's output
+    /// held NaN or ±inf, or the system overflows f32.
+    pub non_finite: bool,
+    /// `maxiter` updates done without meeting the tolerance.
+    pub stopped: bool,
+}
+
+impl CgStatus {
+    fn from_words(c: &[u32]) -> Self {
+        let flags = c[FLAGS];
+        CgStatus {
+            iterations: c[ITERATIONS] as usize,
+            converged: flags & CONVERGED != 0,
+            breakdown: (flags & BREAKDOWN != 0).then_some(c[BREAKDOWN_AT] as usize),
+            non_finite: flags & NONFINITE != 0,
+            stopped: flags & MAXED != 0,
+        }
+    }
+
+    /// True once further iterations would change nothing.
+    pub fn finished(&self) -> bool {
+        self.converged || self.breakdown.is_some() || self.non_finite || self.stopped
+    }
+}
 
 /// Device vectors of one system (zero-padded to whole vec4s).
 struct Vectors {
@@ -206,6 +258,693 @@ struct Vectors {
     q: GpuVec<f32>,
     z: Option<GpuVec<f32>>,
     hist: GpuVec<f32>,
+    /// The r·r, r·z and pᵀAp partials, [`Partials::count`] each, [`Partials::stride`] apart.
+    parts: GpuVec<f32>,
+}
+
+/// How the three quantities' partials lie in a system's buffer.
+#[derive(Clone, Copy)]
+struct Partials {
+    /// Partials per quantity (one per workgroup of the passes that leave them).
+    count: usize,
+    /// Elements from one quantity's to the next's: `count` rounded up to the storage offset
+    /// alignment, so each region binds on its own.
+    stride: usize,
+}
+
+impl Vectors {
+    fn rr_parts(&self, p: Partials) -> BufView<'_> {
+        self.parts.view().sub(0, p.count).named("r·r partials")
+    }
+    fn rz_parts(&self, p: Partials) -> BufView<'_> {
+        self.parts
+            .view()
+            .sub(p.stride, p.count)
+            .named("r·z partials")
+    }
+    fn pq_parts(&self, p: Partials) -> BufView<'_> {
+        self.parts
+            .view()
+            .sub(2 * p.stride, p.count)
+            .named("pᵀAp partials")
+    }
+}
+
+/// A CG solve of one or more systems A·xᵢ = bᵢ recorded once, for the caller to run in its own
+/// encoder at its own pace: [`CgSolver::record_start`], then [`CgSolver::record_iterations`]
+/// as often as it likes, reading the [`CgSolver::status`] words when it likes (a frame later,
+/// say) — nothing here waits. Every pipeline, bind group and uniform is built in
+/// [`CgSolver::new`]; recording appends the same dispatches again. [`cg_batched_async`] and the
+/// blocking forms are this loop with a readback per batch.
+///
+/// Each iteration is three dispatches for an operator with the fused direction
+/// ([`LinearOperator::record_direction_apply_dot`]; four with Jacobi), every scalar on the
+/// GPU. Iterations recorded after a system has finished (converged, `maxiter` reached, broken
+/// down) change nothing, so a caller may record more than it needs.
+///
+/// Views: the right-hand sides (and starts) are read by the start only; the solution is the
+/// solver's own vector ([`CgSolver::x`]), or copied into the caller's with
+/// [`CgSolver::record_solution`].
+pub struct CgSolver<'g> {
+    gpu: &'g Gpu,
+    n: usize,
+    maxiter: usize,
+    history: bool,
+    parts: Partials,
+    systems: Vec<Vectors>,
+    /// Scalars of every system, then (at the next aligned offset) their control words.
+    state: GpuVec<u32>,
+    control_offset: usize,
+    start: Recorder<'g>,
+    iteration: Recorder<'g>,
+    turn: Recorder<'g>,
+    inv_diag: Option<GpuVec<f32>>,
+}
+
+impl std::fmt::Debug for CgSolver<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CgSolver")
+            .field("n", &self.n)
+            .field("systems", &self.systems.len())
+            .field("maxiter", &self.maxiter)
+            .field("dispatches_per_iteration", &self.iteration.len())
+            .finish()
+    }
+}
+
+/// The options checked: (maxiter, preconditioned).
+fn check_options(n: usize, options: &CgOptions<'_>) -> Result<(usize, bool)> {
+    if !(options.rtol >= 0.0 && options.rtol.is_finite()) {
+        return Err(Error::param("rtol", options.rtol as f64, "finite and ≥ 0"));
+    }
+    if !(options.atol >= 0.0 && options.atol.is_finite()) {
+        return Err(Error::param("atol", options.atol as f64, "finite and ≥ 0"));
+    }
+    // scipy's default 10·n, within the GPU's u32 count.
+    let maxiter = options
+        .maxiter
+        .unwrap_or(n.saturating_mul(10).min(u32::MAX as usize - 1));
+    check::iterations("maxiter", maxiter)?;
+    if maxiter > u32::MAX as usize - 1 {
+        return Err(Error::param(
+            "maxiter",
+            maxiter as f64,
+            "below 2³² − 1 (the GPU counts iterations in u32)",
+        ));
+    }
+    check::iterations("check_every", options.check_every)?;
+    if let Preconditioner::Operator(m) = options.preconditioner {
+        let (rows, cols) = m.shape();
+        if (rows, cols) != (n, n) {
+            return Err(Error::Shape {
+                argument: "preconditioner",
+                message: format!("{rows}×{cols}, the operator is {n}×{n}"),
+            });
+        }
+    }
+    Ok((
+        maxiter,
+        !matches!(options.preconditioner, Preconditioner::None),
+    ))
+}
+
+impl<'g> CgSolver<'g> {
+    /// Allocates the solver's vectors and records its start and one iteration for every
+    /// system. `bs` (and `x0s`, one per b) are read when the start runs and may lie in one
+    /// buffer, even overlapping one another. Jacobi reads the operator's diagonal here (one
+    /// readback; the only one).
+    ///
+    /// Errors: non-square operator or wrong lengths; `maxiter` or `check_every` 0,
+    /// `rtol`/`atol` negative or non-finite; Jacobi on an operator without a diagonal or with
+    /// a non-positive diagonal entry; a vector past one storage binding
+    /// ([`Error::TooLarge`]); [`Error::Wgpu`] for what wgpu finds wrong in the operator's
+    /// recording.
+    pub async fn new_async(
+        gpu: &'g Gpu,
+        op: &dyn LinearOperator,
+        bs: &[BufView<'_>],
+        x0s: Option<&[BufView<'_>]>,
+        options: &CgOptions<'_>,
+    ) -> Result<Self> {
+        let n = square_dim(op)?;
+        if bs.is_empty() {
+            return Err(Error::Empty { argument: "b" });
+        }
+        let (maxiter, preconditioned) = check_options(n, options)?;
+        let bs = bs
+            .iter()
+            .map(|b| b.check(gpu, "b", n))
+            .collect::<Result<Vec<_>>>()?;
+        let x0s = match x0s {
+            Some(x0s) => {
+                check::same_count("x0", bs.len(), x0s.len())?;
+                Some(
+                    x0s.iter()
+                        .map(|x0| x0.check(gpu, "x0", n))
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            }
+            None => None,
+        };
+        // Every vector is bound whole, as vec4s.
+        let n4 = n.div_ceil(4);
+        let max = gpu.limits().max_storage_buffer_binding_size;
+        if 16 * n4 as u64 > max {
+            return Err(Error::TooLarge {
+                argument: "b",
+                requested: 16 * n4 as u64,
+                limit: "max_storage_buffer_binding_size",
+                max,
+            });
+        }
+        let k = bs.len();
+        let hist_len = match options.history {
+            true => maxiter + 1,
+            false => 1,
+        };
+        let count = reduce::partial_groups(gpu, n4 as u64) as usize;
+        let align = (gpu.limits().min_storage_buffer_offset_alignment as usize).max(16) / 4;
+        let parts = Partials {
+            count,
+            stride: count.next_multiple_of(align),
+        };
+        let mut systems = Vec::with_capacity(k);
+        for _ in 0..k {
+            systems.push(Vectors {
+                x: GpuVec::zeros(gpu, n)?,
+                r: GpuVec::zeros(gpu, n)?,
+                p: GpuVec::zeros(gpu, n)?,
+                q: GpuVec::zeros(gpu, n)?,
+                z: match preconditioned {
+                    true => Some(GpuVec::zeros(gpu, n)?),
+                    false => None,
+                },
+                hist: GpuVec::zeros(gpu, hist_len)?,
+                parts: GpuVec::zeros(gpu, 2 * parts.stride + parts.count)?,
+            });
+        }
+        let layout = crate::buffer::Layout::new::<u32>(gpu.limits(), &[WORDS * k, WORDS * k])?;
+        let control_offset = (layout.offsets()[1] / 4) as usize;
+        let state = GpuVec::<u32>::zeros(gpu, control_offset + WORDS * k)?;
+        let inv_diag = match options.preconditioner {
+            Preconditioner::Jacobi => Some(jacobi_inverse(gpu, op, n).await?),
+            _ => None,
+        };
+        let mut solver = CgSolver {
+            gpu,
+            n,
+            maxiter,
+            history: options.history,
+            parts,
+            systems,
+            state,
+            control_offset,
+            start: Recorder::new(gpu),
+            iteration: Recorder::new(gpu),
+            turn: Recorder::new(gpu),
+            inv_diag,
+        };
+        let uniforms: Vec<System> = (0..k)
+            .map(|s| System {
+                sys: s as u32,
+                n4: n4 as u32,
+                preconditioned: preconditioned as u32,
+                history: options.history as u32,
+                atol: options.atol,
+                rtol: options.rtol,
+                parts: parts.count as u32,
+                stride: parts.stride as u32,
+                maxiter: maxiter as u32,
+                ..Default::default()
+            })
+            .collect();
+        let mut start = Recorder::new(gpu);
+        let mut iteration = Recorder::new(gpu);
+        let mut turn = Recorder::new(gpu);
+        for (s, u) in uniforms.iter().enumerate() {
+            let x0 = x0s.as_ref().map(|x0s| x0s[s]);
+            solver.record_system_start(&mut start, op, options, u, bs[s], x0)?;
+            solver.record_system_iteration(&mut iteration, op, options, u)?;
+            solver.record_turn(&mut turn, u)?;
+        }
+        solver.start = start;
+        solver.iteration = iteration;
+        solver.turn = turn;
+        Ok(solver)
+    }
+
+    /// Blocking form of [`CgSolver::new_async`] (it blocks only for Jacobi's diagonal).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new(
+        gpu: &'g Gpu,
+        op: &dyn LinearOperator,
+        bs: &[BufView<'_>],
+        x0s: Option<&[BufView<'_>]>,
+        options: &CgOptions<'_>,
+    ) -> Result<Self> {
+        pollster::block_on(Self::new_async(gpu, op, bs, x0s, options))
+    }
+
+    /// Records the start: x = x0 (or 0), r = b − A·x (or b), z, the partials of r·r and rᵀz,
+    /// b·b, the tolerance, every counter at 0. Recording it again restarts the solve.
+    pub fn record_start(&self, rec: &mut Recorder<'_>) -> Result<()> {
+        rec.append(&self.start, 1)
+    }
+
+    /// Records `k` iterations of every system, then the convergence test of the last one, so
+    /// that [`CgSolver::status`] is current when they have run.
+    pub fn record_iterations(&self, rec: &mut Recorder<'_>, k: usize) -> Result<()> {
+        rec.append(&self.iteration, k)?;
+        rec.append(&self.turn, 1)
+    }
+
+    /// Records a copy of system `system`'s solution into `x` (n elements, anywhere).
+    pub fn record_solution(
+        &self,
+        rec: &mut Recorder<'_>,
+        system: usize,
+        x: BufView<'_>,
+    ) -> Result<()> {
+        let v = self.system(system)?;
+        let x = x.check(self.gpu, "x", self.n)?;
+        record_copy(rec, v.x.view(), 0, x, 0, self.n)
+    }
+
+    /// Dispatches one iteration of every system records.
+    pub fn dispatches_per_iteration(&self) -> usize {
+        self.iteration.len()
+    }
+
+    /// System `system`'s solution vector (zero-padded to whole vec4s past its n elements).
+    pub fn x(&self, system: usize) -> Result<&GpuVec<f32>> {
+        Ok(&self.system(system)?.x)
+    }
+
+    /// The control words: `8` u32 per system — iterations, flags (1 converged, 2 breakdown,
+    /// 4 non-finite, 8 `maxiter` reached), the breakdown's iteration, and internal words. Copy
+    /// them wherever suits the caller's frame; [`CgSolver::read_status_async`] reads and
+    /// decodes them.
+    pub fn status(&self) -> BufView<'_> {
+        self.control()
+    }
+
+    /// Reads every system's status (one readback).
+    pub async fn read_status_async(&self) -> Result<Vec<CgStatus>> {
+        let words = self.state.read_async().await?;
+        Ok(self.decode(&words).0)
+    }
+
+    /// The scalars and control words together (one readback).
+    async fn read_state_async(&self) -> Result<Vec<u32>> {
+        self.state.read_async().await
+    }
+
+    fn system(&self, system: usize) -> Result<&Vectors> {
+        self.systems.get(system).ok_or(Error::BadView {
+            argument: "system",
+            message: format!("system {system} of {}", self.systems.len()),
+        })
+    }
+
+    fn scalars(&self) -> BufView<'_> {
+        self.state
+            .view()
+            .sub(0, WORDS * self.systems.len())
+            .named("scalars")
+    }
+
+    fn control(&self) -> BufView<'_> {
+        self.state
+            .view()
+            .sub(self.control_offset, WORDS * self.systems.len())
+            .named("control")
+    }
+
+    /// (status, scalars) of every system from the state words.
+    fn decode(&self, words: &[u32]) -> (Vec<CgStatus>, Vec<[f32; WORDS]>) {
+        let k = self.systems.len();
+        let status = (0..k)
+            .map(|s| {
+                let c = self.control_offset + WORDS * s;
+                CgStatus::from_words(&words[c..c + WORDS])
+            })
+            .collect();
+        let scalars = (0..k)
+            .map(|s| std::array::from_fn(|i| f32::from_bits(words[WORDS * s + i])))
+            .collect();
+        (status, scalars)
+    }
+
+    fn record_system_start(
+        &self,
+        rec: &mut Recorder,
+        op: &dyn LinearOperator,
+        options: &CgOptions<'_>,
+        u: &System,
+        b: BufView<'_>,
+        x0: Option<BufView<'_>>,
+    ) -> Result<()> {
+        let v = &self.systems[u.sys as usize];
+        let n = self.n;
+        let grid = rec.elementwise_grid(u.n4 as u64)?;
+        match x0 {
+            Some(x0) => {
+                // b is copied into p first: the residual pass binds whole vec4s, which a
+                // caller's view need not have.
+                record_copy(rec, x0, 0, v.x.view(), 0, n)?;
+                record_copy(rec, b, 0, v.p.view(), 0, n)?;
+                scoped(rec, |rec| op.record_apply(rec, v.x.view(), v.q.view()))?;
+                rec.dispatch(
+                    &CG_RESIDUAL,
+                    &rec.wg(),
+                    &[
+                        Binding::uniform(u),
+                        Binding::Skip,
+                        Binding::Skip,
+                        vec4s(&v.r),
+                        vec4s(&v.p),
+                        vec4s(&v.q),
+                    ],
+                    grid,
+                )?;
+            }
+            None => {
+                record_fill(rec, v.x.view(), 0.0)?;
+                record_copy(rec, b, 0, v.r.view(), 0, n)?;
+            }
+        }
+        // β = 0 on the first iteration, but 0·p must not meet a NaN left by an earlier solve.
+        record_fill(rec, v.p.view(), 0.0)?;
+        let parts = self.parts.count as u64;
+        match (&options.preconditioner, &v.z) {
+            (Preconditioner::Jacobi, Some(z)) => self.record_jacobi(rec, u, v, z)?,
+            (Preconditioner::Operator(m), Some(z)) => {
+                scoped(rec, |rec| m.record_apply(rec, v.r.view(), z.view()))?;
+                reduce::record_partials(
+                    rec,
+                    Reduction::Dot,
+                    whole(&v.r, "r"),
+                    whole(z, "z"),
+                    v.rz_parts(self.parts),
+                    parts,
+                )?;
+            }
+            _ => {}
+        }
+        reduce::record_partials(
+            rec,
+            Reduction::SquaredNorm,
+            whole(&v.r, "r"),
+            whole(&v.r, "r"),
+            v.rr_parts(self.parts),
+            parts,
+        )?;
+        let scal = self.scalars();
+        reduce::record(
+            rec,
+            Reduction::SquaredNorm,
+            b,
+            None,
+            scal,
+            WORDS * u.sys as usize + BB,
+        )?;
+        self.record_scalar(rec, &CG_INIT, u)?;
+        if x0.is_some() {
+            rec.dispatch(
+                &CG_ZERO_RHS,
+                &rec.wg(),
+                &[
+                    Binding::uniform(u),
+                    Binding::storage(scal),
+                    Binding::Skip,
+                    vec4s(&v.x),
+                ],
+                grid,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn record_system_iteration(
+        &self,
+        rec: &mut Recorder,
+        op: &dyn LinearOperator,
+        options: &CgOptions<'_>,
+        u: &System,
+    ) -> Result<()> {
+        let v = &self.systems[u.sys as usize];
+        let base = WORDS * u.sys as usize;
+        let z = v.z.as_ref().unwrap_or(&v.r);
+        self.record_turn(rec, u)?;
+        // q = A·(z + β·p) with its dot in the operator's pass when it can (the update then
+        // stores p), else p = z + β·p in a pass of its own first.
+        let direction = Direction {
+            x: z.view(),
+            d: v.p.view(),
+            scalars: self.scalars(),
+            beta_index: base + BETA,
+        };
+        let pq_parts = v.pq_parts(self.parts);
+        let fused = scoped(rec, |rec| {
+            op.record_direction_apply_dot(rec, &direction, v.q.view(), pq_parts)
+        })?;
+        let (pq_groups, tail) = match fused {
+            Some(groups) => (groups, true),
+            None => {
+                let grid = rec.elementwise_grid(u.n4 as u64)?;
+                rec.dispatch(
+                    &CG_DIRECTION,
+                    &rec.wg(),
+                    &self.state_bindings(u, &[vec4s(&v.p), vec4s(z)]),
+                    grid,
+                )?;
+                match scoped(rec, |rec| {
+                    op.record_apply_dot(rec, v.p.view(), v.q.view(), pq_parts)
+                })? {
+                    Some(groups) => (groups, true),
+                    None => {
+                        scoped(rec, |rec| op.record_apply(rec, v.p.view(), v.q.view()))?;
+                        let parts = self.parts.count as u64;
+                        let (p, q) = (whole(&v.p, "p"), whole(&v.q, "q"));
+                        reduce::record_partials(rec, Reduction::Dot, p, q, pq_parts, parts)?;
+                        (parts, false)
+                    }
+                }
+            }
+        };
+        if pq_groups == 0 || pq_groups > self.parts.count as u64 {
+            return Err(Error::Shape {
+                argument: "operator",
+                message: format!(
+                    "its fused dot reported {pq_groups} partial sums, not 1..={}",
+                    self.parts.count
+                ),
+            });
+        }
+        let update = System {
+            pq_parts: pq_groups as u32,
+            // The operator's partials leave out the last n % 4 products.
+            pq_tail: (tail && !self.n.is_multiple_of(4)) as u32,
+            ..*u
+        };
+        let preconditioned = v.z.is_some();
+        let z_binding = match (fused.is_some(), &v.z) {
+            (true, Some(z)) => vec4s(z),
+            _ => Binding::Placeholder,
+        };
+        let [wg] = rec.wg();
+        let grid = rec.grid_for_groups(self.parts.count as u64)?;
+        rec.dispatch(
+            &CG_UPDATE,
+            &[
+                wg,
+                ("DIRECTION", fused.is_some() as u32 as f64),
+                ("PRECONDITIONED", preconditioned as u32 as f64),
+            ],
+            &self.state_bindings(
+                &update,
+                &[
+                    vec4s(&v.x),
+                    vec4s(&v.r),
+                    vec4s(&v.p),
+                    vec4s(&v.q),
+                    Binding::storage(v.parts.view().named("partials")),
+                    z_binding,
+                ],
+            ),
+            grid,
+        )?;
+        match (&options.preconditioner, &v.z) {
+            (Preconditioner::Jacobi, Some(z)) => self.record_jacobi(rec, u, v, z),
+            (Preconditioner::Operator(m), Some(z)) => {
+                scoped(rec, |rec| m.record_apply(rec, v.r.view(), z.view()))?;
+                let parts = self.parts.count as u64;
+                let (r, z) = (whole(&v.r, "r"), whole(z, "z"));
+                reduce::record_partials(rec, Reduction::Dot, r, z, v.rz_parts(self.parts), parts)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// z = r ⊙ (1/diag A) with the partials of rᵀz.
+    fn record_jacobi(
+        &self,
+        rec: &mut Recorder,
+        u: &System,
+        v: &Vectors,
+        z: &GpuVec<f32>,
+    ) -> Result<()> {
+        let d = self.inv_diag.as_ref().ok_or(Error::Empty {
+            argument: "diagonal",
+        })?;
+        let grid = rec.grid_for_groups(self.parts.count as u64)?;
+        rec.dispatch(
+            &CG_JACOBI,
+            &rec.wg(),
+            &[
+                Binding::uniform(u),
+                Binding::Skip,
+                Binding::storage(self.control()),
+                vec4s(z),
+                vec4s(&v.r),
+                vec4s(d),
+                Binding::storage(v.rz_parts(self.parts)),
+            ],
+            grid,
+        )
+    }
+
+    /// The turn of system `u`: r·r (and rᵀz) folded, the tests, β.
+    fn record_turn(&self, rec: &mut Recorder, u: &System) -> Result<()> {
+        let v = &self.systems[u.sys as usize];
+        rec.dispatch(
+            &CG_TURN,
+            &rec.wg(),
+            &self.state_bindings(
+                u,
+                &[
+                    Binding::storage(v.hist.view()),
+                    Binding::storage(
+                        v.parts
+                            .view()
+                            .sub(0, self.parts.stride + self.parts.count)
+                            .named("partials"),
+                    ),
+                ],
+            ),
+            [1, 1, 1],
+        )
+    }
+
+    /// A single-invocation kernel over the scalars and flags.
+    fn record_scalar(&self, rec: &mut Recorder, kernel: &'static Kernel, u: &System) -> Result<()> {
+        rec.dispatch(kernel, &rec.wg(), &self.state_bindings(u, &[]), [1, 1, 1])
+    }
+
+    /// The bindings the scalar-reading kernels start with (the system, its scalars and
+    /// flags), then `rest`.
+    fn state_bindings<'b>(&'b self, u: &'b System, rest: &[Binding<'b>]) -> Vec<Binding<'b>> {
+        let mut all = vec![
+            Binding::uniform(u),
+            Binding::storage(self.scalars()),
+            Binding::storage(self.control()),
+        ];
+        all.extend_from_slice(rest);
+        all
+    }
+
+    /// The results from the state words read after the last batch ran (and a readback per
+    /// history). Errors as [`cg_batched`]'s.
+    async fn finish_async(
+        self,
+        words: &[u32],
+        b_views: &[BufView<'_>],
+        x0s: Option<&[BufView<'_>]>,
+    ) -> Result<(Vec<CgResult>, usize)> {
+        let mut readbacks = 0;
+        let (status, scalars) = self.decode(words);
+        if status.iter().any(|s| s.non_finite) {
+            // Name the culprit where it is the caller's data.
+            crate::finite::ensure_finite_async(self.gpu, "b", b_views).await?;
+            if let Some(x0s) = x0s {
+                crate::finite::ensure_finite_async(self.gpu, "x0", x0s).await?;
+            }
+        }
+        let maxiter = self.maxiter;
+        let mut results = Vec::with_capacity(status.len());
+        for (s, (v, (st, sc))) in self
+            .systems
+            .into_iter()
+            .zip(status.iter().zip(&scalars))
+            .enumerate()
+        {
+            if st.non_finite {
+                return Err(Error::Breakdown {
+                    method: "cg",
+                    iteration: st.iterations,
+                    message: match sc[BB].is_finite() {
+                        true => format!("r·r is not finite for right-hand side {s}: the operator produced non-finite values (or the system overflows f32)"),
+                        false => format!("b·b = {} for right-hand side {s}: ‖b‖ overflows f32; scale the system", sc[BB]),
+                    },
+                });
+            }
+            if let Some(at) = st.breakdown {
+                let pq = sc[PQ];
+                let message = if pq.is_nan() {
+                    format!(
+                        "pᵀAp is NaN for right-hand side {s}: the operator produced non-finite values"
+                    )
+                } else {
+                    format!("pᵀAp = {pq} ≤ 0 with r ≠ 0 for right-hand side {s}: the operator is not symmetric positive definite")
+                };
+                return Err(Error::Breakdown {
+                    method: "cg",
+                    iteration: at,
+                    message,
+                });
+            }
+            let zero_rhs = sc[BB] == 0.0;
+            let iterations = st.iterations;
+            let history = if self.history {
+                let mut h = v.hist.read_async().await?;
+                readbacks += 1;
+                h.truncate(iterations + 1);
+                Some(h)
+            } else {
+                None
+            };
+            results.push(CgResult {
+                x: v.x,
+                iterations,
+                // scipy tests at the top of an iteration: reaching the tolerance with the
+                // maxiter-th update still returns info = maxiter.
+                converged: st.converged && (iterations < maxiter || zero_rhs),
+                residual: if zero_rhs { 0.0 } else { sc[RR].sqrt() },
+                history,
+            });
+        }
+        Ok((results, readbacks))
+    }
+}
+
+/// Compiles every pipeline a solve of `op` with these options needs (and builds its bind
+/// groups once, on scratch vectors), so that the first real solve does not pay for it.
+pub async fn cg_prepare_async(
+    gpu: &Gpu,
+    op: &dyn LinearOperator,
+    options: &CgOptions<'_>,
+) -> Result<()> {
+    let n = square_dim(op)?;
+    let b = GpuVec::<f32>::zeros(gpu, n)?;
+    CgSolver::new_async(gpu, op, &[b.view()], None, options)
+        .await
+        .map(drop)
+}
+
+/// Blocking form of [`cg_prepare_async`].
+#[cfg(not(target_arch = "wasm32"))]
+pub fn cg_prepare(gpu: &Gpu, op: &dyn LinearOperator, options: &CgOptions<'_>) -> Result<()> {
+    pollster::block_on(cg_prepare_async(gpu, op, options))
 }
 
 /// Solves A·x = b for a symmetric positive definite A (see [`cg_batched`]). Blocking: the
@@ -242,18 +981,21 @@ pub async fn cg_async<'a>(
 
 /// Solves A·xᵢ = bᵢ for several right-hand sides together: every iteration of every system is
 /// recorded into one pass, and one readback every `check_every` iterations serves them all.
+/// It is [`CgSolver`]'s loop: the start and the first batch in one submission, then a batch
+/// and a readback of the flags at a time.
 ///
 /// Views: each b (and x0) is only read — copied into the solver's own vectors at the start —
 /// and each solution is a new vector, so the right-hand sides and starting points may lie in
 /// one buffer (an engine's arena) and may even overlap one another; nothing is written in
 /// place.
 ///
-/// Errors: non-square operator or wrong lengths; non-finite b (checked first, one readback);
-/// `maxiter` or `check_every` 0, `rtol`/`atol` negative or non-finite; Jacobi on an operator
-/// without a diagonal or with a non-positive diagonal entry; [`Error::Breakdown`] when
-/// pᵀAp ≤ 0 while r ≠ 0 (A is not SPD), naming the iteration; [`Error::Wgpu`] for what wgpu
-/// finds wrong in the operator's recording (a user operator's bind group, say) or when it
-/// runs. Blocking: the native wrapper of [`cg_batched_async`].
+/// Errors: non-square operator or wrong lengths; non-finite b or x0 ([`Error::NonFinite`],
+/// found on the GPU, named by a scan only when found); `maxiter` or `check_every` 0,
+/// `rtol`/`atol` negative or non-finite; Jacobi on an operator without a diagonal or with a
+/// non-positive diagonal entry; [`Error::Breakdown`] when pᵀAp ≤ 0 while r ≠ 0 (A is not
+/// SPD), naming the iteration, or when the operator's output is not finite; [`Error::Wgpu`]
+/// for what wgpu finds wrong in the operator's recording (a user operator's bind group, say)
+/// or when it runs. Blocking: the native wrapper of [`cg_batched_async`].
 #[cfg(not(target_arch = "wasm32"))]
 pub fn cg_batched(
     gpu: &Gpu,
@@ -273,312 +1015,49 @@ pub async fn cg_batched_async(
     x0s: Option<&[BufView<'_>]>,
     options: &CgOptions<'_>,
 ) -> Result<(Vec<CgResult>, CgStats)> {
-    let n = square_dim(op)?;
-    if bs.is_empty() {
-        return Err(Error::Empty { argument: "b" });
-    }
-    if !(options.rtol >= 0.0 && options.rtol.is_finite()) {
-        return Err(Error::param("rtol", options.rtol as f64, "finite and ≥ 0"));
-    }
-    if !(options.atol >= 0.0 && options.atol.is_finite()) {
-        return Err(Error::param("atol", options.atol as f64, "finite and ≥ 0"));
-    }
-    let maxiter = options.maxiter.unwrap_or(n.saturating_mul(10));
-    check::iterations("maxiter", maxiter)?;
-    check::iterations("check_every", options.check_every)?;
-    let bs = bs
-        .iter()
-        .map(|b| b.check(gpu, "b", n))
-        .collect::<Result<Vec<_>>>()?;
-    let x0s = match x0s {
-        Some(x0s) => {
-            check::same_count("x0", bs.len(), x0s.len())?;
-            Some(
-                x0s.iter()
-                    .map(|x0| x0.check(gpu, "x0", n))
-                    .collect::<Result<Vec<_>>>()?,
-            )
-        }
-        None => None,
+    let solver = CgSolver::new_async(gpu, op, bs, x0s, options).await?;
+    let mut stats = CgStats {
+        dispatches_per_iteration: solver.dispatches_per_iteration(),
+        ..Default::default()
     };
-    // Every vector is bound whole, as vec4s.
-    let n4 = n.div_ceil(4);
-    let max = gpu.limits().max_storage_buffer_binding_size;
-    if 16 * n4 as u64 > max {
-        return Err(Error::TooLarge {
-            argument: "b",
-            requested: 16 * n4 as u64,
-            limit: "max_storage_buffer_binding_size",
-            max,
-        });
-    }
-    let mut stats = CgStats::default();
-    crate::finite::ensure_finite_async(gpu, "b", &bs).await?;
-    let checks = bs.len() + x0s.as_ref().map_or(0, Vec::len);
-    if let Some(x0s) = &x0s {
-        crate::finite::ensure_finite_async(gpu, "x0", x0s).await?;
-    }
-    stats.submits += checks;
-    stats.readbacks += checks;
-    if let Preconditioner::Operator(m) = options.preconditioner {
-        let (rows, cols) = m.shape();
-        if (rows, cols) != (n, n) {
-            return Err(Error::Shape {
-                argument: "preconditioner",
-                message: format!("{rows}×{cols}, the operator is {n}×{n}"),
-            });
-        }
-    }
-
-    let k = bs.len();
-    let hist_len = match options.history {
-        true => maxiter.checked_add(1).ok_or(Error::param(
-            "maxiter",
-            maxiter as f64,
-            "small enough to keep a residual history",
-        ))?,
-        false => 1,
-    };
-    let preconditioned = !matches!(options.preconditioner, Preconditioner::None);
-    let mut systems = Vec::with_capacity(k);
-    for _ in 0..k {
-        systems.push(Vectors {
-            x: GpuVec::zeros(gpu, n)?,
-            r: GpuVec::zeros(gpu, n)?,
-            p: GpuVec::zeros(gpu, n)?,
-            q: GpuVec::zeros(gpu, n)?,
-            z: match preconditioned {
-                true => Some(GpuVec::zeros(gpu, n)?),
-                false => None,
-            },
-            hist: GpuVec::zeros(gpu, hist_len)?,
-        });
-    }
-    let scal = GpuVec::<f32>::zeros(gpu, SCALARS * k)?;
-    let ctl = GpuVec::<u32>::zeros(gpu, CONTROL * k)?;
-    let inv_diag = match options.preconditioner {
-        Preconditioner::Jacobi => {
-            stats.submits += 1;
-            stats.readbacks += 1;
-            Some(jacobi_inverse(gpu, op, n).await?)
-        }
-        _ => None,
-    };
-    let uniforms: Vec<System> = (0..k)
-        .map(|s| System {
-            sys: s as u32,
-            n4: n4 as u32,
-            preconditioned: preconditioned as u32,
-            history: options.history as u32,
-            atol: options.atol,
-            rtol: options.rtol,
-            ..Default::default()
-        })
-        .collect();
-    let groups = reduce::partial_groups(gpu, n4 as u64);
-    let partials = || -> Result<Vec<GpuVec<f32>>> {
-        (0..k)
-            .map(|_| GpuVec::<f32>::zeros(gpu, groups as usize))
-            .collect()
-    };
-    let (rr_partials, pq_partials) = (partials()?, partials()?);
-    let state = State {
-        scal: &scal,
-        ctl: &ctl,
-    };
-
-    // Setup: r = b − A·x0 (or b), b·b, r·r, tolerance and the initial test.
-    let mut rec = Recorder::new(gpu);
-    for (s, v) in systems.iter().enumerate() {
-        let u = &uniforms[s];
-        let b = bs[s];
-        match &x0s {
-            Some(x0s) => {
-                record_copy(&mut rec, x0s[s], 0, v.x.view(), 0, n)?;
-                record_copy(&mut rec, b, 0, v.p.view(), 0, n)?;
-                scoped(&mut rec, |rec| op.record_apply(rec, v.x.view(), v.q.view()))?;
-                let grid = rec.elementwise_grid(n4 as u64)?;
-                rec.dispatch(
-                    &CG_RESIDUAL,
-                    &rec.wg(),
-                    &[
-                        Binding::uniform(u),
-                        Binding::Skip,
-                        Binding::Skip,
-                        vec4s(&v.r),
-                        vec4s(&v.p),
-                        vec4s(&v.q),
-                    ],
-                    grid,
-                )?;
-            }
-            None => record_copy(&mut rec, b, 0, v.r.view(), 0, n)?,
-        }
-        reduce::record(
-            &mut rec,
-            Reduction::SquaredNorm,
-            b,
-            None,
-            scal.view(),
-            SCALARS * s + BB,
-        )?;
-        reduce::record(
-            &mut rec,
-            Reduction::SquaredNorm,
-            v.r.view(),
-            None,
-            scal.view(),
-            SCALARS * s + RR,
-        )?;
-        state.record_scalar(&mut rec, &CG_INIT, u, Some(&v.hist))?;
-    }
-    rec.submit()?;
-    stats.submits += 1;
-
-    // One iteration of every system, recorded once and re-encoded: scalars live on the GPU.
-    let mut iteration = Recorder::new(gpu);
-    for (s, v) in systems.iter().enumerate() {
-        let u = &uniforms[s];
-        let base = SCALARS * s;
-        let z = match (&options.preconditioner, &v.z) {
-            (Preconditioner::Jacobi, Some(z)) => {
-                let d = inv_diag.as_ref().ok_or(Error::Empty {
-                    argument: "diagonal",
-                })?;
-                let grid = iteration.elementwise_grid(n4 as u64)?;
-                iteration.dispatch(
-                    &CG_JACOBI,
-                    &iteration.wg(),
-                    &[
-                        Binding::uniform(u),
-                        Binding::Skip,
-                        Binding::storage(ctl.view()),
-                        vec4s(z),
-                        vec4s(&v.r),
-                        vec4s(d),
-                    ],
-                    grid,
-                )?;
-                z
-            }
-            (Preconditioner::Operator(m), Some(z)) => {
-                scoped(&mut iteration, |rec| {
-                    m.record_apply(rec, v.r.view(), z.view())
-                })?;
-                z
-            }
-            _ => &v.r,
-        };
-        // rz = rᵀz feeds β; without a preconditioner z = r and cg_beta reuses rᵀr.
-        if preconditioned {
-            reduce::record(
-                &mut iteration,
-                Reduction::Dot,
-                v.r.view(),
-                Some(z.view()),
-                scal.view(),
-                base + RZ,
-            )?;
-        }
-        state.record_scalar(&mut iteration, &CG_BETA, u, None)?;
-        // p = z + β·p inside the operator's pass when it can (the update then stores p),
-        // else in a pass of its own.
-        let fused = !preconditioned
-            && record_direction_apply_pq(&mut iteration, op, v, &scal, &pq_partials[s], base)?;
-        if !fused {
-            let grid = iteration.elementwise_grid(n4 as u64)?;
-            iteration.dispatch(
-                &CG_DIRECTION,
-                &iteration.wg(),
-                &[
-                    Binding::uniform(u),
-                    Binding::storage(scal.view()),
-                    Binding::storage(ctl.view()),
-                    vec4s(&v.p),
-                    vec4s(z),
-                ],
-                grid,
-            )?;
-            record_apply_pq(&mut iteration, op, v, &scal, &pq_partials[s], base + PQ)?;
-        }
-        state.record_scalar(&mut iteration, &CG_ALPHA, u, None)?;
-        state.record_update(&mut iteration, u, v, &rr_partials[s], base + RR, fused)?;
-        state.record_scalar(&mut iteration, &CG_AFTER, u, Some(&v.hist))?;
-    }
-    stats.dispatches_per_iteration = iteration.len();
-
-    let mut recorded = 0;
-    let mut control = ctl.read_async().await?;
-    // scipy returns x = b = 0 for b = 0, whatever x0 was.
-    let zero_rhs: Vec<bool> = scal
-        .read_async()
-        .await?
-        .chunks(SCALARS)
-        .map(|c| c[BB] == 0.0)
-        .collect();
-    for (v, _) in systems.iter().zip(&zero_rhs).filter(|(_, &z)| z) {
-        v.x.write(&crate::host::filled("b", n, 0.0)?)?;
-    }
-    stats.readbacks += 2;
-    while recorded < maxiter && control.chunks(CONTROL).any(|c| c[1] == 0) {
-        let times = options.check_every.min(maxiter - recorded);
-        iteration.submit_repeated("cg", times)?;
+    if matches!(options.preconditioner, Preconditioner::Jacobi) {
         stats.submits += 1;
-        recorded += times;
-        control = ctl.read_async().await?;
         stats.readbacks += 1;
     }
-    stats.iterations_recorded = recorded;
-
-    let scalars = scal.read_async().await?;
-    stats.readbacks += 1;
-    let mut results = Vec::with_capacity(k);
-    for (s, v) in systems.into_iter().enumerate() {
-        let c = &control[CONTROL * s..CONTROL * (s + 1)];
-        if c[1] & BREAKDOWN != 0 {
-            let pq = scalars[SCALARS * s + PQ];
-            let message = if pq.is_nan() {
-                format!(
-                    "pᵀAp is NaN for right-hand side {s}: the operator produced non-finite values"
-                )
-            } else {
-                format!("pᵀAp = {pq} ≤ 0 with r ≠ 0 for right-hand side {s}: the operator is not symmetric positive definite")
-            };
-            return Err(Error::Breakdown {
-                method: "cg",
-                iteration: c[2] as usize,
-                message,
-            });
+    let mut recorded = 0;
+    let mut first = true;
+    let words = loop {
+        let times = options.check_every.min(solver.maxiter - recorded);
+        let mut rec = Recorder::new(gpu);
+        if first {
+            solver.record_start(&mut rec)?;
+            first = false;
         }
-        let iterations = c[0] as usize;
-        let history = if options.history {
-            let mut h = v.hist.read_async().await?;
-            stats.readbacks += 1;
-            h.truncate(iterations + 1);
-            Some(h)
-        } else {
-            None
-        };
-        results.push(CgResult {
-            x: v.x,
-            iterations,
-            // scipy tests at the top of an iteration: reaching the tolerance with the
-            // maxiter-th update still returns info = maxiter.
-            converged: c[1] & CONVERGED != 0 && (iterations < maxiter || zero_rhs[s]),
-            residual: if zero_rhs[s] {
-                0.0
-            } else {
-                scalars[SCALARS * s + RR].sqrt()
-            },
-            history,
-        });
-    }
+        solver.record_iterations(&mut rec, times)?;
+        rec.submit_repeated("cg", 1)?;
+        stats.submits += 1;
+        recorded += times;
+        let words = solver.read_state_async().await?;
+        stats.readbacks += 1;
+        if recorded >= solver.maxiter || solver.decode(&words).0.iter().all(CgStatus::finished) {
+            break words;
+        }
+    };
+    stats.iterations_recorded = recorded;
+    let (results, readbacks) = solver.finish_async(&words, bs, x0s).await?;
+    stats.readbacks += readbacks;
     Ok((results, stats))
 }
 
 /// A whole padded vector, bound as vec4s.
 fn vec4s(v: &GpuVec<f32>) -> Binding<'_> {
     Binding::Storage(v.view(), Some(16 * v.len().div_ceil(4) as u64))
+}
+
+/// A padded vector as a view of whole vec4s (its zero padding included), for the passes
+/// that reduce it without a tail.
+fn whole<'v>(v: &'v GpuVec<f32>, name: &'static str) -> BufView<'v> {
+    BufView::new(v.buffer(), v.byte_offset(), 4 * v.len().div_ceil(4)).named(name)
 }
 
 /// 1/diag(A), refusing operators without a diagonal and non-positive entries (not SPD).
@@ -606,143 +1085,4 @@ async fn jacobi_inverse(gpu: &Gpu, op: &dyn LinearOperator, n: usize) -> Result<
     let inv: Vec<f32> = diag.iter().map(|&v| 1.0 / v).collect();
     d.write(&inv)?;
     Ok(d)
-}
-
-/// q = A·p and pᵀq into scal[pq_slot]: fused when the operator can, else a separate dot.
-fn record_apply_pq(
-    rec: &mut Recorder,
-    op: &dyn LinearOperator,
-    v: &Vectors,
-    scal: &GpuVec<f32>,
-    partials: &GpuVec<f32>,
-    pq_slot: usize,
-) -> Result<()> {
-    let (p, q) = (v.p.view(), v.q.view());
-    match scoped(rec, |rec| op.record_apply_dot(rec, p, q, partials))? {
-        Some(groups) => reduce::record_finalize(
-            rec,
-            Reduction::Dot,
-            p,
-            q,
-            partials,
-            groups,
-            scal.view(),
-            pq_slot,
-        ),
-        None => {
-            scoped(rec, |rec| op.record_apply(rec, p, q))?;
-            reduce::record(rec, Reduction::Dot, p, Some(q), scal.view(), pq_slot)
-        }
-    }
-}
-
-/// q = A·(r + β·p) and its dot with r + β·p in the operator's one pass, p left unchanged (the
-/// update stores the new p); false when the operator has no such form.
-fn record_direction_apply_pq(
-    rec: &mut Recorder,
-    op: &dyn LinearOperator,
-    v: &Vectors,
-    scal: &GpuVec<f32>,
-    partials: &GpuVec<f32>,
-    base: usize,
-) -> Result<bool> {
-    let direction = Direction {
-        x: v.r.view(),
-        d: v.p.view(),
-        scalars: scal.view(),
-        beta_index: base + BETA,
-    };
-    let fused = scoped(rec, |rec| {
-        op.record_direction_apply_dot(rec, &direction, v.q.view(), partials)
-    })?;
-    let Some(groups) = fused else {
-        return Ok(false);
-    };
-    // The operand r + β·p is not stored: the finalize has no n % 4 tail to add, and the
-    // unpadded views only bound its tail loop, so pass whole vec4s of p and q.
-    let n4 = v.p.len().div_ceil(4);
-    let p = BufView::new(v.p.buffer(), v.p.byte_offset(), 4 * n4).named("p");
-    let q = BufView::new(v.q.buffer(), v.q.byte_offset(), 4 * n4).named("q");
-    reduce::record_finalize(
-        rec,
-        Reduction::Dot,
-        p,
-        q,
-        partials,
-        groups,
-        scal.view(),
-        base + PQ,
-    )?;
-    Ok(true)
-}
-
-/// The scalars and flags every system's kernels share.
-struct State<'a> {
-    scal: &'a GpuVec<f32>,
-    ctl: &'a GpuVec<u32>,
-}
-
-impl State<'_> {
-    /// A single-invocation scalar kernel of system `u` (with its history where it keeps one).
-    fn record_scalar(
-        &self,
-        rec: &mut Recorder,
-        kernel: &'static Kernel,
-        u: &System,
-        hist: Option<&GpuVec<f32>>,
-    ) -> Result<()> {
-        let mut bindings = vec![
-            Binding::uniform(u),
-            Binding::storage(self.scal.view()),
-            Binding::storage(self.ctl.view()),
-        ];
-        bindings.extend(hist.map(|h| Binding::storage(h.view())));
-        rec.dispatch(kernel, &rec.wg(), &bindings, [1, 1, 1])
-    }
-
-    /// x += α·p, r −= α·q with the new r·r folded into scal[rr_slot]: the update pass leaves
-    /// one partial sum per workgroup and `reduce_finalize` adds them up. With `direction` it
-    /// first forms and stores p = r + β·p (the operator's pass applied A to it without storing
-    /// it).
-    fn record_update(
-        &self,
-        rec: &mut Recorder,
-        u: &System,
-        v: &Vectors,
-        partials: &GpuVec<f32>,
-        rr_slot: usize,
-        direction: bool,
-    ) -> Result<()> {
-        let n4 = v.r.len().div_ceil(4);
-        let groups = partials.len() as u64;
-        let [wg] = rec.wg();
-        let grid = rec.grid_for_groups(groups)?;
-        rec.dispatch(
-            &CG_UPDATE,
-            &[wg, ("DIRECTION", direction as u32 as f64)],
-            &[
-                Binding::uniform(u),
-                Binding::storage(self.scal.view()),
-                Binding::storage(self.ctl.view()),
-                vec4s(&v.x),
-                vec4s(&v.r),
-                vec4s(&v.p),
-                vec4s(&v.q),
-                Binding::storage(partials.view()),
-            ],
-            grid,
-        )?;
-        // The padded r holds whole vec4s: a finalize over 4·n4 elements has no tail to add.
-        let r = BufView::new(v.r.buffer(), v.r.byte_offset(), 4 * n4).named("r");
-        reduce::record_finalize(
-            rec,
-            Reduction::SquaredNorm,
-            r,
-            r,
-            partials,
-            groups,
-            self.scal.view(),
-            rr_slot,
-        )
-    }
 }

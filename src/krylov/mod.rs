@@ -10,13 +10,15 @@ mod spectrum;
 pub mod tridiag;
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use cg::{cg, cg_batched};
+pub use cg::{cg, cg_batched, cg_prepare};
 pub use cg::{
-    cg_async, cg_batched_async, CgOptions, CgResult, CgStats, Preconditioner, DEFAULT_CHECK_EVERY,
+    cg_async, cg_batched_async, cg_prepare_async, CgOptions, CgResult, CgSolver, CgStats, CgStatus,
+    Preconditioner, DEFAULT_CHECK_EVERY,
 };
 pub use density::{Density, DensityOptions};
 pub use operator::{
     BlockDiagonal, CsrMatrix, DenseMatrix, Direction, FnOperator, LinearOperator, Poisson, Shifted,
+    CSR_FUSED_ROW_LIMIT,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use spectrum::{hutchinson_trace, lanczos, spectral_density, top_eigenvalues};

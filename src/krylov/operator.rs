@@ -1,7 +1,7 @@
 //! [`LinearOperator`]: anything that records y = A·x, and the built-in operators:
 //! `DenseMatrix::record_apply` → [`DENSE_MATVEC`] → `shaders/krylov/operators.wgsl`'s
-//! `dense_matvec`; `CsrMatrix` → `csr_matvec`, `Poisson` → `poisson` / `poisson_vec4`
-//! (`poisson_vec4_dot` for CG's fused forms).
+//! `dense_matvec`; `CsrMatrix` → `csr_matvec` (`csr_matvec_dot` for CG's fused forms),
+//! `Poisson` → `poisson` / `poisson_vec4` (`poisson_vec4_dot`).
 //!
 //! Views. x and y may lie in one buffer (an engine's arena) where they are disjoint; a y that
 //! overlaps x is refused by every built-in operator with [`Error::Overlap`] naming `x` and `y`
@@ -58,10 +58,24 @@ static CSR_MATVEC: Kernel = Kernel::new(
     &[
         uniform::<CsrUniform>(),
         Slot::Read("row_ptr"),
-        Slot::Read("col_idx"),
-        Slot::Read("values"),
+        Slot::Read("entries"),
+        Slot::Gap,
         Slot::Read("x"),
         Slot::Write("y"),
+    ],
+);
+/// y ← A·x for CSR A with one partial sum of xᵀy per workgroup.
+static CSR_MATVEC_DOT: Kernel = Kernel::new(
+    &shader::KRYLOV_OPERATORS,
+    "csr_matvec_dot",
+    &[
+        uniform::<CsrUniform>(),
+        Slot::Read("row_ptr"),
+        Slot::Read("entries"),
+        Slot::Gap,
+        Slot::Read("x"),
+        Slot::Write("y"),
+        Slot::Write("partials"),
     ],
 );
 /// d ← the stored diagonal of CSR A (0 where a row stores none).
@@ -71,8 +85,8 @@ static CSR_DIAGONAL: Kernel = Kernel::new(
     &[
         uniform::<CsrUniform>(),
         Slot::Read("row_ptr"),
-        Slot::Read("col_idx"),
-        Slot::Read("values"),
+        Slot::Read("entries"),
+        Slot::Gap,
         Slot::Write("d"),
     ],
 );
@@ -114,6 +128,7 @@ pub(crate) static KERNELS: &[&Kernel] = &[
     &DENSE_MATVEC,
     &DENSE_DIAGONAL,
     &CSR_MATVEC,
+    &CSR_MATVEC_DOT,
     &CSR_DIAGONAL,
     &POISSON,
     &POISSON_VEC4,
@@ -159,7 +174,7 @@ pub trait LinearOperator {
         _rec: &mut Recorder,
         _x: BufView<'_>,
         _y: BufView<'_>,
-        _partials: &GpuVec<f32>,
+        _partials: BufView<'_>,
     ) -> Result<Option<u64>> {
         Ok(None)
     }
@@ -167,8 +182,9 @@ pub trait LinearOperator {
     /// Records y ← A·(x + β·d) fused with (x + β·d)ᵀy, β read on the GPU from
     /// `direction.scalars[direction.beta_index]`; x and d are left as they are. Partial sums as
     /// in [`LinearOperator::record_apply_dot`]. `Ok(None)` (the default) means the operator
-    /// cannot, and unpreconditioned CG forms p = r + β·p in a pass of its own first: the fused
-    /// form saves that pass every iteration. y (and `partials`) overlap none of x, d and the
+    /// cannot, and CG forms p = z + β·p in a pass of its own first (z = r, or the preconditioned
+    /// residual): the fused form saves that pass every iteration. y (and `partials`) overlap
+    /// none of x, d and the
     /// scalars; x, d and the scalars are only read and may overlap each other where y lies in
     /// another buffer (in y's buffer they must be disjoint: WebGPU refuses overlapping
     /// bindings of a buffer a dispatch writes). The built-in operators refuse what breaks
@@ -178,7 +194,7 @@ pub trait LinearOperator {
         _rec: &mut Recorder,
         _direction: &Direction<'_>,
         _y: BufView<'_>,
-        _partials: &GpuVec<f32>,
+        _partials: BufView<'_>,
     ) -> Result<Option<u64>> {
         Ok(None)
     }
@@ -387,14 +403,24 @@ impl LinearOperator for DenseMatrix {
     }
 }
 
-/// A CSR sparse matrix on the device, validated on upload.
+/// Longest row (stored entries) a CSR matrix may have for the fused forms: llvmpipe (Vulkan
+/// and GL) drops the partial sum of a workgroup in which one invocation loops about 65,535
+/// times before the workgroup's barrier (measured: a 65,500-entry row right, 65,530 wrong), so
+/// matrices with longer rows take the plain product and a separate dot instead.
+pub const CSR_FUSED_ROW_LIMIT: usize = 1 << 15;
+
+/// A CSR sparse matrix on the device, validated on upload and stored as (column, value) pairs.
+/// Square matrices whose rows hold at most [`CSR_FUSED_ROW_LIMIT`] entries fuse CG's pᵀAp into
+/// their product ([`LinearOperator::record_apply_dot`]); they have no fused direction (gathering
+/// p beside r for every entry measured slower than a pass of its own).
 #[derive(Debug)]
 pub struct CsrMatrix {
     rows: usize,
     cols: usize,
+    longest_row: usize,
     row_ptr: GpuVec<u32>,
-    col_idx: GpuVec<u32>,
-    values: GpuVec<f32>,
+    /// (column, value bits) per entry.
+    entries: GpuVec<u32>,
 }
 
 impl CsrMatrix {
@@ -460,20 +486,31 @@ impl CsrMatrix {
                 index: i,
             });
         }
-        binding_limit(gpu, "values", values.len())?;
+        // Two words an entry: one binding holds half as many entries as values.
+        binding_limit(gpu, "values", values.len().saturating_mul(2))?;
         binding_limit(gpu, "row_ptr", row_ptr.len())?;
+        let longest_row = row_ptr
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0);
+        let mut entries = crate::host::vec_with_capacity::<u32>("values", 2 * values.len().max(1))?;
+        entries.extend(
+            col_idx
+                .iter()
+                .zip(values)
+                .flat_map(|(&c, &v)| [c, v.to_bits()]),
+        );
         // Empty matrices still need a bindable buffer.
-        let (col_idx, values): (&[u32], &[f32]) = if values.is_empty() {
-            (&[0], &[0.0])
-        } else {
-            (col_idx, values)
-        };
+        if entries.is_empty() {
+            entries.extend([0, 0]);
+        }
         Ok(CsrMatrix {
             rows,
             cols,
+            longest_row,
             row_ptr: GpuVec::upload(gpu, row_ptr)?,
-            col_idx: GpuVec::upload(gpu, col_idx)?,
-            values: GpuVec::upload(gpu, values)?,
+            entries: GpuVec::upload(gpu, &entries)?,
         })
     }
 
@@ -483,6 +520,68 @@ impl CsrMatrix {
             ..Default::default()
         }
     }
+
+    /// The bindings every CSR kernel starts with (its shape and the matrix), then `rest`.
+    fn bindings<'b>(&'b self, u: &'b CsrUniform, rest: &[Binding<'b>]) -> Vec<Binding<'b>> {
+        let mut all = vec![
+            Binding::uniform(u),
+            Binding::storage(self.row_ptr.view()),
+            Binding::storage(self.entries.view()),
+            Binding::Skip,
+        ];
+        all.extend_from_slice(rest);
+        all
+    }
+
+    /// The fused form: y ← A·x with partials of xᵀy over the first 4⌊n/4⌋ rows; `None` for a
+    /// non-square matrix or one with a row past [`CSR_FUSED_ROW_LIMIT`].
+    fn record_dot(
+        &self,
+        rec: &mut Recorder,
+        x: BufView<'_>,
+        y: BufView<'_>,
+        partials: BufView<'_>,
+    ) -> Result<Option<u64>> {
+        if self.rows != self.cols || self.longest_row > CSR_FUSED_ROW_LIMIT {
+            return Ok(None);
+        }
+        let (x, y) = check_xy(rec, self, x, y)?;
+        let gpu = rec.gpu();
+        let partials = partials.check(gpu, "partials", partials.len())?;
+        let u = self.uniform();
+        // As many workgroups as a reduction over the rows would take (a row counts as an
+        // element): each ends in a tree, and on CPU adapters a workgroup with barriers costs
+        // ~6 µs on top (lavapipe, 2 cores: 16 workgroups 100–155 µs, one 25–45 µs).
+        let groups = crate::reduce::partial_groups(gpu, self.rows.div_ceil(4) as u64)
+            .min(partials.len() as u64);
+        let grid = rec.grid_for_groups(groups)?;
+        rec.dispatch(
+            &CSR_MATVEC_DOT,
+            &rec.wg(),
+            &self.bindings(
+                &u,
+                &[
+                    Binding::storage(x),
+                    Binding::storage(y),
+                    Binding::storage(partials),
+                ],
+            ),
+            grid,
+        )?;
+        Ok(Some(groups))
+    }
+}
+
+/// The scalars holding β, checked to contain `index`.
+fn check_beta<'a>(gpu: &Gpu, scalars: BufView<'a>, index: usize) -> Result<BufView<'a>> {
+    let scalars = scalars.check(gpu, "scalars", scalars.len())?;
+    if index >= scalars.len() {
+        return Err(Error::Shape {
+            argument: "beta_index",
+            message: format!("{index} is past the {} scalars", scalars.len()),
+        });
+    }
+    Ok(scalars)
 }
 
 impl LinearOperator for CsrMatrix {
@@ -498,16 +597,20 @@ impl LinearOperator for CsrMatrix {
         rec.dispatch(
             &CSR_MATVEC,
             &rec.wg(),
-            &[
-                Binding::uniform(&u),
-                Binding::storage(self.row_ptr.view()),
-                Binding::storage(self.col_idx.view()),
-                Binding::storage(self.values.view()),
-                Binding::storage(x),
-                Binding::storage(y),
-            ],
+            &self.bindings(&u, &[Binding::storage(x), Binding::storage(y)]),
             grid,
         )
+    }
+
+    /// y ← A·x with xᵀy's partials (square matrices; one dispatch).
+    fn record_apply_dot(
+        &self,
+        rec: &mut Recorder,
+        x: BufView<'_>,
+        y: BufView<'_>,
+        partials: BufView<'_>,
+    ) -> Result<Option<u64>> {
+        self.record_dot(rec, x, y, partials)
     }
 
     fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
@@ -520,13 +623,7 @@ impl LinearOperator for CsrMatrix {
         rec.dispatch(
             &CSR_DIAGONAL,
             &rec.wg(),
-            &[
-                Binding::uniform(&u),
-                Binding::storage(self.row_ptr.view()),
-                Binding::storage(self.col_idx.view()),
-                Binding::storage(self.values.view()),
-                Binding::storage(d),
-            ],
+            &self.bindings(&u, &[Binding::storage(d)]),
             grid,
         )?;
         Ok(true)
@@ -614,26 +711,19 @@ impl Poisson {
         x: BufView<'_>,
         direction: Option<(BufView<'_>, BufView<'_>, usize)>,
         y: BufView<'_>,
-        partials: Option<&GpuVec<f32>>,
+        partials: Option<BufView<'_>>,
     ) -> Result<u64> {
         let (x, y) = check_lengths(rec, self, x, y)?;
         let gpu = rec.gpu();
         let direction = match direction {
             Some((d, scalars, index)) => {
                 let d = d.check(gpu, "d", self.len())?;
-                let scalars = scalars.check(gpu, "scalars", scalars.len())?;
-                if index >= scalars.len() {
-                    return Err(Error::Shape {
-                        argument: "beta_index",
-                        message: format!("{index} is past the {} scalars", scalars.len()),
-                    });
-                }
-                Some((d, scalars, index as u32))
+                Some((d, check_beta(gpu, scalars, index)?, index as u32))
             }
             None => None,
         };
         let partials = match partials {
-            Some(p) => Some(p.view().check(gpu, "partials", p.len())?),
+            Some(p) => Some(p.check(gpu, "partials", p.len())?),
             None => None,
         };
         // The rest (d or β against y, partials against any) the dispatch itself refuses.
@@ -710,7 +800,7 @@ impl LinearOperator for Poisson {
         rec: &mut Recorder,
         x: BufView<'_>,
         y: BufView<'_>,
-        partials: &GpuVec<f32>,
+        partials: BufView<'_>,
     ) -> Result<Option<u64>> {
         if !self.vec4() {
             return Ok(None);
@@ -723,7 +813,7 @@ impl LinearOperator for Poisson {
         rec: &mut Recorder,
         direction: &Direction<'_>,
         y: BufView<'_>,
-        partials: &GpuVec<f32>,
+        partials: BufView<'_>,
     ) -> Result<Option<u64>> {
         if !self.vec4() {
             return Ok(None);

@@ -83,6 +83,7 @@ pub async fn run(gpu: Rc<Gpu>, config: BenchConfig) -> Result<BenchReport> {
         reps: config.reps,
         kernels: config.kernels,
         use_timestamps: true,
+        ..Default::default()
     };
     let table = kernel_table_async(&gpu, &options, |_| {}).await?;
     Ok(BenchReport {

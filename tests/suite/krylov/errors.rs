@@ -349,7 +349,7 @@ fn fused_direction_with_a_wrong_length_or_beta_past_the_scalars_is_refused() {
         beta_index: 0,
     };
     assert_length(
-        op.record_direction_apply_dot(&mut rec, &direction, v.view(), &partials),
+        op.record_direction_apply_dot(&mut rec, &direction, v.view(), partials.view()),
         "d",
         8,
         7,
@@ -357,7 +357,7 @@ fn fused_direction_with_a_wrong_length_or_beta_past_the_scalars_is_refused() {
     direction.d = v.view();
     direction.beta_index = 3;
     assert_shape(
-        op.record_direction_apply_dot(&mut rec, &direction, v.view(), &partials),
+        op.record_direction_apply_dot(&mut rec, &direction, v.view(), partials.view()),
         "beta_index",
     );
     assert!(rec.is_empty());
@@ -756,7 +756,11 @@ fn poisson_fused_forms_refuse_a_y_that_overlaps_an_operand_naming_both() {
     let v = layout.views(&buffer);
     let (x, d, scalars, y) = (v[0], v[1], v[2], v[3]);
     let mut rec = Recorder::new(gpu);
-    assert_overlap(op.record_apply_dot(&mut rec, x, x, &partials), "x", "y");
+    assert_overlap(
+        op.record_apply_dot(&mut rec, x, x, partials.view()),
+        "x",
+        "y",
+    );
     let direction = |x, d, scalars| Direction {
         x,
         d,
@@ -765,20 +769,20 @@ fn poisson_fused_forms_refuse_a_y_that_overlaps_an_operand_naming_both() {
     };
     // y is written while d, then the scalars, are read: one dispatch binds both.
     assert_overlap(
-        op.record_direction_apply_dot(&mut rec, &direction(x, d, scalars), d, &partials),
+        op.record_direction_apply_dot(&mut rec, &direction(x, d, scalars), d, partials.view()),
         "y",
         "d",
     );
     let scalars_in_y = curvgpu::BufView::new(&buffer, y.byte_offset(), 4);
     assert_overlap(
-        op.record_direction_apply_dot(&mut rec, &direction(x, d, scalars_in_y), y, &partials),
+        op.record_direction_apply_dot(&mut rec, &direction(x, d, scalars_in_y), y, partials.view()),
         "y",
         "scalars",
     );
     // x and d are only read, but the buffer they share is written (y): WebGPU refuses two
     // overlapping bindings of such a buffer.
     assert_overlap(
-        op.record_direction_apply_dot(&mut rec, &direction(x, x, scalars), y, &partials),
+        op.record_direction_apply_dot(&mut rec, &direction(x, x, scalars), y, partials.view()),
         "x",
         "d",
     );

@@ -520,7 +520,7 @@ fn ternary(n: usize, seed: u64) -> Vec<f64> {
 /// Runs one fused form, y NaN-poisoned first: (y, Σ partials in f64, x and d afterwards).
 fn fused(
     gpu: &Gpu,
-    op: &Poisson,
+    op: &dyn LinearOperator,
     x: &[f64],
     direction: Option<(&[f64], f32)>,
 ) -> (Vec<f32>, f64, Vec<f32>, Vec<f32>) {
@@ -541,12 +541,12 @@ fn fused(
                 beta_index: 2,
             },
             yv.view(),
-            &partials,
+            partials.view(),
         ),
-        None => op.record_apply_dot(&mut rec, xv.view(), yv.view(), &partials),
+        None => op.record_apply_dot(&mut rec, xv.view(), yv.view(), partials.view()),
     }
     .unwrap()
-    .expect("rows of whole vec4s fuse");
+    .expect("the operator fuses");
     rec.submit().unwrap();
     let sum = partials.read().unwrap()[..groups as usize]
         .iter()
@@ -594,6 +594,136 @@ fn poisson_fused_dot_and_direction_forms_are_exact() {
     }
 }
 
+/// CSR's fusion: y = A·x and Σ partials = xᵀy over the first 4⌊n/4⌋ rows (the contract leaves
+/// the last n % 4 products to the caller), x untouched; no fused direction. Every kind of row
+/// (empty, dense, one entry) on sizes 1, 2, 5, 257 and 1023, and rows of up to 8 entries on
+/// 65,537 (257 workgroups). Values and x in {−1, 0, 1}: every product and sum an integer below
+/// 2²⁴ (the dense row's |y| ≤ n), so exact in any order: equality.
+#[test]
+fn csr_fused_dot_is_exact_and_leaves_the_tail_to_the_caller() {
+    for (case, &n) in [1usize, 2, 5, 257, 1023, 65_537].iter().enumerate() {
+        let seed = 700 + 10 * case as u64;
+        let csr = match n {
+            1 => Csr::build(1, 1, |_| vec![0], vec![-1.0]),
+            65_537 => short_rows_csr(n, seed, ternary(n * 9, seed + 1)),
+            _ => irregular_csr(n, seed, ternary(n * 10, seed + 1)),
+        };
+        let x = ternary(n, seed + 2);
+        let whole = n / 4 * 4;
+        let dot = |a: &[f64], b: &[f64]| a[..whole].iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+        for (name, gpu) in both_gpus() {
+            let what = format!("csr n = {n} ({name})");
+            let op = csr.upload(gpu);
+            let want = csr.apply(&x);
+            let (y, sum, x_after, _) = fused(gpu, &op, &x, None);
+            assert_exact(&format!("{what} apply_dot y"), &y, &want);
+            assert_eq!(
+                sum,
+                dot(&x, &want),
+                "{what}: Σ partials ≠ xᵀAx over 4⌊n/4⌋ rows"
+            );
+            assert_exact(&format!("{what} x untouched"), &x_after, &x);
+            let v = GpuVec::<f32>::zeros(gpu, n).unwrap();
+            let partials = GpuVec::<f32>::zeros(gpu, 8).unwrap();
+            let direction = Direction {
+                x: v.view(),
+                d: v.view(),
+                scalars: v.view(),
+                beta_index: 0,
+            };
+            let mut rec = Recorder::new(gpu);
+            let y = GpuVec::<f32>::zeros(gpu, n).unwrap();
+            assert!(op
+                .record_direction_apply_dot(&mut rec, &direction, y.view(), partials.view())
+                .unwrap()
+                .is_none());
+        }
+    }
+}
+
+/// n×n with rows of 0..8 random entries.
+fn short_rows_csr(n: usize, seed: u64, values: Vec<f64>) -> Csr {
+    let r01 = uniform(n * 9, seed, 0.0, 1.0);
+    Csr::build(
+        n,
+        n,
+        |r| {
+            let k = (r01[9 * r] * 9.0) as usize;
+            (0..k)
+                .map(|j| (r01[9 * r + 1 + j] * n as f64) as u32)
+                .collect()
+        },
+        values,
+    )
+}
+
+/// A row past `CSR_FUSED_ROW_LIMIT` stored entries applies through the plain pass (llvmpipe
+/// loses a workgroup's sum when one invocation loops ~65,535 times before its barrier): the
+/// fused forms say None, and CG still solves through the unfused passes.
+#[test]
+fn csr_with_a_row_past_the_fused_limit_has_no_fused_forms() {
+    let gpu = crate::common::gpu();
+    let n = curvgpu::krylov::CSR_FUSED_ROW_LIMIT + 1;
+    let long = Csr::build(
+        n,
+        n,
+        |r| {
+            if r == 0 {
+                (0..n as u32).collect()
+            } else {
+                vec![r as u32]
+            }
+        },
+        vec![1.0; 2 * n],
+    );
+    let op = long.upload(gpu);
+    let v = GpuVec::<f32>::zeros(gpu, n).unwrap();
+    let y = GpuVec::<f32>::zeros(gpu, n).unwrap();
+    let partials = GpuVec::<f32>::zeros(gpu, 8).unwrap();
+    let mut rec = Recorder::new(gpu);
+    assert!(op
+        .record_apply_dot(&mut rec, v.view(), y.view(), partials.view())
+        .unwrap()
+        .is_none());
+    assert!(rec.is_empty());
+    let short = Csr::build(
+        n - 1,
+        n - 1,
+        |r| {
+            if r == 0 {
+                (0..n as u32 - 1).collect()
+            } else {
+                vec![r as u32]
+            }
+        },
+        vec![1.0; 2 * n],
+    );
+    let op = short.upload(gpu);
+    let v = GpuVec::<f32>::zeros(gpu, n - 1).unwrap();
+    let y = GpuVec::<f32>::zeros(gpu, n - 1).unwrap();
+    assert!(op
+        .record_apply_dot(&mut rec, v.view(), y.view(), partials.view())
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn csr_that_is_not_square_has_no_fused_forms() {
+    let gpu = crate::common::gpu();
+    let csr = Csr::build(3, 4, |r| vec![r as u32], vec![1.0; 3]).upload(gpu);
+    let (x, y) = (
+        GpuVec::<f32>::zeros(gpu, 4).unwrap(),
+        GpuVec::<f32>::zeros(gpu, 3).unwrap(),
+    );
+    let partials = GpuVec::<f32>::zeros(gpu, 8).unwrap();
+    let mut rec = Recorder::new(gpu);
+    assert!(csr
+        .record_apply_dot(&mut rec, x.view(), y.view(), partials.view())
+        .unwrap()
+        .is_none());
+    assert!(rec.is_empty());
+}
+
 #[test]
 fn poisson_with_rows_of_partial_vec4s_has_no_fused_forms() {
     let gpu = crate::common::gpu();
@@ -608,11 +738,11 @@ fn poisson_with_rows_of_partial_vec4s_has_no_fused_forms() {
         beta_index: 0,
     };
     assert!(op
-        .record_apply_dot(&mut rec, v.view(), v.view(), &partials)
+        .record_apply_dot(&mut rec, v.view(), v.view(), partials.view())
         .unwrap()
         .is_none());
     assert!(op
-        .record_direction_apply_dot(&mut rec, &direction, v.view(), &partials)
+        .record_direction_apply_dot(&mut rec, &direction, v.view(), partials.view())
         .unwrap()
         .is_none());
     assert!(rec.is_empty());
@@ -1229,12 +1359,12 @@ fn fused_packed(
                 beta_index: 2,
             },
             yv.view(),
-            &partials,
+            partials.view(),
         ),
-        None => op.record_apply_dot(&mut rec, xv.view(), yv.view(), &partials),
+        None => op.record_apply_dot(&mut rec, xv.view(), yv.view(), partials.view()),
     }
     .unwrap()
-    .expect("rows of whole vec4s fuse");
+    .expect("the operator fuses");
     rec.submit().unwrap();
     let sum = partials.read().unwrap()[..groups as usize]
         .iter()
@@ -1294,9 +1424,9 @@ fn poisson_fused_direction_with_x_and_d_the_same_view_reads_it_twice() {
         scalars: scalars.view(),
         beta_index: 0,
     };
-    op.record_direction_apply_dot(&mut rec, &direction, yv.view(), &partials)
+    op.record_direction_apply_dot(&mut rec, &direction, yv.view(), partials.view())
         .unwrap()
-        .expect("rows of whole vec4s fuse");
+        .expect("the operator fuses");
     rec.submit().unwrap();
     let operand: Vec<f64> = x.iter().map(|x| 3.0 * x).collect();
     assert_exact(
