@@ -345,6 +345,13 @@ impl<'g> Recorder<'g> {
         if self.gpu != block.gpu {
             return Err(Error::WrongDevice { argument: "rec" });
         }
+        let more = block.dispatches.len().saturating_mul(times);
+        self.dispatches
+            .try_reserve(more)
+            .map_err(|_| Error::HostMemory {
+                argument: "times",
+                bytes: (more as u64).saturating_mul(std::mem::size_of::<Dispatch>() as u64),
+            })?;
         for _ in 0..times {
             self.dispatches.extend(block.dispatches.iter().cloned());
         }

@@ -118,9 +118,10 @@ pub fn cg_iteration_ms(gpu: &Gpu, side: usize) -> Result<(f64, CgStats)> {
     Ok(((long - short) / 200.0, stats))
 }
 
-fn true_residual(side: usize, x: &[f64], b: &[f64]) -> f64 {
+/// ‖b − A·x‖/‖b‖ in f64, A applied by `apply`.
+fn true_residual(apply: impl Fn(&[f64], &mut [f64]), x: &[f64], b: &[f64]) -> f64 {
     let mut ax = vec![0.0; b.len()];
-    reference::poisson2d_apply(side, side, x, &mut ax);
+    apply(x, &mut ax);
     let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
     let r: Vec<f64> = ax.iter().zip(b).map(|(a, b)| b - a).collect();
     norm(&r) / norm(b)
@@ -134,6 +135,7 @@ pub fn poisson_time_to_solution(gpu: &Gpu, side: usize, rtol: f32) -> Result<[So
     let b32 = crate::rng::gaussian(gpu, n, 2, 0)?.read()?;
     let b: Vec<f64> = b32.iter().map(|&v| v as f64).collect();
     let op = Poisson::new_2d(side, side)?;
+    let poisson = |x: &[f64], y: &mut [f64]| reference::poisson2d_apply(side, side, x, y);
     let b_gpu = GpuVec::upload(gpu, &b32)?;
     gpu.wait()?;
     let t0 = Instant::now();
@@ -152,21 +154,13 @@ pub fn poisson_time_to_solution(gpu: &Gpu, side: usize, rtol: f32) -> Result<[So
         n,
         iterations: result.iterations,
         wall_ms: gpu_ms,
-        final_error: true_residual(side, &x, &b),
+        final_error: true_residual(poisson, &x, &b),
         converged: result.converged,
         newton_iterations: None,
         stats: Some(stats),
     };
     let t0 = Instant::now();
-    let cpu = reference::cg(
-        |x, y| reference::poisson2d_apply(side, side, x, y),
-        &b,
-        None,
-        rtol as f64,
-        0.0,
-        10 * n,
-        None,
-    );
+    let cpu = reference::cg(poisson, &b, None, rtol as f64, 0.0, 10 * n, None);
     let cpu_ms = t0.elapsed().as_secs_f64() * 1e3;
     let cpu_run = SolverRun {
         name: "cpu_cg_f64",
@@ -174,7 +168,7 @@ pub fn poisson_time_to_solution(gpu: &Gpu, side: usize, rtol: f32) -> Result<[So
         n,
         iterations: cpu.iterations,
         wall_ms: cpu_ms,
-        final_error: true_residual(side, &cpu.x, &b),
+        final_error: true_residual(poisson, &cpu.x, &b),
         converged: cpu.converged,
         newton_iterations: None,
         stats: None,
@@ -207,13 +201,6 @@ pub fn graph_laplacian_time_to_solution(gpu: &Gpu, n: usize) -> Result<[SolverRu
     let apply = |x: &[f64], y: &mut [f64]| {
         reference::csr_apply(&sys.row_ptr, &sys.col_idx, &sys.values, x, y)
     };
-    let true_residual = |x: &[f64]| {
-        let mut ax = vec![0.0; n];
-        apply(x, &mut ax);
-        let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
-        let r: Vec<f64> = ax.iter().zip(&b).map(|(a, b)| b - a).collect();
-        norm(&r) / norm(&b)
-    };
     let gpu_run = |name: &'static str, preconditioner| -> Result<SolverRun> {
         let options = CgOptions {
             preconditioner,
@@ -244,7 +231,7 @@ pub fn graph_laplacian_time_to_solution(gpu: &Gpu, n: usize) -> Result<[SolverRu
             iterations: result.iterations,
             newton_iterations: None,
             wall_ms: super::median(&times),
-            final_error: true_residual(&x),
+            final_error: true_residual(apply, &x, &b),
             converged: result.converged,
             stats: Some(stats),
         })
@@ -266,7 +253,7 @@ pub fn graph_laplacian_time_to_solution(gpu: &Gpu, n: usize) -> Result<[SolverRu
         iterations: cpu.iterations,
         newton_iterations: None,
         wall_ms: super::median(&times),
-        final_error: true_residual(&cpu.x),
+        final_error: true_residual(apply, &cpu.x, &b),
         converged: cpu.converged,
         stats: None,
     };

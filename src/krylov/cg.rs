@@ -512,9 +512,10 @@ impl<'g> CgSolver<'g> {
     }
 
     /// Records `k` iterations of every system, then the convergence test of the last one, so
-    /// that [`CgSolver::status`] is current when they have run.
+    /// that [`CgSolver::status`] is current when they have run. Iterations past `maxiter` would
+    /// change nothing, so at most `maxiter` are recorded.
     pub fn record_iterations(&self, rec: &mut Recorder<'_>, k: usize) -> Result<()> {
-        rec.append(&self.iteration, k)?;
+        rec.append(&self.iteration, k.min(self.maxiter))?;
         rec.append(&self.turn, 1)
     }
 

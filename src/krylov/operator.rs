@@ -572,18 +572,6 @@ impl CsrMatrix {
     }
 }
 
-/// The scalars holding β, checked to contain `index`.
-fn check_beta<'a>(gpu: &Gpu, scalars: BufView<'a>, index: usize) -> Result<BufView<'a>> {
-    let scalars = scalars.check(gpu, "scalars", scalars.len())?;
-    if index >= scalars.len() {
-        return Err(Error::Shape {
-            argument: "beta_index",
-            message: format!("{index} is past the {} scalars", scalars.len()),
-        });
-    }
-    Ok(scalars)
-}
-
 impl LinearOperator for CsrMatrix {
     fn shape(&self) -> (usize, usize) {
         (self.rows, self.cols)
@@ -718,7 +706,14 @@ impl Poisson {
         let direction = match direction {
             Some((d, scalars, index)) => {
                 let d = d.check(gpu, "d", self.len())?;
-                Some((d, check_beta(gpu, scalars, index)?, index as u32))
+                let scalars = scalars.check(gpu, "scalars", scalars.len())?;
+                if index >= scalars.len() {
+                    return Err(Error::Shape {
+                        argument: "beta_index",
+                        message: format!("{index} is past the {} scalars", scalars.len()),
+                    });
+                }
+                Some((d, scalars, index as u32))
             }
             None => None,
         };

@@ -750,7 +750,7 @@ fn cg_solver_blocks_recorded_by_the_caller_give_cg_bit_for_bit() {
 }
 
 #[test]
-fn cg_solver_refuses_a_recorder_of_another_device_and_a_system_it_does_not_have() {
+fn cg_solver_refuses_another_device_and_a_missing_system_and_records_at_most_maxiter() {
     let gpu = gpu();
     let other = curvgpu::Gpu::new().unwrap();
     let op = Poisson::new_2d(8, 8).unwrap();
@@ -769,6 +769,15 @@ fn cg_solver_refuses_a_recorder_of_another_device_and_a_system_it_does_not_have(
             ..
         })
     ));
+    // Blocks past maxiter would be no-ops: a block of any size records at most maxiter.
+    let options = CgOptions {
+        maxiter: Some(5),
+        ..Default::default()
+    };
+    let solver = curvgpu::krylov::CgSolver::new(gpu, &op, &[b.view()], None, &options).unwrap();
+    let mut rec = curvgpu::Recorder::new(gpu);
+    solver.record_iterations(&mut rec, usize::MAX).unwrap();
+    assert_eq!(rec.len(), 5 * solver.dispatches_per_iteration() + 1);
 }
 
 /// The folds re-reduce the same partials in the same order in every workgroup and every run:
