@@ -82,7 +82,7 @@ shaders! {
     /// Plans, their top-k and marginals.
     OT_PLAN = "ot/plan.wgsl" needs OT_COST;
     /// SNS's sparse Hessian.
-    SNS = "ot/sns.wgsl" needs GRID;
+    SNS = "ot/sns.wgsl" needs GRID, WORKGROUP_REDUCE;
     /// M-FAC's window products.
     MFAC = "mfac/mfac.wgsl" needs GRID, WORKGROUP_REDUCE;
     /// MKOR's rank-1 refresh and step.

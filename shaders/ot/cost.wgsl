@@ -18,10 +18,14 @@ struct Ot {
     inv_reg: f32,
     p: f32,
     scale: f32,
-    check: u32,        // col_finish: 0 updates g, 1 writes the column-marginal error
     k: u32,            // top_k: entries kept per row
+    max_iter: u32,     // Sinkhorn: iteration budget
+    every: u32,        // Sinkhorn: POT's check interval
+    tol: f32,          // Sinkhorn: the stopping threshold on ‖Pᵀ1 − b‖₂
+    err_at: u32,       // Sinkhorn: where the column errors start in the state words
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> ot: Ot;

@@ -290,3 +290,49 @@ fn select_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
     finish_row(i, lid);
 }
+
+// step_gains (one workgroup per row), SSNS's line search in one pass: for each of the step
+// sizes STEPS, row i's change of mass Σⱼ P[i][j]·(exp(α·(Δf[i] + Δg[j])/reg) − 1) when the
+// potentials move by α·Δ. Summing the changes, not the masses before and after, keeps the
+// dual objective's change resolved in f32 near the solution, where it is far below the
+// rounding of Σ P ≈ 1. 6 Δ (Δf then Δg), 7 the four changes of row i as one vec4.
+const STEPS = vec4<f32>(1.0, 0.5, 0.25, 0.1);
+
+@group(0) @binding(6) var<storage, read> step_dir: array<f32>;
+@group(0) @binding(7) var<storage, read_write> step_gain: array<vec4<f32>>;
+
+// exp(w) − 1 without the cancellation of the subtraction at small w (Kahan's correction:
+// (u − 1)·w / log u with u = exp(w) rounded).
+fn expm1(w: f32) -> f32 {
+    let u = exp(w);
+    if (u == 1.0) {
+        return w;
+    }
+    let um1 = u - 1.0;
+    if (um1 == -1.0 || w > 80.0) {
+        return um1;
+    }
+    return um1 * w / log(u);
+}
+
+@compute @workgroup_size(WG)
+fn step_gains(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = wid.y * nwg.x + wid.x;
+    // Uniform per workgroup: the barriers below stay in uniform control flow.
+    if (i >= ot.n) {
+        return;
+    }
+    var acc = vec4<f32>(0.0);
+    for (var j = lid; j < ot.m; j += WG) {
+        let p = exp((pf[i] + pg[j] - cost(i, j)) * ot.inv_reg);
+        let w = (step_dir[i] + step_dir[ot.n + j]) * ot.inv_reg;
+        acc += p * vec4<f32>(expm1(STEPS.x * w), expm1(STEPS.y * w), expm1(STEPS.z * w),
+                             expm1(STEPS.w * w));
+    }
+    let total = vec4<f32>(workgroup_sum(lid, acc.x), workgroup_sum(lid, acc.y),
+                          workgroup_sum(lid, acc.z), workgroup_sum(lid, acc.w));
+    if (lid == 0u) {
+        step_gain[i] = total;
+    }
+}

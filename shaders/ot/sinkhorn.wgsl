@@ -2,119 +2,226 @@
 // P[i][j] = exp((f[i] + g[j] − C[i][j])/reg):
 //   g[j] = reg·(log b[j] − LSE_i((f[i] − C[i][j])/reg)),   f[i] = reg·(log a[i] − LSE_j((g[j] − C[i][j])/reg)),
 // every log-sum-exp with its maximum taken out (stable at reg = 1/1200 with costs in [0, 1]).
-// The column update is two passes: col_partial folds each slice of rows per column, col_finish
-// combines the slices (and, when checking, writes Pᵀ1 − b instead of updating g). Dense costs
-// with m a multiple of 4 take row_update4 and col_partial4 (at the end) instead of row_update
-// and col_partial.
+//
+// An iteration is two dispatches, both row passes (one workgroup per row): the g pass runs
+// over the rows of Cᵀ (the host binds a transposed copy of a dense C, or swaps the point
+// clouds, and swaps n and m in the uniform), the f pass over the rows of C. POT's error check
+// ‖Pᵀ1 − b‖₂ after iteration t needs LSE_i((f[i] − C[i][j])/reg) at the potentials of t,
+// which is what the g pass of iteration t + 1 computes anyway: that pass also writes the
+// column errors, and every workgroup of the f pass after it folds them (the same sum in the
+// same order everywhere), so the check costs no dispatch. The schedule lives on the GPU:
+//   g pass: reads the A words (iterations done, stop), decides whether it checks, writes the
+//           B words (what it decided) from workgroup 0; writes the new g into the spare
+//           buffer g′ (never over g: if the check converges, g must stay as it was);
+//   f pass: reads the B words, folds the errors when checking, writes the A words from
+//           workgroup 0; unless it stops, writes f and copies g′ into g.
+// No pass writes a word it reads. Passes after a stop return at once.
+//
+// Bindings of every pass: 0 the Ot uniform, 1–3 the cost (C or Cᵀ, X, Y; cost.wgsl), 4 the
+// potential the pass updates (g pass: g, read for the error only), 5 the other potential
+// (g pass: f; f pass: g′), 6 the pass's marginal (b or a), 7 the spare (g pass: g′, written;
+// f pass: g, the copy's target), 8 the state words (below).
 
-// row_update (one workgroup per row): 4 f, 5 g, 6 a.
-@group(0) @binding(4) var<storage, read_write> f_rw: array<f32>;
-@group(0) @binding(5) var<storage, read> g_ro: array<f32>;
-@group(0) @binding(6) var<storage, read> a_ro: array<f32>;
+// State words (u32; f32 values as their bits). A: written by the f pass.
+const A_ITER: u32 = 0u;    // iterations done
+const A_STOP: u32 = 1u;    // 0 running, STOP_CONVERGED, STOP_MAXED
+const A_FINAL: u32 = 2u;   // ‖Pᵀ1 − b‖₂ of the last check or measure (f32)
+// B: written by the g pass (its decision, for the f pass after it).
+const B_ITER: u32 = 4u;
+const B_CHECK: u32 = 5u;
+const B_STOP: u32 = 6u;
+const STOP_CONVERGED: u32 = 1u;
+const STOP_MAXED: u32 = 2u;
+// From HISTORY: ‖Pᵀ1 − b‖₂ at POT's checks (after iterations 0, every, 2·every, …), then from
+// ot.err_at the column errors (Pᵀ1 − b)[j] of the pass that checks.
+const HISTORY: u32 = 8u;
 
-@compute @workgroup_size(WG)
-fn row_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = wid.y * nwg.x + wid.x;
-    // Uniform per workgroup: the barriers below stay in uniform control flow.
-    if (i >= ot.n) {
-        return;
+@group(0) @binding(6) var<storage, read> marg_ro: array<f32>;
+@group(0) @binding(8) var<storage, read_write> state: array<u32>;
+
+var<workgroup> words: vec3<u32>;
+
+// Three state words from `at`, the same in every invocation (the barriers after a branch on
+// them stay in uniform control flow).
+fn load_words(lid: u32, at: u32) -> vec3<u32> {
+    if (lid == 0u) {
+        words = vec3<u32>(state[at], state[at + 1u], state[at + 2u]);
     }
-    var acc = vec2<f32>(NEG, 0.0);
+    return workgroupUniformLoad(&words);
+}
+
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+// The g pass's decision from the A words (iterations done, stop): check after POT's check
+// iterations, and once more at the budget's end to measure the returned potentials.
+fn g_pass_checks(a: vec3<u32>) -> bool {
+    let it = a.x;
+    return a.y == 0u && (it == ot.max_iter || (it >= 1u && (it - 1u) % ot.every == 0u));
+}
+
+// Workgroup 0 of the g pass: its decision for the f pass.
+fn g_pass_publish(lid: u32, group: u32, a: vec3<u32>, check: bool) {
+    if (group == 0u && lid == 0u) {
+        state[B_ITER] = a.x;
+        state[B_CHECK] = u32(check);
+        state[B_STOP] = a.y;
+    }
+}
+
+// The g pass's row r (a column of C) from its log-sum-exp: the new g into g′ and, when
+// checking, (Pᵀ1 − b)[r] at the current g.
+fn g_pass_finish(r: u32, lse: f32, current: f32, check: bool) {
+    spare_rw[r] = ot.reg * (log(marg_ro[r]) - lse);
+    if (check) {
+        state[ot.err_at + r] = bitcast<u32>(exp(current * ot.inv_reg + lse) - marg_ro[r]);
+    }
+}
+
+// The f pass's schedule from the B words: the stop it reaches (0: it goes on), after folding
+// the column errors when the g pass checked. Workgroup 0 writes the A words and the history.
+fn f_pass_stop(lid: u32, group: u32, b: vec3<u32>) -> u32 {
+    let it = b.x;
+    var stop = b.z;
+    if (stop != 0u) {
+        return stop;
+    }
+    if (b.y != 0u) {
+        var acc = 0.0;
+        for (var j = lid; j < ot.m; j += WG) {
+            let e = bitcast<f32>(state[ot.err_at + j]);
+            acc += e * e;
+        }
+        let err = sqrt(max(workgroup_sum(lid, acc), 0.0));
+        // POT's checks may converge; the measure at the budget's end only reports.
+        let counted = it >= 1u && (it - 1u) % ot.every == 0u;
+        if (counted && err < ot.tol) {
+            stop = STOP_CONVERGED;
+        } else if (it == ot.max_iter) {
+            stop = STOP_MAXED;
+        }
+        if (group == 0u && lid == 0u) {
+            state[A_FINAL] = bitcast<u32>(err);
+            if (counted) {
+                state[HISTORY + (it - 1u) / ot.every] = bitcast<u32>(err);
+            }
+        }
+    }
+    if (group == 0u && lid == 0u) {
+        state[A_ITER] = it + u32(stop == 0u);
+        state[A_STOP] = stop;
+    }
+    return stop;
+}
+
+// Rows per workgroup. On CPU adapters the host sets ROWS to 4: a workgroup then takes four
+// rows, which share each load of the other potential (and of the point) and the workgroup's
+// start-up cost. GPUs keep 1, for more workgroups on small problems.
+override ROWS: u32 = 1u;
+const MAX_ROWS: u32 = 4u;
+
+// ---- Rows read per entry (a point cloud, or a dense cost whose row length is not a multiple
+// of 4).
+
+@group(0) @binding(5) var<storage, read> other_ro: array<f32>;
+@group(0) @binding(7) var<storage, read_write> spare_rw: array<f32>;
+
+// LSE_j((other[j] − M[i][j])/reg) over rows first .. first + ROWS of the pass's matrix (rows
+// past n repeat the last, computed and not written), one workgroup: each entry's `other` and
+// point are loaded once for the ROWS rows.
+fn rows_lse(first: u32, lid: u32) -> array<f32, MAX_ROWS> {
+    var row: array<u32, MAX_ROWS>;
+    var acc: array<vec2<f32>, MAX_ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        row[r] = min(first + r, ot.n - 1u);
+        acc[r] = vec2<f32>(NEG, 0.0);
+    }
     for (var base = 0u; base < ot.m; base += 4u * WG) {
-        var z = vec4<f32>(NEG);
+        var o = vec4<f32>(0.0);
+        var live = vec4<bool>(false);
         for (var t = 0u; t < 4u; t++) {
             let j = base + t * WG + lid;
-            if (j < ot.m) {
-                z[t] = (g_ro[j] - cost(i, j)) * ot.inv_reg;
+            live[t] = j < ot.m;
+            if (live[t]) {
+                o[t] = other_ro[j];
             }
         }
-        acc = lse_add4(acc, z);
-    }
-    let lse = workgroup_lse(lid, acc);
-    if (lid == 0u) {
-        f_rw[i] = ot.reg * (log(a_ro[i]) - lse);
-    }
-}
-
-// col_partial (workgroups: column blocks × row slices): 4 f, 7 the partial (max, sum) of
-// slice s and column j at s·m + j.
-@group(0) @binding(4) var<storage, read> f_ro: array<f32>;
-@group(0) @binding(7) var<storage, read_write> partial_rw: array<vec2<f32>>;
-
-@compute @workgroup_size(WG)
-fn col_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let j = wid.x * WG + lid;
-    if (j >= ot.m) {
-        return;
-    }
-    let begin = wid.y * ot.n / ot.slices;
-    let end = (wid.y + 1u) * ot.n / ot.slices;
-    var acc = vec2<f32>(NEG, 0.0);
-    for (var i = begin; i < end; i += 4u) {
-        var z = vec4<f32>(NEG);
-        for (var t = 0u; t < 4u; t++) {
-            if (i + t < end) {
-                z[t] = (f_ro[i + t] - cost(i + t, j)) * ot.inv_reg;
+        for (var r = 0u; r < ROWS; r++) {
+            var z = vec4<f32>(NEG);
+            for (var t = 0u; t < 4u; t++) {
+                if (live[t]) {
+                    z[t] = (o[t] - cost(row[r], base + t * WG + lid)) * ot.inv_reg;
+                }
             }
-        }
-        acc = lse_add4(acc, z);
-    }
-    partial_rw[wid.y * ot.m + j] = acc;
-}
-
-// col_finish (one invocation per column): 5 g, 6 b, 7 the partials, 8 Pᵀ1 − b (check only).
-@group(0) @binding(5) var<storage, read_write> g_rw: array<f32>;
-@group(0) @binding(6) var<storage, read> b_ro: array<f32>;
-@group(0) @binding(7) var<storage, read> partial_ro: array<vec2<f32>>;
-@group(0) @binding(8) var<storage, read_write> col_err: array<f32>;
-
-@compute @workgroup_size(WG)
-fn col_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    for (var j = linear_index(wid, nwg, lid); j < ot.m; j += grid_stride(nwg)) {
-        var top = NEG;
-        for (var s = 0u; s < ot.slices; s++) {
-            top = max(top, partial_ro[s * ot.m + j].x);
-        }
-        var sum = 0.0;
-        for (var s = 0u; s < ot.slices; s++) {
-            let p = partial_ro[s * ot.m + j];
-            sum += select(p.y * exp(p.x - top), 0.0, p.x == NEG);
-        }
-        let lse = top + log(sum);
-        if (ot.check == 0u) {
-            g_rw[j] = ot.reg * (log(b_ro[j]) - lse);
-        } else {
-            col_err[j] = exp(g_rw[j] * ot.inv_reg + lse) - b_ro[j];
+            acc[r] = lse_add4(acc[r], z);
         }
     }
+    var lse: array<f32, MAX_ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        lse[r] = workgroup_lse(lid, acc[r]);
+    }
+    return lse;
 }
 
-// Dense costs with m a multiple of 4: row_update4 and col_partial4 are row_update and
-// col_partial with C (cost_c4) and in the row pass g read as vec4 (why: cost.wgsl).
-// On CPU adapters the host also sets ROWS and QUADS to 4: a row-pass workgroup then takes four
-// rows, which share each load of g and the workgroup's start-up cost, and a column-pass
-// invocation four adjacent column quadruples, so that a SIMD group's loads from a row span
-// whole cache lines. GPUs keep 1 and 1, for more workgroups on small problems.
-override ROWS: u32 = 1u;
-override QUADS: u32 = 1u;
-const MAX_ROWS: u32 = 4u;
-const MAX_QUADS: u32 = 4u;
+// g pass, per entry: 4 g (read), 5 f, 6 b, 7 g′, 8 state; uniform n = m of C, m = n of C.
+@group(0) @binding(4) var<storage, read> own_ro: array<f32>;
 
-@group(0) @binding(5) var<storage, read> g4_ro: array<vec4<f32>>;
-
-// row_update4 (one workgroup per ROWS rows): 1 C as vec4, 4 f, 5 g as vec4, 6 a.
 @compute @workgroup_size(WG)
-fn row_update4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let first = ROWS * (wid.y * nwg.x + wid.x);
-    // Uniform per workgroup: the barriers below stay in uniform control flow.
-    if (first >= ot.n) {
+fn g_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let group = group_index(wid, nwg);
+    let a = load_words(lid, A_ITER);
+    let check = g_pass_checks(a);
+    g_pass_publish(lid, group, a, check);
+    let first = ROWS * group;
+    if (a.y != 0u || first >= ot.n) {
         return;
     }
+    let lse = rows_lse(first, lid);
+    for (var r = 0u; r < ROWS; r++) {
+        if (lid == 0u && first + r < ot.n) {
+            g_pass_finish(first + r, lse[r], own_ro[first + r], check);
+        }
+    }
+}
+
+// f pass, per entry: 4 f, 5 g′, 6 a, 7 g (the copy's target), 8 state.
+@group(0) @binding(4) var<storage, read_write> own_rw: array<f32>;
+
+@compute @workgroup_size(WG)
+fn f_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let group = group_index(wid, nwg);
+    let b = load_words(lid, B_ITER);
+    let first = ROWS * group;
+    if (f_pass_stop(lid, group, b) != 0u || first >= ot.n) {
+        return;
+    }
+    let lse = rows_lse(first, lid);
+    for (var r = 0u; r < ROWS; r++) {
+        if (lid == 0u && first + r < ot.n) {
+            own_rw[first + r] = ot.reg * (log(marg_ro[first + r]) - lse[r]);
+        }
+    }
+    // g′ → g, a slice per workgroup.
+    let groups = (ot.n + ROWS - 1u) / ROWS;
+    let chunk = (ot.m + groups - 1u) / groups;
+    for (var j = group * chunk + lid; j < min((group + 1u) * chunk, ot.m); j += WG) {
+        spare_rw[j] = other_ro[j];
+    }
+}
+
+// ---- Dense rows as vec4 (row length a multiple of 4): C or Cᵀ at binding 1 and the other
+// potential read as vec4 (why: cost.wgsl).
+
+@group(0) @binding(5) var<storage, read> other4_ro: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> spare4_rw: array<vec4<f32>>;
+
+// The log-sum-exps of rows first .. first + ROWS (rows past n repeat the last, computed and
+// not written), one workgroup.
+fn rows_lse4(first: u32, lid: u32) -> array<f32, MAX_ROWS> {
     let m4 = ot.m / 4u;
-    // Rows past n repeat the last row (computed, not written).
     var row: array<u32, MAX_ROWS>;
     var acc: array<vec2<f32>, MAX_ROWS>;
     for (var r = 0u; r < ROWS; r++) {
@@ -122,69 +229,79 @@ fn row_update4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         acc[r] = vec2<f32>(NEG, 0.0);
     }
     for (var q = lid; q < m4; q += WG) {
-        let g = g4_ro[q];
+        let o = other4_ro[q];
         for (var r = 0u; r < ROWS; r++) {
-            acc[r] = lse_add4(acc[r], (g - cost_c4[row[r] + q]) * ot.inv_reg);
+            acc[r] = lse_add4(acc[r], (o - cost_c4[row[r] + q]) * ot.inv_reg);
         }
     }
+    var lse: array<f32, MAX_ROWS>;
     for (var r = 0u; r < ROWS; r++) {
-        let lse = workgroup_lse(lid, acc[r]);
+        lse[r] = workgroup_lse(lid, acc[r]);
+    }
+    return lse;
+}
+
+// g pass on Cᵀ as vec4: 1 Cᵀ, 4 g (read), 5 f as vec4, 6 b, 7 g′, 8 state.
+@compute @workgroup_size(WG)
+fn g_pass4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let group = group_index(wid, nwg);
+    let a = load_words(lid, A_ITER);
+    let check = g_pass_checks(a);
+    g_pass_publish(lid, group, a, check);
+    let first = ROWS * group;
+    if (a.y != 0u || first >= ot.n) {
+        return;
+    }
+    let lse = rows_lse4(first, lid);
+    for (var r = 0u; r < ROWS; r++) {
         if (lid == 0u && first + r < ot.n) {
-            f_rw[first + r] = ot.reg * (log(a_ro[first + r]) - lse);
+            g_pass_finish(first + r, lse[r], own_ro[first + r], check);
         }
     }
 }
 
-// col_partial4 (workgroups: blocks of QUADS·WG column quadruples × row slices): 1 C as vec4,
-// 4 f, 7 the partials as in col_partial. Four rows at a time share one rescale of the running
-// sums.
+// f pass on C as vec4: 1 C, 4 f, 5 g′ as vec4, 6 a, 7 g as vec4 (the copy's target), 8 state.
 @compute @workgroup_size(WG)
-fn col_partial4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let m4 = ot.m / 4u;
-    let q0 = QUADS * (wid.x * WG + lid);
-    if (q0 >= m4) {
+fn f_pass4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let group = group_index(wid, nwg);
+    let b = load_words(lid, B_ITER);
+    let first = ROWS * group;
+    if (f_pass_stop(lid, group, b) != 0u || first >= ot.n) {
         return;
     }
-    // Quadruples past m4 repeat the last one (computed, not written).
-    var q: array<u32, MAX_QUADS>;
-    // Every slice holds a row and every z is finite, so exp(NEG − top) = 0 retires the start.
-    var top: array<vec4<f32>, MAX_QUADS>;
-    var sum: array<vec4<f32>, MAX_QUADS>;
-    for (var k = 0u; k < QUADS; k++) {
-        q[k] = min(q0 + k, m4 - 1u);
-        top[k] = vec4<f32>(NEG);
-        sum[k] = vec4<f32>(0.0);
-    }
-    let begin = wid.y * ot.n / ot.slices;
-    let end = (wid.y + 1u) * ot.n / ot.slices;
-    var i = begin;
-    for (; i + 4u <= end; i += 4u) {
-        let f = vec4<f32>(f_ro[i], f_ro[i + 1u], f_ro[i + 2u], f_ro[i + 3u]);
-        for (var k = 0u; k < QUADS; k++) {
-            let z0 = (vec4<f32>(f.x) - cost_c4[i * m4 + q[k]]) * ot.inv_reg;
-            let z1 = (vec4<f32>(f.y) - cost_c4[(i + 1u) * m4 + q[k]]) * ot.inv_reg;
-            let z2 = (vec4<f32>(f.z) - cost_c4[(i + 2u) * m4 + q[k]]) * ot.inv_reg;
-            let z3 = (vec4<f32>(f.w) - cost_c4[(i + 3u) * m4 + q[k]]) * ot.inv_reg;
-            let t = max(max(top[k], max(z0, z1)), max(z2, z3));
-            sum[k] = sum[k] * exp(top[k] - t)
-                + ((exp(z0 - t) + exp(z1 - t)) + (exp(z2 - t) + exp(z3 - t)));
-            top[k] = t;
+    let lse = rows_lse4(first, lid);
+    for (var r = 0u; r < ROWS; r++) {
+        if (lid == 0u && first + r < ot.n) {
+            own_rw[first + r] = ot.reg * (log(marg_ro[first + r]) - lse[r]);
         }
     }
-    for (; i < end; i++) {
-        for (var k = 0u; k < QUADS; k++) {
-            let z = (vec4<f32>(f_ro[i]) - cost_c4[i * m4 + q[k]]) * ot.inv_reg;
-            let t = max(top[k], z);
-            sum[k] = sum[k] * exp(top[k] - t) + exp(z - t);
-            top[k] = t;
-        }
+    let m4 = ot.m / 4u;
+    let groups = (ot.n + ROWS - 1u) / ROWS;
+    let chunk = (m4 + groups - 1u) / groups;
+    for (var q = group * chunk + lid; q < min((group + 1u) * chunk, m4); q += WG) {
+        spare4_rw[q] = other4_ro[q];
     }
-    for (var k = 0u; k < QUADS; k++) {
-        if (q0 + k < m4) {
-            let out = wid.y * ot.m + 4u * (q0 + k);
-            for (var c = 0u; c < 4u; c++) {
-                partial_rw[out + c] = vec2<f32>(top[k][c], sum[k][c]);
-            }
-        }
+}
+
+// ---- The transposed copy of a dense C that the g pass reads (once per problem), through
+// 16×16 tiles so that both the reads and the writes run along rows: 1 C (n×m), 4 Cᵀ (m×n).
+const TILE: u32 = 16u;
+var<workgroup> tile: array<f32, 272>; // TILE × (TILE + 1): the padding spreads the columns
+
+@compute @workgroup_size(16, 16)
+fn transpose_cost(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let i = wid.y * TILE + lid3.y;
+    let j = wid.x * TILE + lid3.x;
+    if (i < ot.n && j < ot.m) {
+        tile[lid3.y * (TILE + 1u) + lid3.x] = cost_c[i * ot.m + j];
+    }
+    workgroupBarrier();
+    let ti = wid.y * TILE + lid3.x;
+    let tj = wid.x * TILE + lid3.y;
+    if (ti < ot.n && tj < ot.m) {
+        own_rw[tj * ot.n + ti] = tile[lid3.x * (TILE + 1u) + lid3.y];
     }
 }

@@ -26,30 +26,58 @@ struct Sns {
 @group(0) @binding(5) var<storage, read> values: array<f32>;
 @group(0) @binding(6) var<storage, read> starts: array<u32>;
 
+// Row t of H·x.
+fn hessian_row(t: u32) -> f32 {
+    var acc = (diag[t] + sns.shift) * hx[t];
+    if (t < sns.n) {
+        // A row's entries come first and its padding (column m) after them.
+        for (var e = t * sns.k; e < (t + 1u) * sns.k; e++) {
+            let j = indices[e];
+            if (j >= sns.m) {
+                break;
+            }
+            if (j != sns.pinned) {
+                acc += values[e] * hx[sns.n + j];
+            }
+        }
+    } else if (t - sns.n != sns.pinned) {
+        let j = t - sns.n;
+        let base = sns.n * sns.k;
+        for (var e = base + starts[j]; e < base + starts[j + 1u]; e++) {
+            acc += values[e] * hx[indices[e]];
+        }
+    }
+    return acc;
+}
+
 @compute @workgroup_size(WG)
 fn hessian_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     for (var t = linear_index(wid, nwg, lid); t < sns.n + sns.m; t += grid_stride(nwg)) {
-        var acc = (diag[t] + sns.shift) * hx[t];
-        if (t < sns.n) {
-            // A row's entries come first and its padding (column m) after them.
-            for (var e = t * sns.k; e < (t + 1u) * sns.k; e++) {
-                let j = indices[e];
-                if (j >= sns.m) {
-                    break;
-                }
-                if (j != sns.pinned) {
-                    acc += values[e] * hx[sns.n + j];
-                }
-            }
-        } else if (t - sns.n != sns.pinned) {
-            let j = t - sns.n;
-            let base = sns.n * sns.k;
-            for (var e = base + starts[j]; e < base + starts[j + 1u]; e++) {
-                acc += values[e] * hx[indices[e]];
-            }
+        hy[t] = hessian_row(t);
+    }
+}
+
+// hessian_apply_dot: y = H·x and, at 7, each workgroup's partial of xᵀy over the first
+// ⌊(n + m)/4⌋·4 entries (CG's fused pᵀAp; the caller adds the rest).
+@group(0) @binding(7) var<storage, read_write> hpartial: array<f32>;
+
+@compute @workgroup_size(WG)
+fn hessian_apply_dot(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let whole = ((sns.n + sns.m) / 4u) * 4u;
+    var acc = 0.0;
+    for (var t = linear_index(wid, nwg, lid); t < sns.n + sns.m; t += grid_stride(nwg)) {
+        let y = hessian_row(t);
+        hy[t] = y;
+        if (t < whole) {
+            acc += hx[t] * y;
         }
-        hy[t] = acc;
+    }
+    let total = workgroup_sum(lid, acc);
+    if (lid == 0u) {
+        hpartial[wid.y * nwg.x + wid.x] = total;
     }
 }
 

@@ -115,11 +115,12 @@ const SINKHORN_DENSE: &str = "sinkhorn_iteration_dense_4096";
 /// One Sinkhorn iteration, 4096 points a side with the cost on the fly.
 const SINKHORN_POINTS: &str = "sinkhorn_iteration_points_4096";
 /// Sinkhorn against SNS on each of `transport::PROBLEMS`, in order.
-const OT_ROWS: [&str; 4] = [
+const OT_ROWS: [&str; 5] = [
     "ot_random_500",
     "ot_random_2000",
     "ot_random_5000",
     "ot_images_784",
+    "ot_l1_500",
 ];
 /// CG (plain and Jacobi) and the f64 CPU CG on the 4000-node graph Laplacian.
 const CG_GRAPH: &str = "cg_graph_laplacian_4000";
@@ -135,6 +136,7 @@ const OTHER_ROWS: &[&str] = &[
     OT_ROWS[1],
     OT_ROWS[2],
     OT_ROWS[3],
+    OT_ROWS[4],
     CG_GRAPH,
     CG_POISSON,
 ];

@@ -5,8 +5,8 @@
 //!
 //! Potentials are the duals f (n) and g (m) in cost units, `P[i][j] = exp((f[i] + g[j] −
 //! C[i][j])/reg)` (POT's `log_u`, `log_v` times reg). From a public function to its WGSL:
-//! [`OtProblem::sinkhorn`] → `sinkhorn::ROW_UPDATE`, `COL_PARTIAL` (for a dense cost with m a
-//! multiple of 4 their vec4 forms `ROW_UPDATE4`, `COL_PARTIAL4`), `COL_FINISH` →
+//! [`OtProblem::sinkhorn`] → [`SinkhornSolver`] → `sinkhorn::G_PASS`, `F_PASS` (for dense rows
+//! whose length is a multiple of 4 their vec4 forms `G_PASS4`, `F_PASS4`) →
 //! `shaders/ot/sinkhorn.wgsl` (the cost in `shaders/ot/cost.wgsl`); the plan's passes are in
 //! `plan.rs` (`shaders/ot/plan.wgsl`), SNS's sparse Hessian in `sns.rs` (`shaders/ot/sns.wgsl`).
 //!
@@ -24,8 +24,8 @@ mod sinkhorn;
 mod sns;
 
 pub use plan::{TopK, MAX_TOP_K};
-pub use sinkhorn::{SinkhornConfig, SinkhornSolution};
-pub use sns::{SnsConfig, SnsSolution, MAX_KEPT};
+pub use sinkhorn::{SinkhornConfig, SinkhornSolution, SinkhornSolver, SinkhornStatus};
+pub use sns::{NewtonStage, SnsConfig, SnsSolution, MAX_KEPT};
 
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
@@ -98,6 +98,8 @@ pub struct OtProblem<'a> {
     a_host: Vec<f64>,
     b_host: Vec<f64>,
     cost: Cost<'a>,
+    /// Cᵀ (m×n) of a dense cost, which Sinkhorn's g pass reads along its rows.
+    cost_t: Option<GpuVec<f32>>,
 }
 
 impl std::fmt::Debug for OtProblem<'_> {
@@ -114,7 +116,8 @@ crate::kernel::uniform_struct! {
     /// The uniform every OT kernel reads (`struct Ot` in `shaders/ot/cost.wgsl`).
     pub(crate) struct OtUniform {
         n: u32, m: u32, dim: u32, slices: u32, reg: f32, inv_reg: f32, p: f32, scale: f32,
-        check: u32, k: u32, _pad0: u32, _pad1: u32,
+        k: u32, max_iter: u32, every: u32, tol: f32, err_at: u32, _pad0: u32, _pad1: u32,
+        _pad2: u32,
     }
 }
 
@@ -256,6 +259,10 @@ impl<'a> OtProblem<'a> {
                 )
             }
         };
+        let cost_t = match cost {
+            Cost::Dense(c) => Some(sinkhorn::transposed(gpu, c, n, m)?),
+            Cost::Points { .. } => None,
+        };
         Ok(OtProblem {
             gpu,
             n,
@@ -265,6 +272,7 @@ impl<'a> OtProblem<'a> {
             a_host: a_f64,
             b_host: b_f64,
             cost,
+            cost_t,
         })
     }
 
@@ -334,6 +342,17 @@ impl<'a> OtProblem<'a> {
         }
     }
 
+    /// The `COST` override of `shaders/ot/cost.wgsl` for this cost.
+    pub(crate) fn cost_kind(&self) -> f64 {
+        match self.cost {
+            Cost::Dense(_) => 0.0,
+            Cost::Points { metric, .. } => match metric {
+                Metric::SqEuclidean => 1.0,
+                Metric::Lp(_) => 2.0,
+            },
+        }
+    }
+
     /// Records `kernel`, one of the kernels that evaluate C (and P) per entry: bindings 0 the
     /// uniform, 1–3 the cost ([`Self::cost_bindings`]), 4 f, 5 g (`None`: the entry has a
     /// gap there), then `rest` from 6 on (one per remaining slot). `per_row` kernels (one
@@ -350,55 +369,78 @@ impl<'a> OtProblem<'a> {
         rest: &[Binding<'_>],
         grid: [u32; 3],
     ) -> Result<()> {
-        let kind = match self.cost {
-            Cost::Dense(_) => 0.0,
-            Cost::Points { metric, .. } => match metric {
-                Metric::SqEuclidean => 1.0,
-                Metric::Lp(_) => 2.0,
-            },
-        };
         let wg = if per_row {
-            self.row_workgroup()
+            self.row_workgroup()?
         } else {
             self.gpu.tuning().workgroup_size
         };
         rec.dispatch(
             kernel,
-            &[("WG", wg as f64), ("COST", kind)],
+            &[("WG", wg as f64), ("COST", self.cost_kind())],
             &cost_pass_bindings(u, self.cost_bindings(), (f, g), rest),
             grid,
         )
     }
 
-    /// The dense cost when its rows are whole vec4s (m a multiple of 4), which the Sinkhorn
-    /// passes then read as vec4, with the blocking of `row_update4` and `col_partial4`.
+    /// The dense cost when its rows are whole vec4s (m a multiple of 4), which the plan's
+    /// passes then read as vec4.
     pub(crate) fn dense_vec4(&self) -> Option<DenseVec4<'a>> {
         let Cost::Dense(c) = self.cost else {
             return None;
         };
-        // Blocks of 4 on CPU adapters: why, in the vec4 section of shaders/ot/sinkhorn.wgsl.
-        let block = if self.gpu.tuning().simd_lanes.is_some() {
-            4
-        } else {
-            1
-        };
-        self.m.is_multiple_of(4).then_some(DenseVec4 {
-            c,
-            rows: block,
-            quads: block,
-        })
+        self.m.is_multiple_of(4).then_some(DenseVec4 { c })
     }
 
     pub(crate) fn gpu(&self) -> &'a Gpu {
         self.gpu
     }
 
-    /// Invocations of the one-workgroup-per-row kernels: one SIMD group on CPU adapters
-    /// ([`crate::Tuning::simd_lanes`]), whose barriers are then nearly free (with 256
-    /// invocations a row's two reduction trees cost lavapipe ~30 µs), the tuned size elsewhere.
-    pub(crate) fn row_workgroup(&self) -> u32 {
+    /// Invocations of the one-workgroup-per-row kernels over rows of m entries:
+    /// [`Self::row_blocking`] with one row a workgroup.
+    pub(crate) fn row_workgroup(&self) -> Result<u32> {
+        Ok(self.row_blocking(self.m, 1)?.0)
+    }
+
+    /// (invocations, rows) of a workgroup of a row pass over rows of `row_len` entries, up to
+    /// `max_rows` rows a workgroup. On CPU adapters ([`crate::Tuning::simd_lanes`]) one SIMD
+    /// group, whose barriers are then nearly free (with 256 invocations a row's two reduction
+    /// trees cost lavapipe ~30 µs), and `max_rows` rows, unless an invocation would loop past
+    /// [`CPU_LOOP_TRIPS`] times through the cost's coordinates: then one row, and more
+    /// invocations. Elsewhere the tuned size and one row.
+    ///
+    /// Errors: a row that even 256 invocations cannot cover within the limit
+    /// ([`Error::TooLarge`]).
+    pub(crate) fn row_blocking(&self, row_len: usize, max_rows: usize) -> Result<(u32, usize)> {
         let t = self.gpu.tuning();
-        t.simd_lanes.unwrap_or(t.workgroup_size)
+        let Some(lanes) = t.simd_lanes else {
+            return Ok((t.workgroup_size, 1));
+        };
+        let coordinates = match self.cost {
+            Cost::Dense(_) => 1,
+            Cost::Points { dim, .. } => dim,
+        };
+        let trips = |wg: u32, rows: usize| {
+            (row_len.div_ceil(wg as usize) as u64)
+                .saturating_mul(rows as u64)
+                .saturating_mul(coordinates as u64)
+        };
+        if trips(lanes, max_rows) <= CPU_LOOP_TRIPS {
+            return Ok((lanes, max_rows));
+        }
+        let mut wg = lanes.max(1);
+        while wg < t.workgroup_size.max(lanes) && trips(wg, 1) > CPU_LOOP_TRIPS {
+            wg *= 2;
+        }
+        if trips(wg, 1) > CPU_LOOP_TRIPS {
+            return Err(Error::TooLarge {
+                argument: "dim",
+                requested: trips(wg, 1),
+                limit: "loop trips of one invocation of a CPU adapter's row pass (llvmpipe \
+                        ends a loop after 65,535; the rows' length times the coordinates)",
+                max: CPU_LOOP_TRIPS,
+            });
+        }
+        Ok((wg, 1))
     }
 
     /// Row slices of the column passes for `pairs` values per column and slice (Sinkhorn's
@@ -420,30 +462,23 @@ impl<'a> OtProblem<'a> {
     }
 }
 
+/// Trips one invocation of a row pass may make through a loop on CPU adapters: llvmpipe
+/// (Vulkan and GL) ends a loop after 65,535 trips counted over the invocation's whole run, so
+/// that a row of 70,001 on-the-fly costs in 2-D, taken four rows at a time by 8 invocations,
+/// lost part of its sum (the coordinates' loop ran 70,004 times); half that, for margin.
+const CPU_LOOP_TRIPS: u64 = 1 << 15;
+
 /// Rows each column-pass workgroup folds (the rest of n goes to more slices, up to
 /// [`MAX_SLICES`]): enough workgroups to fill a GPU at n = 500, few partials to combine.
 const SLICE_ROWS: usize = 64;
 const MAX_SLICES: usize = 1024;
 
-/// A dense cost read as vec4 by the Sinkhorn passes.
+/// A dense cost read as vec4 by the plan's passes.
 pub(crate) struct DenseVec4<'a> {
     pub c: BufView<'a>,
-    /// Rows per `row_update4` workgroup (≤ its MAX_ROWS).
-    pub rows: usize,
-    /// Column quadruples per `col_partial4` invocation (≤ its MAX_QUADS).
-    pub quads: usize,
 }
 
 impl<'a> DenseVec4<'a> {
-    /// The pipeline constants of a vec4 pass with `wg` invocations per workgroup.
-    pub fn constants(&self, wg: usize) -> [(&'static str, f64); 3] {
-        [
-            ("WG", wg as f64),
-            ("ROWS", self.rows as f64),
-            ("QUADS", self.quads as f64),
-        ]
-    }
-
     /// The bindings of a vec4 pass: [`cost_pass_bindings`] with C as vec4 at 1 and gaps at 2
     /// and 3 (the vec4 entries never evaluate `cost()`, so they do not bind X and Y).
     pub fn bindings<'b>(

@@ -116,8 +116,29 @@ pub(crate) static SELECT_ROWS4: Kernel = Kernel::new(
     ],
 );
 
+/// SSNS's line search: each row's change of mass at the step sizes [`STEP_SIZES`].
+pub(crate) static STEP_GAINS: Kernel = Kernel::new(
+    &shader::OT_PLAN,
+    "step_gains",
+    &[
+        uniform::<OtUniform>(),
+        Slot::Read("cost"),
+        Slot::Read("x"),
+        Slot::Read("y"),
+        Slot::Read("f"),
+        Slot::Read("g"),
+        Slot::Read("direction"),
+        Slot::Write("gains"),
+    ],
+);
+
+/// The step sizes [`STEP_GAINS`] evaluates together (`STEPS` in `shaders/ot/plan.wgsl`):
+/// regot's SSNS candidates, tried in this order.
+pub(crate) const STEP_SIZES: [f64; 4] = [1.0, 0.5, 0.25, 0.1];
+
 /// The kernels of this module.
 pub(crate) static KERNELS: &[&Kernel] = &[
+    &STEP_GAINS,
     &PLAN_DENSE,
     &ROW_SUMS,
     &COL_SUMS,
@@ -202,6 +223,28 @@ impl<'a> OtProblem<'a> {
             &self.uniform(reg),
             (f, Some(g)),
             &[Binding::storage(mass), Binding::storage(cost)],
+            grid,
+        )
+    }
+
+    /// Records, for each step size α of [`STEP_SIZES`], each row's change of mass
+    /// Σⱼ P[i][j]·(exp(α·(Δf[i] + Δg[j])/reg) − 1) into `gains` (4n: row i's four at 4i).
+    pub(crate) fn record_step_gains(
+        &self,
+        rec: &mut Recorder,
+        (f, g): (BufView<'_>, BufView<'_>),
+        reg: f32,
+        direction: BufView<'_>,
+        gains: BufView<'_>,
+    ) -> Result<()> {
+        let grid = rec.grid_for_groups(self.n as u64)?;
+        self.record_over_cost(
+            rec,
+            &STEP_GAINS,
+            true,
+            &self.uniform(reg),
+            (f, Some(g)),
+            &[Binding::storage(direction), Binding::storage(gains)],
             grid,
         )
     }
@@ -332,7 +375,7 @@ impl<'a> OtProblem<'a> {
         let grid = rec.grid_for_groups(self.n as u64)?;
         rec.dispatch(
             &SELECT_ROWS4,
-            &[("WG", self.row_workgroup() as f64)],
+            &[("WG", self.row_workgroup()? as f64)],
             &cost_pass_bindings(&u, cost, (f, Some(g)), &rest),
             grid,
         )

@@ -1,7 +1,10 @@
-//! Sinkhorn-Newton-Sparse (Tang, Shavlovsky, Rahmanian, Tardini, Thekumparampil, Xiao and
-//! Ying, ICLR 2024): a few Sinkhorn steps, then Newton steps on the dual with the Hessian
-//! sparsified to the largest entries of each row of P plus its exact diagonal blocks, solved
-//! by the crate's CG, with a backtracking line search.
+//! Sparse Newton on the entropic OT dual: Sinkhorn steps until POT's error check passes a
+//! switch threshold, then Newton steps with the Hessian sparsified plus its exact diagonal
+//! blocks, solved by the crate's CG. Two stages ([`NewtonStage`]): Safe and Sparse Newton
+//! (SSNS; Tang & Qiu, NeurIPS 2024, the default: a threshold relative to ‖∇‖, a shift μ·‖∇‖
+//! adapted by the ratio of actual to predicted rise, four step sizes evaluated in one pass)
+//! and Sinkhorn-Newton-Sparse (SNS; Tang, Shavlovsky, Rahmanian, Tardini, Thekumparampil,
+//! Xiao and Ying, ICLR 2024: each row's largest entries, a backtracking line search).
 
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
@@ -10,9 +13,17 @@ use crate::krylov::{CgOptions, LinearOperator, Preconditioner};
 use crate::record::{Binding, Recorder};
 use crate::shader;
 
-use super::plan::TopK;
-use super::sinkhorn::SinkhornConfig;
+use super::plan::{TopK, STEP_SIZES};
+use super::sinkhorn::{SinkhornConfig, SinkhornSolver};
 use super::{check_binding, check_reg, OtProblem};
+
+/// SSNS: the fraction of ‖∇‖ each row's dropped entries may hold at most (regot's ν₀).
+const SAFE_DROP: f64 = 0.01;
+/// SSNS: μ's floor (regot's κ).
+const SAFE_MU_MIN: f64 = 0.001;
+/// SSNS: μ past which the steps are too short to matter in f32 (from 1, 15 rejections in a
+/// row): the stage has stalled.
+const SAFE_MU_MAX: f64 = 1e9;
 
 /// Entries of P kept per row at most (`SnsConfig::density`'s default).
 pub const MAX_KEPT: usize = 512;
@@ -37,6 +48,21 @@ static HESSIAN_APPLY: Kernel = Kernel::new(
         Slot::Read("indices"),
         Slot::Read("values"),
         Slot::Read("starts"),
+    ],
+);
+/// y = H·x with xᵀy's partials.
+static HESSIAN_APPLY_DOT: Kernel = Kernel::new(
+    &shader::SNS,
+    "hessian_apply_dot",
+    &[
+        uniform::<SnsUniform>(),
+        Slot::Read("x"),
+        Slot::Write("y"),
+        Slot::Read("diag"),
+        Slot::Read("indices"),
+        Slot::Read("values"),
+        Slot::Read("starts"),
+        Slot::Write("partials"),
     ],
 );
 /// d = diag(H).
@@ -75,7 +101,13 @@ static STEP: Kernel = Kernel::new(
 );
 
 /// The kernels of this module.
-pub(crate) static KERNELS: &[&Kernel] = &[&HESSIAN_APPLY, &HESSIAN_DIAGONAL, &COL_TOTAL, &STEP];
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &HESSIAN_APPLY,
+    &HESSIAN_APPLY_DOT,
+    &HESSIAN_DIAGONAL,
+    &COL_TOTAL,
+    &STEP,
+];
 
 /// Settings of [`OtProblem::sns`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -84,11 +116,20 @@ pub struct SnsConfig {
     pub reg: f32,
     /// Stop when ‖(a − P·1, b − Pᵀ·1)‖₂ < tol (default 1e-5, what f32 holds at η = 1200).
     pub tol: f32,
-    /// Stage 1: Sinkhorn iterations before the first Newton step (N₁, default 20). Not a
-    /// limit but a fixed count, so 0 is allowed: Newton's method from f = g = 0, which suits
-    /// a large `reg`; at a small one P(0) = exp(−C/reg) has rows and columns without mass in
-    /// f32 and the first Newton step fails with [`Error::Breakdown`] saying so.
+    /// Stage 1: Sinkhorn iterations before the first Newton step (N₁; default 1000, a cap
+    /// for `switch_error`). With `switch_error = None` a fixed count (the paper: 20), so 0 is
+    /// allowed: Newton's method from f = g = 0, which suits a large `reg`; at a small one
+    /// P(0) = exp(−C/reg) has rows and columns without mass in f32 and the first Newton step
+    /// fails with [`Error::Breakdown`] saying so.
     pub sinkhorn_steps: usize,
+    /// Stage 1 ends early at the first of POT's checks (after Sinkhorn iterations 1, 11,
+    /// 21, …) whose ‖Pᵀ1 − b‖₂ is below this (default 1e-2), so `sinkhorn_steps` is then a
+    /// cap; `None`: a fixed count. Measured on lavapipe (η = 1200, to 1e-5): against a fixed
+    /// 20, the switch at 1e-2 took the images from 26 Newton steps and 1.7–2.0 s to 8 and
+    /// 0.5–0.7 s, random_500 from 11 to 11 steps (0.50 s against 0.69–0.76) and the L1
+    /// problem from 37 to 33 (3.3–3.4 s either way); 3e-3 was better on the images and the
+    /// L1 problem and worse on random_500.
+    pub switch_error: Option<f32>,
     /// Newton-step budget (default 100); at least 1, as every solver's limit.
     pub max_newton: usize,
     /// λ, the fraction of P's n·m entries the sparse Hessian may keep: at most ⌈λ·m⌉ a row
@@ -109,6 +150,11 @@ pub struct SnsConfig {
     /// CG's iteration limit per Newton step (default 1000); at least 1. A step whose CG stops
     /// at the limit unconverged is still tried (an inexact Newton step).
     pub cg_maxiter: usize,
+    /// The Newton stage (default [`NewtonStage::Safe`]).
+    pub stage: NewtonStage,
+    /// SSNS's initial μ (default 1, regot's): the shift on the sparse Hessian's diagonal is
+    /// μ·‖∇‖ in the dual's units, μ adapted after every step. [`NewtonStage::Safe`] only.
+    pub mu0: f32,
     /// Step halvings tried before a Newton step is given up as stalled (default 12; then
     /// [`OtProblem::sns`] fails with [`Error::Breakdown`]). The line search tries
     /// `max_halvings + 1` step sizes, 1, 1/2, …, 2^−max_halvings, so 0 is allowed: full Newton
@@ -122,12 +168,15 @@ impl SnsConfig {
         SnsConfig {
             reg,
             tol: 1e-5,
-            sinkhorn_steps: 20,
+            sinkhorn_steps: 1000,
+            switch_error: Some(1e-2),
             max_newton: 100,
             density: None,
             shift: 0.0,
             cg_rtol: 1e-3,
             cg_maxiter: 1000,
+            stage: NewtonStage::Safe,
+            mu0: 1.0,
             max_halvings: 12,
         }
     }
@@ -138,6 +187,10 @@ impl SnsConfig {
         // sinkhorn_steps = 0 and max_halvings = 0 are meaningful (see their docs).
         crate::check::iterations("max_newton", self.max_newton)?;
         crate::check::non_negative("shift", self.shift)?;
+        crate::check::positive("mu0", self.mu0)?;
+        if let Some(e) = self.switch_error {
+            crate::check::positive("switch_error", e)?;
+        }
         crate::check::positive("cg_rtol", self.cg_rtol)?;
         if let Some(d) = self.density {
             if !(d.is_finite() && d > 0.0 && d <= 1.0) {
@@ -146,6 +199,23 @@ impl SnsConfig {
         }
         crate::check::iterations("cg_maxiter", self.cg_maxiter)
     }
+}
+
+/// How the Newton stage sparsifies the Hessian and picks its steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NewtonStage {
+    /// Safe and Sparse Newton (SSNS; Tang & Qiu 2024, regot's default sparse Newton): entries
+    /// of P below 0.01·‖∇‖/m dropped (so each row loses at most 0.01·‖∇‖ of its mass; at most
+    /// `density`'s cap kept), μ·‖∇‖ added to the diagonal so the sparse system stays definite,
+    /// the step sizes 1, 1/2, 1/4, 1/10 evaluated in one pass and the first that raises the
+    /// dual objective taken when the ratio ρ of actual to predicted rise is positive; μ grows
+    /// ×4 when ρ < 1/4 and shrinks ×1/2 (not below 0.001) when ρ > 3/4.
+    #[default]
+    Safe,
+    /// Sinkhorn-Newton-Sparse (Tang et al. 2024): each row's largest entries (within e^-14
+    /// of its largest, at most `density`'s cap), the fixed `shift`, and a backtracking line
+    /// search by halves (`max_halvings`), one evaluation per trial.
+    Sparse,
 }
 
 /// What [`OtProblem::sns`] returns. A run that spent its Newton budget unconverged says so,
@@ -169,12 +239,16 @@ pub struct SnsSolution {
     pub newton_iterations: usize,
     /// CG iterations of each Newton step.
     pub cg_iterations: Vec<usize>,
-    /// Step size accepted at each Newton step.
+    /// Step size accepted at each Newton step (0 where SSNS rejected the step, ρ ≤ 0, and
+    /// raised μ).
     pub step_sizes: Vec<f32>,
     /// ‖(a − P·1, b − Pᵀ·1)‖₂ before each Newton step and after the last.
     pub newton_errors: Vec<f32>,
     /// Entries of P the sparse Hessian could keep per row.
     pub kept_per_row: usize,
+    /// Entries of P each sparse Hessian kept, in order ([`NewtonStage::Safe`]: after its
+    /// threshold; empty for [`NewtonStage::Sparse`]).
+    pub kept_entries: Vec<usize>,
     /// Rows, summed over the Hessians built, whose largest bin of entries alone overflowed
     /// `kept_per_row` (then an arbitrary part of it was kept): a sign to raise `density`.
     pub capped_rows: usize,
@@ -233,6 +307,37 @@ impl LinearOperator for SparseHessian<'_> {
         )
     }
 
+    /// y = H·x with xᵀy's partials, one workgroup per partial (as many as a reduction over
+    /// the n + m entries takes).
+    fn record_apply_dot(
+        &self,
+        rec: &mut Recorder,
+        x: BufView<'_>,
+        y: BufView<'_>,
+        partials: BufView<'_>,
+    ) -> Result<Option<u64>> {
+        let u = self.uniform();
+        let groups = crate::reduce::partial_groups(rec.gpu(), (self.n + self.m).div_ceil(4) as u64)
+            .min(partials.len() as u64);
+        let grid = rec.grid_for_groups(groups)?;
+        rec.dispatch(
+            &HESSIAN_APPLY_DOT,
+            &rec.wg(),
+            &[
+                Binding::uniform(&u),
+                Binding::storage(x),
+                Binding::storage(y),
+                Binding::storage(self.diag),
+                Binding::storage(self.indices.view()),
+                Binding::storage(self.values.view()),
+                Binding::storage(self.starts.view()),
+                Binding::storage(partials),
+            ],
+            grid,
+        )?;
+        Ok(Some(groups))
+    }
+
     fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
         let u = self.uniform();
         let grid = rec.elementwise_grid((self.n + self.m) as u64)?;
@@ -280,6 +385,27 @@ struct Pattern {
     values: GpuVec<f32>,
     starts: GpuVec<u32>,
     capped: usize,
+    /// Entries kept in all.
+    kept: usize,
+    /// The ELL rows on the host (SSNS's predicted decrease).
+    rows: Vec<u32>,
+    row_values: Vec<f32>,
+}
+
+impl Pattern {
+    /// ΔᵀH_SΔ for H_S = [[diag(P·1), P_S], [P_Sᵀ, diag(Pᵀ·1)]] (`sums` the marginals), in
+    /// f64 on the host.
+    fn quadratic_form(&self, sums: &[f32], delta: &[f64], n: usize) -> f64 {
+        let diagonal: f64 = sums.iter().zip(delta).map(|(&s, d)| s as f64 * d * d).sum();
+        let k = self.rows.len() / n.max(1);
+        let mut cross = 0.0;
+        for (e, (&j, &v)) in self.rows.iter().zip(&self.row_values).enumerate() {
+            if let Some(dg) = delta.get(n + j as usize) {
+                cross += v as f64 * delta[e / k] * dg;
+            }
+        }
+        diagonal + 2.0 * cross
+    }
 }
 
 /// Buffers every evaluation overwrites: the column sums' slices and the per-row costs (which
@@ -294,18 +420,31 @@ impl<'a> OtProblem<'a> {
     /// Solves with Sinkhorn-Newton-Sparse (blocking: the native wrapper of
     /// [`OtProblem::sns_async`]; CG and the line search read back).
     ///
-    /// Stage 1 runs `sinkhorn_steps` Sinkhorn iterations. Stage 2 repeats until ‖∇‖ < tol:
-    /// keep the ⌈λ·m⌉ largest entries of each row of P (selected on the GPU; the n·k kept
-    /// entries are then bucketed by column on the host for the transposed product, O(nk)) plus
-    /// the exact diagonal blocks diag(P·1), diag(Pᵀ·1); solve H·Δ = ∇ by Jacobi-preconditioned
-    /// CG with the last g pinned (H is singular along (1, −1), which changes no P: fixing one
-    /// coordinate, as Tang & Qiu do, leaves a definite system); and backtrack from step 1 by
-    /// halves. A step is taken when it raises the dual objective
-    /// ⟨a, f⟩ + ⟨b, g⟩ − reg·ΣP by Armijo's 1e-4 of the predicted rise, or, where f32 cannot
-    /// resolve the objective's change (near the tolerance it is below the rounding of ΣP),
-    /// when it lowers ‖∇‖. A run that spends `max_newton` returns unconverged (`converged`
-    /// false, with the error reached); a Newton step that no step size improves is an error
-    /// (below): the method cannot go on.
+    /// Stage 1 runs Sinkhorn ([`super::SinkhornSolver`]) until POT's check falls below
+    /// `switch_error`, or for `sinkhorn_steps` iterations. Stage 2 repeats until ‖∇‖ < tol:
+    /// select the largest entries of each row of P on the GPU (at most ⌈λ·m⌉, within e^-14
+    /// of the row's largest; SSNS then drops those below 0.01·‖∇‖/m, so a row loses at most
+    /// 0.01·‖∇‖ of its mass), bucket them by column on the host for the transposed product
+    /// (O(nk)), add the exact diagonal blocks diag(P·1), diag(Pᵀ·1), and solve H·Δ = ∇ by
+    /// Jacobi-preconditioned CG with the last g pinned (H is singular along (1, −1), which
+    /// changes no P: fixing one coordinate, as Tang & Qiu do, leaves a definite system).
+    ///
+    /// [`NewtonStage::Safe`] (SSNS, regot's rules in f32): μ·‖∇‖ is added to H/reg's
+    /// diagonal; one pass over the cost evaluates the dual's change
+    /// α·(⟨a, Δf⟩ + ⟨b, Δg⟩) − reg·Σ P·(exp(α(Δfᵢ + Δgⱼ)/reg) − 1) at α = 1, 1/2, 1/4, 1/10
+    /// (summing the changes of P, not P before and after, keeps it resolved in f32 near the
+    /// solution); the first α that raises the dual, else the best, gives ρ = actual/predicted
+    /// rise under the unshifted sparse model; the step is taken when ρ > 0, and μ grows ×4
+    /// when ρ < 1/4 (or is NaN) and halves (not below 0.001) when ρ > 3/4. One readback per
+    /// Newton step for the line search, besides the evaluation's and CG's.
+    ///
+    /// [`NewtonStage::Sparse`] (SNS): the fixed `shift`, and backtracking from step 1 by
+    /// halves. A step is taken when it raises the dual objective ⟨a, f⟩ + ⟨b, g⟩ − reg·ΣP by
+    /// Armijo's 1e-4 of the predicted rise, or, where f32 cannot resolve the objective's
+    /// change (near the tolerance it is below the rounding of ΣP), when it lowers ‖∇‖.
+    ///
+    /// A run that spends `max_newton` returns unconverged (`converged` false, with the error
+    /// reached); a Newton stage that cannot go on is an error (below).
     ///
     /// Errors: invalid settings ([`Error::InvalidParameter`]); a zero entry in a or b
     /// ([`Error::Mass`]); the sparse pattern past one storage binding ([`Error::TooLarge`]);
@@ -313,9 +452,10 @@ impl<'a> OtProblem<'a> {
     /// iteration when a Newton system cannot be solved: P has a row or column without mass in
     /// f32 at the current potentials, its marginals are not finite, or CG on the sparse
     /// Hessian meets a direction of zero or negative curvature (the sparsified Hessian is
-    /// singular or indefinite in f32), or when the line search finds no step size that makes
-    /// progress along the Newton direction (an L1 ground cost at η = 1200 on a few hundred
-    /// points does that with the defaults). The message names the stage and the step, says
+    /// singular or indefinite in f32; SNS only: SSNS's shift keeps it definite), or when no
+    /// step size makes progress along the Newton direction (SNS: its line search fails, as on
+    /// an L1 ground cost at η = 1200 on a few hundred points; SSNS: μ passes 1e9 after steps
+    /// rejected in a row). The message names the stage and the step, says
     /// which, and what to change (more `sinkhorn_steps`, a larger `reg`, a larger `density`,
     /// a larger `cg_maxiter`, a `shift`). Errors of the device pass through as they are.
     #[cfg(not(target_arch = "wasm32"))]
@@ -349,20 +489,18 @@ impl<'a> OtProblem<'a> {
         // The pattern's indices: n·k by row, then as many by column.
         check_binding(gpu, "density", 2 * n as u64 * k as u64)?;
         // Stage 1.
-        let mut state = self.sinkhorn_state()?;
         let stage1 = SinkhornConfig {
             reg: config.reg,
             max_iter: config.sinkhorn_steps,
-            tol: config.tol,
+            tol: config
+                .switch_error
+                .map_or(config.tol, |e| e.max(config.tol)),
             check_every: 10,
         };
-        let run = self
-            .run_sinkhorn(&mut state, &stage1, config.sinkhorn_steps)
-            .await?;
-        let mut z = Potentials {
-            f: state.f,
-            g: state.g,
-        };
+        let solver = SinkhornSolver::with_budget(self, &stage1, config.sinkhorn_steps)?;
+        let run = solver.run_async().await?;
+        let (f, g) = solver.into_potentials();
+        let mut z = Potentials { f, g };
         let mut trial = Potentials {
             f: GpuVec::zeros(gpu, n)?,
             g: GpuVec::zeros(gpu, m)?,
@@ -388,12 +526,28 @@ impl<'a> OtProblem<'a> {
             step_sizes: Vec::new(),
             newton_errors: vec![current.error as f32],
             kept_per_row: k,
+            kept_entries: Vec::new(),
             capped_rows: 0,
             converged: current.error < config.tol as f64,
             final_error: current.error as f32,
         };
         let direction = GpuVec::<f32>::zeros(gpu, n + m)?;
-        while !solution.converged && solution.newton_iterations < config.max_newton {
+        if config.stage == NewtonStage::Safe {
+            self.safe_newton(
+                config,
+                k,
+                (&mut z, &mut trial),
+                &mut current,
+                &scratch,
+                &direction,
+                &mut solution,
+            )
+            .await?;
+        }
+        while config.stage == NewtonStage::Sparse
+            && !solution.converged
+            && solution.newton_iterations < config.max_newton
+        {
             let failed = Failure {
                 step: solution.newton_iterations,
                 sinkhorn: solution.sinkhorn_iterations,
@@ -403,44 +557,12 @@ impl<'a> OtProblem<'a> {
             };
             let shift = config.shift * current.error as f32;
             failed.check_system(&current, shift)?;
-            let pattern = self.transposed(&current).await?;
+            let pattern = self.transposed(&current, 0.0).await?;
             solution.capped_rows += pattern.capped;
-            let hessian = SparseHessian {
-                n,
-                m,
-                k,
-                shift,
-                diag: current.diag.view(),
-                indices: &pattern.indices,
-                values: &pattern.values,
-                starts: &pattern.starts,
-            };
-            // The last g is pinned (its step 0): the null direction (1, −1) is gone.
-            let mut rhs: Vec<f32> = current.grad.iter().map(|&v| v as f32).collect();
-            rhs[n + m - 1] = 0.0;
-            let rhs = GpuVec::upload(gpu, &rhs)?;
-            let cg = crate::krylov::cg_async(
-                gpu,
-                &hessian,
-                &rhs,
-                None,
-                &CgOptions {
-                    rtol: config.cg_rtol,
-                    maxiter: Some(config.cg_maxiter),
-                    preconditioner: Preconditioner::Jacobi,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| failed.cg(e))?;
+            let (cg, delta) = self
+                .newton_direction(config, &current, &pattern, k, shift, &failed)
+                .await?;
             solution.cg_iterations.push(cg.iterations);
-            // Δ = reg·H⁻¹∇.
-            let delta: Vec<f64> =
-                cg.x.read_async()
-                    .await?
-                    .iter()
-                    .map(|&v| v as f64 * config.reg as f64)
-                    .collect();
             let predicted: f64 = delta.iter().zip(&current.grad).map(|(d, g)| d * g).sum();
             let linear: f64 = self
                 .a_host
@@ -478,6 +600,168 @@ impl<'a> OtProblem<'a> {
         solution.cost = self.transport_cost_async(&z.f, &z.g, config.reg).await?;
         (solution.f, solution.g) = (z.f, z.g);
         Ok(solution)
+    }
+
+    /// Δ = reg·H⁻¹∇ for the sparse Hessian of `pattern` (+ `shift` on its diagonal) by
+    /// Jacobi-preconditioned CG, with the last g pinned (its step 0: the null direction
+    /// (1, −1) is gone); CG's failures in SNS's terms.
+    async fn newton_direction(
+        &self,
+        config: &SnsConfig,
+        current: &Evaluation,
+        pattern: &Pattern,
+        k: usize,
+        shift: f32,
+        failed: &Failure,
+    ) -> Result<(crate::krylov::CgResult, Vec<f64>)> {
+        let (n, m) = (self.n, self.m);
+        let gpu = self.gpu();
+        let hessian = SparseHessian {
+            n,
+            m,
+            k,
+            shift,
+            diag: current.diag.view(),
+            indices: &pattern.indices,
+            values: &pattern.values,
+            starts: &pattern.starts,
+        };
+        let mut rhs: Vec<f32> = current.grad.iter().map(|&v| v as f32).collect();
+        rhs[n + m - 1] = 0.0;
+        let rhs = GpuVec::upload(gpu, &rhs)?;
+        let cg = crate::krylov::cg_async(
+            gpu,
+            &hessian,
+            &rhs,
+            None,
+            &CgOptions {
+                rtol: config.cg_rtol,
+                maxiter: Some(config.cg_maxiter),
+                preconditioner: Preconditioner::Jacobi,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| failed.cg(e))?;
+        let delta =
+            cg.x.read_async()
+                .await?
+                .iter()
+                .map(|&v| v as f64 * config.reg as f64)
+                .collect();
+        Ok((cg, delta))
+    }
+
+    /// SSNS's Newton stage ([`NewtonStage::Safe`]) from `current` at `z`, filling `solution`.
+    #[allow(clippy::too_many_arguments)]
+    async fn safe_newton(
+        &self,
+        config: &SnsConfig,
+        k: usize,
+        (z, trial): (&mut Potentials, &mut Potentials),
+        current: &mut Evaluation,
+        scratch: &Scratch,
+        direction: &GpuVec<f32>,
+        solution: &mut SnsSolution,
+    ) -> Result<()> {
+        let gpu = self.gpu();
+        let (n, m) = (self.n, self.m);
+        let reg = config.reg as f64;
+        let gains = GpuVec::<f32>::zeros(gpu, 4 * n)?;
+        let mut mu = config.mu0 as f64;
+        // Kept while steps are rejected: the point, and so the Hessian, is the same.
+        let mut held: Option<Pattern> = None;
+        while !solution.converged && solution.newton_iterations < config.max_newton {
+            let failed = Failure {
+                step: solution.newton_iterations,
+                sinkhorn: solution.sinkhorn_iterations,
+                n,
+                k,
+                can_keep_more: k < MAX_KEPT.min(m),
+            };
+            let gnorm = current.error;
+            // μ·‖∇‖ on H/reg is reg·μ·‖∇‖ on the kernel's H (P's units).
+            let shift = (reg * mu * gnorm) as f32;
+            // An empty row or column is refused, shift or not: its step would be a/shift.
+            failed.check_system(current, 0.0)?;
+            let pattern = match held.take() {
+                Some(p) => p,
+                None => {
+                    // Entries below 0.01·‖∇‖/m: a row drops at most 0.01·‖∇‖ of its mass.
+                    let cut = (SAFE_DROP * gnorm / m as f64) as f32;
+                    let p = self.transposed(current, cut).await?;
+                    solution.capped_rows += p.capped;
+                    solution.kept_entries.push(p.kept);
+                    p
+                }
+            };
+            let (cg, delta) = self
+                .newton_direction(config, current, &pattern, k, shift, &failed)
+                .await?;
+            solution.cg_iterations.push(cg.iterations);
+            // The quadratic model's rise at α·Δ: α·∇ᵀΔ − α²/(2·reg)·ΔᵀH_SΔ (H_S unshifted).
+            let slope: f64 = delta.iter().zip(&current.grad).map(|(d, g)| d * g).sum();
+            let curvature = pattern.quadratic_form(&current.sums, &delta, n);
+            let linear: f64 = self
+                .a_host
+                .iter()
+                .chain(&self.b_host)
+                .zip(&delta)
+                .map(|(w, d)| w * d)
+                .sum();
+            let as_f32: Vec<f32> = delta.iter().map(|&v| v as f32).collect();
+            direction.write(&as_f32)?;
+            let mut rec = Recorder::new(gpu);
+            self.record_step_gains(
+                &mut rec,
+                (z.f.view(), z.g.view()),
+                config.reg,
+                direction.view(),
+                gains.view(),
+            )?;
+            rec.submit()?;
+            let changes = gains.read_async().await?;
+            // The dual's actual rise at each α: α·(⟨a, Δf⟩ + ⟨b, Δg⟩) − reg·Σ ΔP.
+            let rise = |t: usize| {
+                let mass: f64 = changes.iter().skip(t).step_by(4).map(|&v| v as f64).sum();
+                STEP_SIZES[t] * linear - reg * mass
+            };
+            let rises: Vec<f64> = (0..4).map(rise).collect();
+            // regot's selection: the first α that raises the objective, else the best.
+            let t = (0..4).find(|&t| rises[t] > 0.0).unwrap_or_else(|| {
+                (0..4)
+                    .max_by(|&x, &y| rises[x].total_cmp(&rises[y]))
+                    .unwrap_or(0)
+            });
+            let alpha = STEP_SIZES[t];
+            let predicted = alpha * slope - alpha * alpha / (2.0 * reg) * curvature;
+            let rho = rises[t] / predicted;
+            solution.newton_iterations += 1;
+            if rho > 0.0 {
+                let mut rec = Recorder::new(gpu);
+                self.record_step(&mut rec, z, direction, alpha as f32, trial)?;
+                let next = self.evaluate(rec, trial, config.reg, k, scratch).await?;
+                std::mem::swap(z, trial);
+                *current = next;
+                solution.step_sizes.push(alpha as f32);
+            } else {
+                held = Some(pattern);
+                solution.step_sizes.push(0.0);
+            }
+            // NaN (nothing changed at all) counts as a rejection.
+            if rho.is_nan() || rho < 0.25 {
+                mu *= 4.0;
+            } else if rho > 0.75 {
+                mu = (mu * 0.5).max(SAFE_MU_MIN);
+            }
+            solution.newton_errors.push(current.error as f32);
+            solution.final_error = current.error as f32;
+            solution.converged = current.error < config.tol as f64;
+            if !solution.converged && mu > SAFE_MU_MAX {
+                return Err(failed.safe_stall(mu, current.error));
+            }
+        }
+        Ok(())
     }
 
     /// Records trial = z + α·d (d already holds reg·Δ).
@@ -580,15 +864,29 @@ impl<'a> OtProblem<'a> {
         })
     }
 
-    /// The kept entries as the Hessian kernel reads them: the ELL rows as selected, then the
-    /// same entries bucketed by column (rows ascending).
-    async fn transposed(&self, e: &Evaluation) -> Result<Pattern> {
+    /// The kept entries as the Hessian kernel reads them: the ELL rows as selected (those
+    /// below `min_value` dropped, the rest moved to the front of their row), then the same
+    /// entries bucketed by column (rows ascending).
+    async fn transposed(&self, e: &Evaluation, min_value: f32) -> Result<Pattern> {
         let gpu = self.gpu();
         let (n, m, k) = (self.n, self.m, e.top.k);
         let ell = n * k;
         let mut indices = e.top.columns.read_async().await?;
         let mut values = e.top.values.read_async().await?;
         let capped = e.capped.read_async().await?[0] as usize;
+        for r in 0..n {
+            let row = r * k..(r + 1) * k;
+            let mut kept = row.start;
+            for t in row.clone() {
+                if (indices[t] as usize) < m && values[t] >= min_value {
+                    (indices[kept], values[kept]) = (indices[t], values[t]);
+                    kept += 1;
+                }
+            }
+            for t in kept..row.end {
+                (indices[t], values[t]) = (m as u32, 0.0);
+            }
+        }
         let mut starts = crate::host::filled("b", m + 1, 0u32)?;
         for &j in &indices {
             if (j as usize) < m {
@@ -611,11 +909,15 @@ impl<'a> OtProblem<'a> {
                 fill[j as usize] += 1;
             }
         }
+        let kept = starts[m] as usize;
         Ok(Pattern {
             indices: GpuVec::upload(gpu, &indices)?,
             values: GpuVec::upload(gpu, &values)?,
             starts: GpuVec::upload(gpu, &starts)?,
             capped,
+            kept,
+            rows: indices[..ell].to_vec(),
+            row_values: values[..ell].to_vec(),
         })
     }
 }
@@ -714,6 +1016,18 @@ impl Failure {
                 config.max_halvings, self.k
             ),
             &format!("{}; or solve with Sinkhorn", self.remedies(!cg.converged)),
+        )
+    }
+
+    /// SSNS rejected step after step (ρ ≤ 0) until μ passed [`SAFE_MU_MAX`].
+    fn safe_stall(&self, mu: f64, error: f64) -> Error {
+        self.error(
+            format!(
+                "SSNS rejected its steps until the shift's μ reached {mu:e}: no step along the \
+                 shifted sparse Newton direction raised the dual objective in f32 at the \
+                 marginal error {error:e}"
+            ),
+            &format!("{}; or solve with Sinkhorn", self.remedies(true)),
         )
     }
 

@@ -6,14 +6,18 @@
 //! [0, 1]): its rounding is ≤ u·|f + g − C|/reg, and the updates that produced f and g carry
 //! the same kind of error from their own exponents, (|g − C| + |f − C|)/reg·u, so P's entries
 //! are within ≈ 5u/reg relative (u = 2⁻²⁴: 3.6e-4 at η = 1200, 6e-6 at η = 20), plus the
-//! log-sum-exp's summation, a chain of at most L = 64 + n/64 + m/8 + 16 additions (64-row
-//! slices, then the slices; rows in runs of 4·8 plus a tree), ≤ L·u. Sinkhorn's contraction
+//! log-sum-exp's summation, a chain of at most L = n/8 + m/8 + 16 additions (both passes run
+//! along rows, of Cᵀ for g and of C for f, one invocation taking every 8th entry of its row in
+//! runs of 4, then a tree), ≤ L·u. Sinkhorn's contraction
 //! keeps these from compounding over iterations. The tests allow twice that,
 //! 10u/reg + 2L·u, on P's entries above 1e-6 of the largest (smaller ones are below f32's
 //! resolution of their row's sum), and ⟨C, P⟩ to 1e-4 relative (an average of those errors).
 
 use crate::common::{as_f32, as_f64, assert_empty, assert_param, gpu, gpu_without_simd_groups};
-use curvgpu::ot::{Cost, Masses, Metric, OtProblem, SinkhornConfig, SnsConfig, MAX_TOP_K};
+use curvgpu::ot::{
+    Cost, Masses, Metric, NewtonStage, OtProblem, SinkhornConfig, SinkhornSolver, SnsConfig,
+    MAX_TOP_K,
+};
 use curvgpu::reference::ot as r;
 use curvgpu::{Error, Gpu, GpuVec};
 
@@ -21,7 +25,7 @@ const U: f64 = 5.960_464_477_539_063e-8;
 
 /// The bound of the header on P's entries for an n×m problem at `reg`.
 fn p_rtol(reg: f64, n: usize, m: usize) -> f64 {
-    U * (10.0 / reg + 2.0 * (64 + n / 64 + m / 8 + 16) as f64)
+    U * (10.0 / reg + 2.0 * (n / 8 + m / 8 + 16) as f64)
 }
 
 /// f32-representable inputs: what the GPU sees is exactly what the reference solves.
@@ -917,9 +921,200 @@ fn sns_newton_failures_name_the_stage_the_step_and_what_to_change() {
             println!("L1, n = {n}, {form}:");
             let config = SnsConfig {
                 density,
+                stage: NewtonStage::Sparse,
+                sinkhorn_steps: 20,
+                switch_error: None,
                 ..SnsConfig::new(reg as f32)
             };
             assert_sns_breakdown(problem.sns(&config), None, &["sinkhorn_steps", "`reg`"]);
         }
     }
+}
+
+#[test]
+fn sinkhorn_solver_recorded_by_the_caller_is_the_blocking_solve_bit_for_bit() {
+    // Dense with rows of 37 and 41 (per entry both ways), dense 64×64 (vec4 both ways) and
+    // points: recorded in blocks of 3 that ignore POT's checks, run on past the stop, the
+    // potentials copied into the caller's views: the same bits and the same status as the
+    // blocking solve (which runs twice, bit-identically).
+    let gpu = gpu();
+    let reg = 0.05;
+    for (n, m) in [(37, 41), (64, 64)] {
+        let Random { a, b, c } = random(n, m, [41, 42, 43, 44]);
+        let g = upload(gpu, &a, &b, &c);
+        let x = exact(r::random_points(n, 2, 45));
+        let y = exact(r::random_points(m, 2, 46));
+        let (gx, gy) = (
+            GpuVec::upload(gpu, &as_f32(&x)).unwrap(),
+            GpuVec::upload(gpu, &as_f32(&y)).unwrap(),
+        );
+        let config = SinkhornConfig {
+            tol: 1e-5,
+            ..SinkhornConfig::new(reg as f32)
+        };
+        for (form, cost) in g.both_forms(&gx, &gy, Metric::SqEuclidean, 1.0) {
+            let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
+            let blocking = problem.sinkhorn(&config).unwrap();
+            let again = problem.sinkhorn(&config).unwrap();
+            assert!(blocking.converged, "{form} {n}×{m}: {:?}", blocking.errors);
+            assert_eq!(blocking.f.read().unwrap(), again.f.read().unwrap());
+            assert_eq!(blocking.g.read().unwrap(), again.g.read().unwrap());
+
+            let solver = SinkhornSolver::new(&problem, &config).unwrap();
+            assert_eq!(solver.dispatches_per_iteration(), 2);
+            let mut rec = curvgpu::Recorder::new(gpu);
+            solver.record_start(&mut rec).unwrap();
+            rec.submit().unwrap();
+            let mut blocks = 0;
+            let status = loop {
+                let mut rec = curvgpu::Recorder::new(gpu);
+                solver.record_iterations(&mut rec, 3).unwrap();
+                rec.submit().unwrap();
+                blocks += 1;
+                let s = pollster::block_on(solver.read_status_async()).unwrap();
+                if s.finished() {
+                    break s;
+                }
+                assert!(blocks < 400, "{form} {n}×{m}: no stop");
+            };
+            assert!(status.converged);
+            assert_eq!(status.iterations, blocking.iterations);
+            assert_eq!(status.errors, blocking.errors);
+            assert_eq!(status.final_error, blocking.final_error);
+            // Past the stop nothing changes.
+            let mut rec = curvgpu::Recorder::new(gpu);
+            solver.record_iterations(&mut rec, 5).unwrap();
+            rec.submit().unwrap();
+            assert_eq!(
+                pollster::block_on(solver.read_status_async()).unwrap(),
+                status
+            );
+            let out = GpuVec::<f32>::packed(gpu, &[n, m]).unwrap();
+            let mut rec = curvgpu::Recorder::new(gpu);
+            solver
+                .record_potentials(&mut rec, out[0].view(), out[1].view())
+                .unwrap();
+            rec.submit().unwrap();
+            assert_eq!(out[0].read().unwrap(), blocking.f.read().unwrap());
+            assert_eq!(out[1].read().unwrap(), blocking.g.read().unwrap());
+            let whole = GpuVec::<f32>::zeros(gpu, n + m).unwrap();
+            let err = solver
+                .record_potentials(
+                    &mut curvgpu::Recorder::new(gpu),
+                    curvgpu::BufView::new(whole.buffer(), 0, n),
+                    curvgpu::BufView::new(whole.buffer(), 0, m),
+                )
+                .unwrap_err();
+            assert!(matches!(err, Error::Overlap { .. }), "{err:?}");
+        }
+    }
+}
+
+#[test]
+fn sinkhorn_budget_of_one_measures_its_iteration_and_a_check_can_stop_at_once() {
+    let gpu = gpu();
+    let (n, reg) = (16, 1.0);
+    let Random { a, b, c } = random(n, n, [51, 52, 53, 54]);
+    let g = upload(gpu, &a, &b, &c);
+    let problem = g.dense(gpu);
+    let one = problem
+        .sinkhorn(&SinkhornConfig {
+            max_iter: 1,
+            tol: 1e-9,
+            ..SinkhornConfig::new(reg as f32)
+        })
+        .unwrap();
+    let want = r::sinkhorn_log(&a, &b, &c, reg, 1, 1e-9, 10);
+    assert_eq!(
+        (one.iterations, one.errors.len(), one.converged),
+        (1, 1, false)
+    );
+    assert_relative("error", one.errors[0] as f64, want.errors[0], 1e-2);
+    assert_eq!(one.final_error, one.errors[0]);
+    // A tolerance the first check meets: one iteration, converged.
+    let loose = problem
+        .sinkhorn(&SinkhornConfig {
+            tol: 1.0,
+            ..SinkhornConfig::new(reg as f32)
+        })
+        .unwrap();
+    assert_eq!((loose.iterations, loose.converged), (1, true));
+    assert_eq!(loose.f.read().unwrap(), one.f.read().unwrap());
+}
+
+#[test]
+fn ssns_solves_the_l1_ground_cost_at_eta_1200_where_plain_sns_breaks_down() {
+    // The problem plain SNS fails on (above): the marginal error of the returned potentials,
+    // recomputed in f64 from them, is below the tolerance (twice it: the f32 potentials'
+    // own rounding moves P by ≈ 5u/reg relative, 3e-4·1/n a row).
+    let gpu = gpu();
+    let reg = 1.0 / 1200.0;
+    for n in [300, 500] {
+        let x = exact(r::random_points(n, 2, 1));
+        let y = exact(r::random_points(n, 2, 2));
+        let (c, scale) = unit_scaled(&r::lp_cost(&x, &y, 2, 1.0));
+        let (a, b) = (histogram(n, 3), histogram(n, 4));
+        let g = upload_placed(gpu, Placement::Separate, &a, &b, &c, &[&x, &y]);
+        let both = g.both_forms(&g.points[0], &g.points[1], Metric::Lp(1.0), scale);
+        for (form, cost) in both {
+            let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
+            let got = problem.sns(&SnsConfig::new(reg as f32)).unwrap();
+            println!(
+                "L1 n = {n} {form}: {} Newton steps, steps {:?}, kept {:?}, errors {:?}",
+                got.newton_iterations, got.step_sizes, got.kept_entries, got.newton_errors
+            );
+            assert!(got.converged, "{form}: {:?}", got.newton_errors);
+            let (f, gg) = (
+                as_f64(&got.f.read().unwrap()),
+                as_f64(&got.g.read().unwrap()),
+            );
+            let (rows, cols) = r::marginals(&c, &f, &gg, reg);
+            let err = rows
+                .iter()
+                .zip(&a)
+                .chain(cols.iter().zip(&b))
+                .map(|(p, w)| (p - w).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(err < 2e-5, "{form}: f64 marginal error {err:e}");
+        }
+    }
+}
+
+#[test]
+fn points_of_300_coordinates_stay_within_the_drivers_loop_limit() {
+    // 1000 points of 300 coordinates a side: a row pass of 8 invocations over 1000 on-the-fly
+    // costs loops 37,500 times through the coordinates per row, 150,000 for four rows, past
+    // llvmpipe's 65,535 (which silently ends the loop); the passes take more invocations.
+    let gpu = gpu();
+    let (n, dim, reg) = (1000, 300, 0.05);
+    let x = exact(r::random_points(n, dim, 71));
+    let y = exact(r::random_points(n, dim, 72));
+    let (c, scale) = unit_scaled(&r::sq_euclidean_cost(&x, &y, dim));
+    let (a, b) = (histogram(n, 73), histogram(n, 74));
+    let want = r::sinkhorn_log(&a, &b, &c, reg, 30, 1e-9, 10);
+    let g = upload_placed(gpu, Placement::Separate, &a, &b, &c, &[&x, &y]);
+    let cost = Cost::Points {
+        x: g.points[0].view(),
+        y: g.points[1].view(),
+        dim,
+        metric: Metric::SqEuclidean,
+        scale: scale as f32,
+    };
+    let problem = OtProblem::new(gpu, &g.a, &g.b, cost, Masses::Renormalize).unwrap();
+    let got = problem
+        .sinkhorn(&SinkhornConfig {
+            max_iter: 30,
+            tol: 1e-9,
+            ..SinkhornConfig::new(reg as f32)
+        })
+        .unwrap();
+    assert_matches_pot(
+        "1000 points of 300",
+        &c,
+        (&got.f, &got.g, got.cost),
+        &want,
+        reg,
+        p_rtol(reg, n, n),
+    );
 }
