@@ -149,7 +149,7 @@ function drawPlan(report) {
 
 async function runTransport(problem) {
   $("ot-problem").value = problem;
-  $("ot-legend").innerHTML = [["sinkhorn", "Sinkhorn"], ["sns", "Sinkhorn-Newton-Sparse"]]
+  $("ot-legend").innerHTML = [["sinkhorn", "Sinkhorn"], ["sns", "Safe sparse Newton (SSNS)"]]
     .map(([k, n]) => `<span><i class="swatch" style="background:${COLORS[k]}"></i>${n}</span>`).join("") +
     (problem === "points" ? "<span>plan: source points (blue) joined to the target (red) receiving most of their mass</span>" : "");
   const report = JSON.parse(await demo.transport_run(JSON.stringify({ problem })));

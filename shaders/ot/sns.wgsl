@@ -4,8 +4,8 @@
 // transpose in compressed columns (built from the same entries). The full Hessian is singular
 // along (1, −1) (adding c to f and −c to g changes no P); g's column `pinned` is decoupled
 // (kept to its diagonal) so the system is definite and that coordinate's step is 0. Bindings: 0 the uniform,
-// 1 x, 2 y, 3 diag = (P·1, Pᵀ·1), 4 indices (ELL columns n·k, then the CSC rows), 5 values
-// (same layout), 6 the CSC column starts (m + 1, counted from n·k).
+// 1 x, 2 y, 3 diag = (P·1, Pᵀ·1), 4 indices (ELL columns n·k, then the CSC rows, then at
+// `starts_at` the CSC column starts, m + 1 counted from n·k), 5 values (ELL, then CSC).
 
 struct Sns {
     n: u32,
@@ -13,9 +13,9 @@ struct Sns {
     k: u32,
     pinned: u32,
     shift: f32,
-    _pad1: f32,
-    _pad2: f32,
-    _pad3: f32,
+    starts_at: u32,    // where the CSC column starts begin in `indices`
+    beta_index: u32,   // hessian_direction_apply_dot: where β lives in `dir_scalars`
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> sns: Sns;
@@ -24,11 +24,18 @@ struct Sns {
 @group(0) @binding(3) var<storage, read> diag: array<f32>;
 @group(0) @binding(4) var<storage, read> indices: array<u32>;
 @group(0) @binding(5) var<storage, read> values: array<f32>;
-@group(0) @binding(6) var<storage, read> starts: array<u32>;
+
+// x[t], or in hessian_direction_apply_dot the operand x + β·d formed on the fly.
+fn operand(t: u32) -> f32 {
+    if (FUSED_DIRECTION) {
+        return hx[t] + beta * dir_d[t];
+    }
+    return hx[t];
+}
 
 // Row t of H·x.
 fn hessian_row(t: u32) -> f32 {
-    var acc = (diag[t] + sns.shift) * hx[t];
+    var acc = (diag[t] + sns.shift) * operand(t);
     if (t < sns.n) {
         // A row's entries come first and its padding (column m) after them.
         for (var e = t * sns.k; e < (t + 1u) * sns.k; e++) {
@@ -37,14 +44,16 @@ fn hessian_row(t: u32) -> f32 {
                 break;
             }
             if (j != sns.pinned) {
-                acc += values[e] * hx[sns.n + j];
+                acc += values[e] * operand(sns.n + j);
             }
         }
     } else if (t - sns.n != sns.pinned) {
         let j = t - sns.n;
         let base = sns.n * sns.k;
-        for (var e = base + starts[j]; e < base + starts[j + 1u]; e++) {
-            acc += values[e] * hx[indices[e]];
+        let begin = base + indices[sns.starts_at + j];
+        let end = base + indices[sns.starts_at + j + 1u];
+        for (var e = begin; e < end; e++) {
+            acc += values[e] * operand(indices[e]);
         }
     }
     return acc;
@@ -58,21 +67,30 @@ fn hessian_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
-// hessian_apply_dot: y = H·x and, at 7, each workgroup's partial of xᵀy over the first
-// ⌊(n + m)/4⌋·4 entries (CG's fused pᵀAp; the caller adds the rest).
-@group(0) @binding(7) var<storage, read_write> hpartial: array<f32>;
+// hessian_apply_dot: y = H·x and, at 8, each workgroup's partial of xᵀy over the first
+// ⌊(n + m)/4⌋·4 entries (CG's fused pᵀAp; the caller adds the rest). With FUSED_DIRECTION
+// (hessian_direction_apply_dot) x is x + β·d, d at 6 and β at 7 (CG's p = z + β·p, formed
+// where it is read rather than in a pass of its own).
+override FUSED_DIRECTION: bool = false;
+@group(0) @binding(6) var<storage, read> dir_d: array<f32>;
+@group(0) @binding(7) var<storage, read> dir_scalars: array<f32>;
+@group(0) @binding(8) var<storage, read_write> hpartial: array<f32>;
+var<private> beta: f32;
 
 @compute @workgroup_size(WG)
 fn hessian_apply_dot(@builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
+    if (FUSED_DIRECTION) {
+        beta = dir_scalars[sns.beta_index];
+    }
     let whole = ((sns.n + sns.m) / 4u) * 4u;
     var acc = 0.0;
     for (var t = linear_index(wid, nwg, lid); t < sns.n + sns.m; t += grid_stride(nwg)) {
         let y = hessian_row(t);
         hy[t] = y;
         if (t < whole) {
-            acc += hx[t] * y;
+            acc += operand(t) * y;
         }
     }
     let total = workgroup_sum(lid, acc);

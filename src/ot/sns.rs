@@ -9,7 +9,7 @@
 use crate::buffer::{BufView, GpuVec};
 use crate::error::{Error, Result};
 use crate::kernel::{uniform, Kernel, Slot};
-use crate::krylov::{CgOptions, LinearOperator, Preconditioner};
+use crate::krylov::{CgOptions, Direction, LinearOperator, Preconditioner};
 use crate::record::{Binding, Recorder};
 use crate::shader;
 
@@ -32,7 +32,8 @@ crate::kernel::uniform_struct! {
     /// The uniform of `shaders/ot/sns.wgsl` (`struct Sns`); `k` is the column passes' slice
     /// count in `col_total` and `shift` the step size α in `step`.
     struct SnsUniform {
-        n: u32, m: u32, k: u32, pinned: u32, shift: f32, _pad1: f32, _pad2: f32, _pad3: f32,
+        n: u32, m: u32, k: u32, pinned: u32, shift: f32, starts_at: u32, beta_index: u32,
+        _pad3: u32,
     }
 }
 
@@ -47,10 +48,10 @@ static HESSIAN_APPLY: Kernel = Kernel::new(
         Slot::Read("diag"),
         Slot::Read("indices"),
         Slot::Read("values"),
-        Slot::Read("starts"),
+        Slot::Read("d"),
     ],
 );
-/// y = H·x with xᵀy's partials.
+/// y = H·x with xᵀy's partials (with `FUSED_DIRECTION`, x + β·d in place of x).
 static HESSIAN_APPLY_DOT: Kernel = Kernel::new(
     &shader::SNS,
     "hessian_apply_dot",
@@ -61,7 +62,8 @@ static HESSIAN_APPLY_DOT: Kernel = Kernel::new(
         Slot::Read("diag"),
         Slot::Read("indices"),
         Slot::Read("values"),
-        Slot::Read("starts"),
+        Slot::Read("d"),
+        Slot::Read("scalars"),
         Slot::Write("partials"),
     ],
 );
@@ -126,9 +128,9 @@ pub struct SnsConfig {
     /// 21, …) whose ‖Pᵀ1 − b‖₂ is below this (default 1e-2), so `sinkhorn_steps` is then a
     /// cap; `None`: a fixed count. Measured on lavapipe (η = 1200, to 1e-5): against a fixed
     /// 20, the switch at 1e-2 took the images from 26 Newton steps and 1.7–2.0 s to 8 and
-    /// 0.5–0.7 s, random_500 from 11 to 11 steps (0.50 s against 0.69–0.76) and the L1
-    /// problem from 37 to 33 (3.3–3.4 s either way); 3e-3 was better on the images and the
-    /// L1 problem and worse on random_500.
+    /// 0.5–0.7 s, random_500 from 0.69–0.76 s to 0.50 (11 Newton steps either way) and the
+    /// L1 problem from 37 to 33 steps (3.3–3.4 s either way); 3e-3 was better on the images
+    /// and the L1 problem and worse on random_500.
     pub switch_error: Option<f32>,
     /// Newton-step budget (default 100); at least 1, as every solver's limit.
     pub max_newton: usize,
@@ -141,8 +143,8 @@ pub struct SnsConfig {
     /// significant entries grow with n at fixed η). Measured on lavapipe; Tang & Qiu and
     /// regot report the same stall of fixed-density sparsification (ALGORITHMS.md).
     pub density: Option<f32>,
-    /// μ ≥ 0: μ·‖∇‖ added to the sparse Hessian's diagonal (0, plain SNS; Tang & Qiu's safe
-    /// variant uses such a shift to keep the sparsified system well posed).
+    /// [`NewtonStage::Sparse`] only: μ ≥ 0, μ·‖∇‖ added to the sparse Hessian's diagonal (P's
+    /// units; 0, plain SNS). SSNS adapts its own shift from `mu0`.
     pub shift: f32,
     /// CG's relative tolerance on each Newton system (default 1e-3: an inexact Newton step;
     /// 1e-6 took the same Newton steps and 20–50% longer at n = 500 and 2000).
@@ -155,7 +157,8 @@ pub struct SnsConfig {
     /// SSNS's initial μ (default 1, regot's): the shift on the sparse Hessian's diagonal is
     /// μ·‖∇‖ in the dual's units, μ adapted after every step. [`NewtonStage::Safe`] only.
     pub mu0: f32,
-    /// Step halvings tried before a Newton step is given up as stalled (default 12; then
+    /// [`NewtonStage::Sparse`] only: step halvings tried before a Newton step is given up as
+    /// stalled (default 12; then
     /// [`OtProblem::sns`] fails with [`Error::Breakdown`]). The line search tries
     /// `max_halvings + 1` step sizes, 1, 1/2, …, 2^−max_halvings, so 0 is allowed: full Newton
     /// steps only.
@@ -267,7 +270,8 @@ struct SparseHessian<'h> {
     diag: BufView<'h>,
     indices: &'h GpuVec<u32>,
     values: &'h GpuVec<f32>,
-    starts: &'h GpuVec<u32>,
+    /// Where the CSC column starts begin in `indices`.
+    starts_at: usize,
 }
 
 impl SparseHessian<'_> {
@@ -278,8 +282,51 @@ impl SparseHessian<'_> {
             k: self.k as u32,
             pinned: self.m as u32 - 1,
             shift: self.shift,
+            starts_at: self.starts_at as u32,
             ..Default::default()
         }
+    }
+
+    /// Records y = H·p with pᵀy's partials, p = x or (`direction`) x + β·d.
+    fn record_dot(
+        &self,
+        rec: &mut Recorder,
+        x: BufView<'_>,
+        direction: Option<(BufView<'_>, BufView<'_>, usize)>,
+        y: BufView<'_>,
+        partials: BufView<'_>,
+    ) -> Result<Option<u64>> {
+        let u = SnsUniform {
+            beta_index: direction.map_or(0, |(_, _, i)| i as u32),
+            ..self.uniform()
+        };
+        let groups = crate::reduce::partial_groups(rec.gpu(), (self.n + self.m).div_ceil(4) as u64)
+            .min(partials.len() as u64);
+        let grid = rec.grid_for_groups(groups)?;
+        let (d, scalars) = match direction {
+            Some((d, scalars, _)) => (Binding::storage(d), Binding::storage(scalars)),
+            None => (Binding::Placeholder, Binding::Placeholder),
+        };
+        rec.dispatch(
+            &HESSIAN_APPLY_DOT,
+            &[
+                rec.wg()[0],
+                ("FUSED_DIRECTION", direction.is_some() as u8 as f64),
+            ],
+            &[
+                Binding::uniform(&u),
+                Binding::storage(x),
+                Binding::storage(y),
+                Binding::storage(self.diag),
+                Binding::storage(self.indices.view()),
+                Binding::storage(self.values.view()),
+                d,
+                scalars,
+                Binding::storage(partials),
+            ],
+            grid,
+        )?;
+        Ok(Some(groups))
     }
 }
 
@@ -301,7 +348,7 @@ impl LinearOperator for SparseHessian<'_> {
                 Binding::storage(self.diag),
                 Binding::storage(self.indices.view()),
                 Binding::storage(self.values.view()),
-                Binding::storage(self.starts.view()),
+                Binding::Placeholder,
             ],
             grid,
         )
@@ -316,26 +363,24 @@ impl LinearOperator for SparseHessian<'_> {
         y: BufView<'_>,
         partials: BufView<'_>,
     ) -> Result<Option<u64>> {
-        let u = self.uniform();
-        let groups = crate::reduce::partial_groups(rec.gpu(), (self.n + self.m).div_ceil(4) as u64)
-            .min(partials.len() as u64);
-        let grid = rec.grid_for_groups(groups)?;
-        rec.dispatch(
-            &HESSIAN_APPLY_DOT,
-            &rec.wg(),
-            &[
-                Binding::uniform(&u),
-                Binding::storage(x),
-                Binding::storage(y),
-                Binding::storage(self.diag),
-                Binding::storage(self.indices.view()),
-                Binding::storage(self.values.view()),
-                Binding::storage(self.starts.view()),
-                Binding::storage(partials),
-            ],
-            grid,
-        )?;
-        Ok(Some(groups))
+        self.record_dot(rec, x, None, y, partials)
+    }
+
+    /// y = H·(x + β·d) with the operand's dot with y, the operand formed where it is read.
+    fn record_direction_apply_dot(
+        &self,
+        rec: &mut Recorder,
+        direction: &Direction<'_>,
+        y: BufView<'_>,
+        partials: BufView<'_>,
+    ) -> Result<Option<u64>> {
+        let Direction {
+            x,
+            d,
+            scalars,
+            beta_index,
+        } = *direction;
+        self.record_dot(rec, x, Some((d, scalars, beta_index)), y, partials)
     }
 
     fn record_diagonal(&self, rec: &mut Recorder, d: BufView<'_>) -> Result<bool> {
@@ -381,9 +426,11 @@ struct Potentials {
 /// The sparse Hessian's entries on the GPU (bindings 4–6 of `hessian_apply`) and the count of
 /// rows whose largest bin overflowed.
 struct Pattern {
+    /// The ELL columns (n·k), the CSC rows, then the CSC column starts (m + 1).
     indices: GpuVec<u32>,
     values: GpuVec<f32>,
-    starts: GpuVec<u32>,
+    /// Where the column starts begin in `indices`.
+    starts_at: usize,
     capped: usize,
     /// Entries kept in all.
     kept: usize,
@@ -486,8 +533,8 @@ impl<'a> OtProblem<'a> {
             None => MAX_KEPT,
         }
         .clamp(1, MAX_KEPT.min(m));
-        // The pattern's indices: n·k by row, then as many by column.
-        check_binding(gpu, "density", 2 * n as u64 * k as u64)?;
+        // The pattern's indices: n·k by row, as many by column, then the m + 1 column starts.
+        check_binding(gpu, "density", 2 * n as u64 * k as u64 + m as u64 + 1)?;
         // Stage 1.
         let stage1 = SinkhornConfig {
             reg: config.reg,
@@ -624,7 +671,7 @@ impl<'a> OtProblem<'a> {
             diag: current.diag.view(),
             indices: &pattern.indices,
             values: &pattern.values,
-            starts: &pattern.starts,
+            starts_at: pattern.starts_at,
         };
         let mut rhs: Vec<f32> = current.grad.iter().map(|&v| v as f32).collect();
         rhs[n + m - 1] = 0.0;
@@ -910,13 +957,16 @@ impl<'a> OtProblem<'a> {
             }
         }
         let kept = starts[m] as usize;
+        let rows_host = indices[..ell].to_vec();
+        let starts_at = indices.len();
+        indices.extend_from_slice(&starts);
         Ok(Pattern {
             indices: GpuVec::upload(gpu, &indices)?,
             values: GpuVec::upload(gpu, &values)?,
-            starts: GpuVec::upload(gpu, &starts)?,
+            starts_at,
             capped,
             kept,
-            rows: indices[..ell].to_vec(),
+            rows: rows_host,
             row_values: values[..ell].to_vec(),
         })
     }

@@ -1,5 +1,6 @@
-//! Sinkhorn against Sinkhorn-Newton-Sparse on one problem: the marginal error of both against
-//! iterations, the transport cost each reaches, and the plan in a form that can be drawn.
+//! Sinkhorn against sparse Newton (SSNS, the default Newton stage) on one problem: the
+//! marginal error of both against iterations, the transport cost each reaches, and the plan
+//! in a form that can be drawn.
 
 use std::rc::Rc;
 
