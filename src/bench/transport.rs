@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::buffer::GpuVec;
 use crate::error::Result;
 use crate::gpu::Gpu;
+use crate::krylov::CgStats;
 use crate::ot::{Cost, Masses, Metric, OtProblem, SinkhornConfig, SinkhornSolver, SnsConfig};
 use crate::record::Recorder;
 use crate::reference::ot as reference;
@@ -104,12 +105,14 @@ pub fn compare(gpu: &Gpu, name: &str, max_sinkhorn: usize) -> Result<Option<[Sol
     let problem = OtProblem::new(gpu, &a, &b, Cost::Dense(c.view()), Masses::Renormalize)?;
     gpu.wait()?;
     let t0 = Instant::now();
-    let sinkhorn = problem.sinkhorn(&SinkhornConfig {
+    let config = SinkhornConfig {
         max_iter: max_sinkhorn,
         tol: TOL,
         ..SinkhornConfig::new(REG)
-    })?;
+    };
+    let sinkhorn = problem.sinkhorn(&config)?;
     let sinkhorn_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let dispatches = SinkhornSolver::new(&problem, &config)?.dispatches_per_iteration();
     let t0 = Instant::now();
     let sns = problem.sns(&SnsConfig {
         tol: TOL,
@@ -126,7 +129,12 @@ pub fn compare(gpu: &Gpu, name: &str, max_sinkhorn: usize) -> Result<Option<[Sol
             wall_ms: sinkhorn_ms,
             final_error: sinkhorn.final_error as f64,
             converged: sinkhorn.converged,
-            stats: None,
+            stats: Some(CgStats {
+                dispatches_per_iteration: dispatches,
+                submits: sinkhorn.batches + 1,
+                readbacks: sinkhorn.batches + 1,
+                iterations_recorded: sinkhorn.iterations_recorded,
+            }),
         },
         SolverRun {
             name: "sns",

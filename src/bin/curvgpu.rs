@@ -283,7 +283,10 @@ fn run_bench(
                     st.readbacks,
                     st.iterations_recorded,
                     st.readbacks as f64 / st.iterations_recorded.max(1) as f64,
-                    curvgpu::krylov::DEFAULT_CHECK_EVERY
+                    match s.name {
+                        "sinkhorn" => curvgpu::ot::SinkhornConfig::new(1.0).check_every,
+                        _ => curvgpu::krylov::DEFAULT_CHECK_EVERY,
+                    }
                 );
             }
             if let Some(newton) = s.newton_iterations {

@@ -173,6 +173,11 @@ pub struct SinkhornSolution {
     pub errors: Vec<f32>,
     /// ‖Pᵀ1 − b‖₂ of the returned potentials (P·1 = a holds to rounding after an f update).
     pub final_error: f32,
+    /// Batches of iterations submitted, each followed by one readback of the status (the
+    /// first after two iterations, then one per check); ⟨C, P⟩ takes one more of each.
+    pub batches: usize,
+    /// Iterations recorded (those after the stop are no-ops on the GPU).
+    pub iterations_recorded: usize,
 }
 
 /// What [`SinkhornSolver::read_status_async`] decodes from the state words.
@@ -472,7 +477,7 @@ impl<'a> OtProblem<'a> {
     /// Async form of [`OtProblem::sinkhorn`].
     pub async fn sinkhorn_async(&self, config: &SinkhornConfig) -> Result<SinkhornSolution> {
         let solver = SinkhornSolver::new(self, config)?;
-        let status = solver.run_async().await?;
+        let (status, batches, recorded) = solver.run_async().await?;
         let cost = self
             .transport_cost_async(&solver.f, &solver.g, config.reg)
             .await?;
@@ -486,6 +491,8 @@ impl<'a> OtProblem<'a> {
             converged: status.converged,
             errors: status.errors,
             final_error: status.final_error,
+            batches,
+            iterations_recorded: recorded,
         })
     }
 }
@@ -493,12 +500,13 @@ impl<'a> OtProblem<'a> {
 impl SinkhornSolver<'_> {
     /// From the start to a stop, reading the status once a check has run (the first after
     /// two iterations, then every `check_every`).
-    pub(crate) async fn run_async(&self) -> Result<SinkhornStatus> {
+    /// Returns the status, the batches submitted and the iterations recorded.
+    pub(crate) async fn run_async(&self) -> Result<(SinkhornStatus, usize, usize)> {
         let gpu = self.problem.gpu();
         let budget = self.config.max_iter + 1;
         let mut rec = Recorder::new(gpu);
         self.record_start(&mut rec)?;
-        let mut recorded = 0;
+        let (mut recorded, mut batches) = (0, 0);
         while recorded < budget {
             let k = match recorded {
                 0 => 2,
@@ -508,9 +516,10 @@ impl SinkhornSolver<'_> {
             self.record_iterations(&mut rec, k)?;
             recorded += k;
             std::mem::replace(&mut rec, Recorder::new(gpu)).submit()?;
+            batches += 1;
             let status = self.read_status_async().await?;
             if status.finished() {
-                return Ok(status);
+                return Ok((status, batches, recorded));
             }
         }
         Err(Error::State(format!(

@@ -17,6 +17,9 @@ use super::plan::{TopK, STEP_SIZES};
 use super::sinkhorn::{SinkhornConfig, SinkhornSolver};
 use super::{check_binding, check_reg, OtProblem};
 
+/// The default `switch_error`.
+const SWITCH: f32 = 0.1;
+
 /// SSNS: the fraction of ‖∇‖ each row's dropped entries may hold at most (regot's ν₀).
 const SAFE_DROP: f64 = 0.01;
 /// SSNS: μ's floor (regot's κ).
@@ -125,12 +128,13 @@ pub struct SnsConfig {
     /// fails with [`Error::Breakdown`] saying so.
     pub sinkhorn_steps: usize,
     /// Stage 1 ends early at the first of POT's checks (after Sinkhorn iterations 1, 11,
-    /// 21, …) whose ‖Pᵀ1 − b‖₂ is below this (default 1e-2), so `sinkhorn_steps` is then a
-    /// cap; `None`: a fixed count. Measured on lavapipe (η = 1200, to 1e-5): against a fixed
-    /// 20, the switch at 1e-2 took the images from 26 Newton steps and 1.7–2.0 s to 8 and
-    /// 0.5–0.7 s, random_500 from 0.69–0.76 s to 0.50 (11 Newton steps either way) and the
-    /// L1 problem from 37 to 33 steps (3.3–3.4 s either way); 3e-3 was better on the images
-    /// and the L1 problem and worse on random_500.
+    /// 21, …) where ‖Pᵀ1 − b‖₂ < `switch_error`·‖b‖₂ (default 0.1; relative, since ‖b‖₂
+    /// falls with n), so `sinkhorn_steps` is then a cap; `None`: a fixed count. Measured with
+    /// SSNS on lavapipe (η = 1200, to 1e-5, wall time of the solve): 0.1 against the paper's
+    /// fixed 20 took the images from 1.7–2.0 s to 0.75 (7 Newton steps, not 26), random_500
+    /// from 0.69–0.76 s to 0.59 and the L1 problem from 3.3–3.4 s to 2.6; against 0.2, 0.1
+    /// was as fast or faster on all four (L1: 2.6 s against 3.9), and an absolute 1e-2 left
+    /// random_2000 after one Sinkhorn iteration.
     pub switch_error: Option<f32>,
     /// Newton-step budget (default 100); at least 1, as every solver's limit.
     pub max_newton: usize,
@@ -172,7 +176,7 @@ impl SnsConfig {
             reg,
             tol: 1e-5,
             sinkhorn_steps: 1000,
-            switch_error: Some(1e-2),
+            switch_error: Some(SWITCH),
             max_newton: 100,
             density: None,
             shift: 0.0,
@@ -272,7 +276,16 @@ struct SparseHessian<'h> {
     values: &'h GpuVec<f32>,
     /// Where the CSC column starts begin in `indices`.
     starts_at: usize,
+    /// Whether CG's direction is formed where the product reads it ([`FUSE_ENTRIES`]).
+    fuse_direction: bool,
 }
+
+/// Entries of the sparse pattern up to which its product forms CG's direction p = z + β·p
+/// itself on CPU adapters: that reads two vectors at every gather instead of one, and
+/// lavapipe's scalar gathers cost ~2 ns each, so past ~10,000 entries (both halves gathered)
+/// the saved dispatch (40–55 µs) is lost again; at n = 2000 (1.3 million entries kept) the
+/// fused form made SNS's CG 1.1 s slower over 321 iterations. GPUs always fuse.
+const FUSE_ENTRIES: usize = 10_000;
 
 impl SparseHessian<'_> {
     fn uniform(&self) -> SnsUniform {
@@ -374,6 +387,9 @@ impl LinearOperator for SparseHessian<'_> {
         y: BufView<'_>,
         partials: BufView<'_>,
     ) -> Result<Option<u64>> {
+        if !self.fuse_direction {
+            return Ok(None);
+        }
         let Direction {
             x,
             d,
@@ -539,13 +555,14 @@ impl<'a> OtProblem<'a> {
         let stage1 = SinkhornConfig {
             reg: config.reg,
             max_iter: config.sinkhorn_steps,
-            tol: config
-                .switch_error
-                .map_or(config.tol, |e| e.max(config.tol)),
+            tol: config.switch_error.map_or(config.tol, |e| {
+                let b_norm = self.b_host.iter().map(|v| v * v).sum::<f64>().sqrt();
+                ((e as f64 * b_norm) as f32).max(config.tol)
+            }),
             check_every: 10,
         };
         let solver = SinkhornSolver::with_budget(self, &stage1, config.sinkhorn_steps)?;
-        let run = solver.run_async().await?;
+        let (run, ..) = solver.run_async().await?;
         let (f, g) = solver.into_potentials();
         let mut z = Potentials { f, g };
         let mut trial = Potentials {
@@ -672,6 +689,7 @@ impl<'a> OtProblem<'a> {
             indices: &pattern.indices,
             values: &pattern.values,
             starts_at: pattern.starts_at,
+            fuse_direction: gpu.tuning().simd_lanes.is_none() || pattern.kept <= FUSE_ENTRIES,
         };
         let mut rhs: Vec<f32> = current.grad.iter().map(|&v| v as f32).collect();
         rhs[n + m - 1] = 0.0;
