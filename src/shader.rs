@@ -69,6 +69,8 @@ shaders! {
     CG = "krylov/cg.wgsl" needs GRID, WORKGROUP_REDUCE, FLOAT;
     /// The spectrum tools' vector kernels.
     KRYLOV_VECTORS = "krylov/vectors.wgsl" needs GRID, WORKGROUP_REDUCE;
+    /// Power iteration's passes.
+    KRYLOV_POWER = "krylov/power.wgsl" needs WORKGROUP_REDUCE, FLOAT;
     /// Tiled GEMM.
     GEMM = "linalg/gemm.wgsl";
     /// Blocked Cholesky and triangular inverse.

@@ -83,8 +83,82 @@ pub(crate) static RANGE_DOTS: Kernel = Kernel::new(
     ],
 );
 
+crate::kernel::uniform_struct! {
+    /// `struct Power` of `shaders/krylov/power.wgsl`.
+    pub(crate) struct PowerUniform {
+        n: u32, k: u32, stride: u32, groups: u32, max_iter: u32, tol: f32, eps: f32, _pad: u32,
+    }
+}
+
+/// w = v − E·c with the partials of ‖w‖² (power iteration with found vectors E).
+static POWER_ORTH: Kernel = Kernel::new(
+    &shader::KRYLOV_POWER,
+    "power_orth",
+    &[
+        uniform::<PowerUniform>(),
+        Slot::Read("v"),
+        Slot::Read("found vectors"),
+        Slot::Write("partials"),
+        Slot::Write("w"),
+        Slot::Write("state"),
+    ],
+);
+/// The partials of wᵀA·w and ‖A·w‖².
+static POWER_PARTIALS: Kernel = Kernel::new(
+    &shader::KRYLOV_POWER,
+    "power_partials",
+    &[
+        uniform::<PowerUniform>(),
+        Slot::Read("w"),
+        Slot::Read("A·w"),
+        Slot::Write("partials"),
+        Slot::Gap,
+        Slot::Write("state"),
+    ],
+);
+/// λ, v ← A·v̂/‖A·v̂‖ and PyHessian's test.
+static POWER_STEP: Kernel = Kernel::new(
+    &shader::KRYLOV_POWER,
+    "power_step",
+    &[
+        uniform::<PowerUniform>(),
+        Slot::Write("v"),
+        Slot::Read("A·w"),
+        Slot::Write("partials"),
+        Slot::Read("found vectors"),
+        Slot::Write("state"),
+    ],
+);
+/// The start's coefficient partials of v against the found vectors.
+static POWER_COEFFS: Kernel = Kernel::new(
+    &shader::KRYLOV_POWER,
+    "power_coeffs",
+    &[
+        uniform::<PowerUniform>(),
+        Slot::Read("v"),
+        Slot::Gap,
+        Slot::Write("partials"),
+        Slot::Read("found vectors"),
+    ],
+);
+
+/// Found vectors a power step deflates at most (`MAX_FOUND` in the shader).
+const MAX_DEFLATED: usize = 32;
+/// Power iterations recorded between reads of the control words.
+const POWER_CHECK_EVERY: usize = 16;
+/// The control words of `shaders/krylov/power.wgsl`.
+const POWER_ITER: usize = 0;
+const POWER_STOP: usize = 1;
+const POWER_VALUE: usize = 2;
+const POWER_NONFINITE: u32 = 3;
+const HISTORY: usize = 8;
+
 /// The kernels of this module.
 pub(crate) static KERNELS: &[&Kernel] = &[
+    &POWER_ORTH,
+    &POWER_PARTIALS,
+    &POWER_STEP,
+    &POWER_COEFFS,
     &SCALED_AXPY,
     &SCALED_AXPY_SQRT,
     &NORMALIZE_INTO,
@@ -302,8 +376,35 @@ pub async fn top_eigenvalues_async(
             "between 1 and the operator's dimension",
         ));
     }
+    if options.top_n > MAX_DEFLATED + 1 {
+        return Err(Error::param(
+            "top_n",
+            options.top_n as f64,
+            "at most 33 (power iteration deflates at most 32 found vectors)",
+        ));
+    }
+    if options.max_iter >= u32::MAX as usize - HISTORY {
+        return Err(Error::param(
+            "max_iter",
+            options.max_iter as f64,
+            "below 2³² − 9 (the GPU counts iterations in u32)",
+        ));
+    }
     let basis = Basis::new(gpu, n, options.top_n)?;
     let scal = GpuVec::<f32>::zeros(gpu, 4)?;
+    let groups = reduce::partial_groups(gpu, n.div_ceil(4) as u64) as usize;
+    let parts = GpuVec::<f32>::zeros(gpu, (3 + MAX_DEFLATED) * groups)?;
+    let words = ((HISTORY + options.max_iter) * 4) as u64;
+    let max = gpu.limits().max_storage_buffer_binding_size;
+    if words > max {
+        return Err(Error::TooLarge {
+            argument: "max_iter",
+            requested: words,
+            limit: "max_storage_buffer_binding_size (one eigenvalue per iteration)",
+            max,
+        });
+    }
+    let state = GpuVec::<u32>::zeros(gpu, HISTORY + options.max_iter)?;
     let (v, w, hv) = (
         GpuVec::<f32>::zeros(gpu, n)?,
         GpuVec::<f32>::zeros(gpu, n)?,
@@ -315,6 +416,23 @@ pub async fn top_eigenvalues_async(
         iterations: Vec::new(),
     };
     for k in 0..options.top_n {
+        let u = PowerUniform {
+            n: n as u32,
+            k: k as u32,
+            stride: basis.stride as u32,
+            groups: groups as u32,
+            max_iter: options.max_iter as u32,
+            tol: options.tol as f32,
+            eps: NORM_EPS,
+            _pad: 0,
+        };
+        let found = basis
+            .data
+            .view()
+            .sub(0, basis.stride * k.saturating_sub(1) + n)
+            .named("found vectors");
+        let grid = [groups as u32, 1, 1];
+        let wg = [("WG", gpu.tuning().workgroup_size as f64)];
         let mut rec = Recorder::new(gpu);
         rng::record_fill(
             &mut rec,
@@ -324,43 +442,99 @@ pub async fn top_eigenvalues_async(
             (k * basis.stride) as u64,
         )?;
         record_normalize(&mut rec, &scal, 1, w.view(), v.view())?;
-        rec.submit()?;
-        let mut eigenvalue: Option<f64> = None;
-        let mut iterations = options.max_iter;
-        for i in 0..options.max_iter {
-            let mut rec = Recorder::new(gpu);
-            if k > 0 {
-                basis.record_orthogonalize(&mut rec, k, v.view())?;
-                record_normalize(&mut rec, &scal, 1, v.view(), w.view())?;
-                record_copy(&mut rec, w.view(), 0, v.view(), 0, n)?;
-            }
-            record_operator(&mut rec, op, v.view(), hv.view())?;
-            reduce::record(
-                &mut rec,
-                Reduction::Dot,
-                hv.view(),
-                Some(v.view()),
-                scal.view(),
-                0,
+        crate::vector::record_fill(&mut rec, state.view(), 0.0)?;
+        if k > 0 {
+            rec.dispatch(
+                &POWER_COEFFS,
+                &wg,
+                &[
+                    Binding::uniform(&u),
+                    Binding::storage(v.view()),
+                    Binding::Skip,
+                    Binding::storage(parts.view()),
+                    Binding::storage(found),
+                ],
+                grid,
             )?;
-            record_normalize(&mut rec, &scal, 2, hv.view(), v.view())?;
-            rec.submit()?;
-            let lambda = scal.read_async().await?[0] as f64;
-            if !lambda.is_finite() {
-                return Err(Error::Breakdown {
-                    method: "power iteration",
-                    iteration: i,
-                    message: format!("vᵀAv = {lambda}"),
-                });
+        }
+        // One iteration, recorded once and appended per batch.
+        let mut iteration = Recorder::new(gpu);
+        let operand = match k {
+            0 => v.view(),
+            _ => w.view(),
+        };
+        if k > 0 {
+            iteration.dispatch(
+                &POWER_ORTH,
+                &wg,
+                &[
+                    Binding::uniform(&u),
+                    Binding::storage(v.view()),
+                    Binding::storage(found),
+                    Binding::storage(parts.view()),
+                    Binding::storage(w.view()),
+                    Binding::storage(state.view()),
+                ],
+                grid,
+            )?;
+        }
+        record_operator(&mut iteration, op, operand, hv.view())?;
+        iteration.dispatch(
+            &POWER_PARTIALS,
+            &wg,
+            &[
+                Binding::uniform(&u),
+                Binding::storage(operand),
+                Binding::storage(hv.view()),
+                Binding::storage(parts.view()),
+                Binding::Skip,
+                Binding::storage(state.view()),
+            ],
+            grid,
+        )?;
+        let found_or_placeholder = match k {
+            0 => Binding::Placeholder,
+            _ => Binding::storage(found),
+        };
+        iteration.dispatch(
+            &POWER_STEP,
+            &wg,
+            &[
+                Binding::uniform(&u),
+                Binding::storage(v.view()),
+                Binding::storage(hv.view()),
+                Binding::storage(parts.view()),
+                found_or_placeholder,
+                Binding::storage(state.view()),
+            ],
+            grid,
+        )?;
+        // Batches of iterations, one readback each; those after the stop are no-ops.
+        let mut recorded = 0;
+        let words = loop {
+            let batch = POWER_CHECK_EVERY.min(options.max_iter - recorded);
+            rec.append(&iteration, batch)?;
+            recorded += batch;
+            std::mem::replace(&mut rec, Recorder::new(gpu)).submit()?;
+            let words = state.read_async().await?;
+            if words[POWER_STOP] != 0 || recorded >= options.max_iter {
+                break words;
             }
-            match eigenvalue {
-                // PyHessian breaks before assigning: the previous value is the one returned.
-                Some(prev) if (prev - lambda).abs() / (prev.abs() + 1e-6) < options.tol => {
-                    iterations = i + 1;
-                    break;
-                }
-                _ => eigenvalue = Some(lambda),
-            }
+        };
+        let iterations = words[POWER_ITER] as usize;
+        if words[POWER_STOP] == POWER_NONFINITE {
+            let at = iterations.saturating_sub(1);
+            return Err(Error::Breakdown {
+                method: "power iteration",
+                iteration: at,
+                message: format!("vᵀAv = {}", f32::from_bits(words[HISTORY + at])),
+            });
+        }
+        if words[POWER_STOP] == 0 {
+            return Err(Error::State(format!(
+                "power iteration did not stop within max_iter = {} recorded iterations",
+                options.max_iter
+            )));
         }
         let mut rec = Recorder::new(gpu);
         record_copy(&mut rec, v.view(), 0, basis.vector(k), 0, n)?;
@@ -369,7 +543,9 @@ pub async fn top_eigenvalues_async(
         let mut rec = Recorder::new(gpu);
         record_copy(&mut rec, v.view(), 0, vector.view(), 0, n)?;
         rec.submit()?;
-        result.values.push(eigenvalue.unwrap_or(f64::NAN));
+        result
+            .values
+            .push(f32::from_bits(words[POWER_VALUE]) as f64);
         result.vectors.push(vector);
         result.iterations.push(iterations);
     }

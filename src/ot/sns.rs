@@ -439,6 +439,17 @@ struct Potentials {
     g: GpuVec<f32>,
 }
 
+/// A Newton direction Δ and the host's scalars of it.
+struct NewtonDirection {
+    cg: crate::krylov::CgResult,
+    /// Δ = reg·H⁻¹∇, f64 from CG's f32 solution.
+    delta: Vec<f64>,
+    /// ∇ᵀΔ, the predicted rise's slope.
+    slope: f64,
+    /// ⟨a, Δf⟩ + ⟨b, Δg⟩, the dual's linear part along Δ.
+    linear: f64,
+}
+
 /// The sparse Hessian's entries on the GPU (bindings 4–6 of `hessian_apply`) and the count of
 /// rows whose largest bin overflowed.
 struct Pattern {
@@ -612,31 +623,16 @@ impl<'a> OtProblem<'a> {
             && !solution.converged
             && solution.newton_iterations < config.max_newton
         {
-            let failed = Failure {
-                step: solution.newton_iterations,
-                sinkhorn: solution.sinkhorn_iterations,
-                n,
-                k,
-                can_keep_more: k < MAX_KEPT.min(m),
-            };
+            let failed = Failure::at(&solution, n, m, k);
             let shift = config.shift * current.error as f32;
             failed.check_system(&current, shift)?;
             let pattern = self.transposed(&current, 0.0).await?;
             solution.capped_rows += pattern.capped;
-            let (cg, delta) = self
-                .newton_direction(config, &current, &pattern, k, shift, &failed)
+            let step = self
+                .newton_direction(config, &current, &pattern, (k, shift), &failed, &direction)
                 .await?;
+            let (cg, predicted, linear) = (step.cg, step.slope, step.linear);
             solution.cg_iterations.push(cg.iterations);
-            let predicted: f64 = delta.iter().zip(&current.grad).map(|(d, g)| d * g).sum();
-            let linear: f64 = self
-                .a_host
-                .iter()
-                .chain(&self.b_host)
-                .zip(&delta)
-                .map(|(w, d)| w * d)
-                .sum();
-            let as_f32: Vec<f32> = delta.iter().map(|&v| v as f32).collect();
-            direction.write(&as_f32)?;
             let mut alpha = 1.0f64;
             let mut accepted = None;
             for _ in 0..=config.max_halvings {
@@ -666,18 +662,18 @@ impl<'a> OtProblem<'a> {
         Ok(solution)
     }
 
-    /// Δ = reg·H⁻¹∇ for the sparse Hessian of `pattern` (+ `shift` on its diagonal) by
-    /// Jacobi-preconditioned CG, with the last g pinned (its step 0: the null direction
-    /// (1, −1) is gone); CG's failures in SNS's terms.
+    /// Δ = reg·H⁻¹∇ for the sparse Hessian of `pattern` (k a row, + `shift` on its diagonal)
+    /// by Jacobi-preconditioned CG, with the last g pinned (its step 0: the null direction
+    /// (1, −1) is gone), written to `direction` as f32; CG's failures in SNS's terms.
     async fn newton_direction(
         &self,
         config: &SnsConfig,
         current: &Evaluation,
         pattern: &Pattern,
-        k: usize,
-        shift: f32,
+        (k, shift): (usize, f32),
         failed: &Failure,
-    ) -> Result<(crate::krylov::CgResult, Vec<f64>)> {
+        direction: &GpuVec<f32>,
+    ) -> Result<NewtonDirection> {
         let (n, m) = (self.n, self.m);
         let gpu = self.gpu();
         let hessian = SparseHessian {
@@ -708,13 +704,23 @@ impl<'a> OtProblem<'a> {
         )
         .await
         .map_err(|e| failed.cg(e))?;
-        let delta =
+        let delta: Vec<f64> =
             cg.x.read_async()
                 .await?
                 .iter()
                 .map(|&v| v as f64 * config.reg as f64)
                 .collect();
-        Ok((cg, delta))
+        let slope = delta.iter().zip(&current.grad).map(|(d, g)| d * g).sum();
+        let weights = self.a_host.iter().chain(&self.b_host);
+        let linear = weights.zip(&delta).map(|(w, d)| w * d).sum();
+        let as_f32: Vec<f32> = delta.iter().map(|&v| v as f32).collect();
+        direction.write(&as_f32)?;
+        Ok(NewtonDirection {
+            cg,
+            delta,
+            slope,
+            linear,
+        })
     }
 
     /// SSNS's Newton stage ([`NewtonStage::Safe`]) from `current` at `z`, filling `solution`.
@@ -737,13 +743,7 @@ impl<'a> OtProblem<'a> {
         // Kept while steps are rejected: the point, and so the Hessian, is the same.
         let mut held: Option<Pattern> = None;
         while !solution.converged && solution.newton_iterations < config.max_newton {
-            let failed = Failure {
-                step: solution.newton_iterations,
-                sinkhorn: solution.sinkhorn_iterations,
-                n,
-                k,
-                can_keep_more: k < MAX_KEPT.min(m),
-            };
+            let failed = Failure::at(solution, n, m, k);
             let gnorm = current.error;
             // μ·‖∇‖ on H/reg is reg·μ·‖∇‖ on the kernel's H (P's units).
             let shift = (reg * mu * gnorm) as f32;
@@ -760,22 +760,13 @@ impl<'a> OtProblem<'a> {
                     p
                 }
             };
-            let (cg, delta) = self
-                .newton_direction(config, current, &pattern, k, shift, &failed)
+            let step = self
+                .newton_direction(config, current, &pattern, (k, shift), &failed, direction)
                 .await?;
-            solution.cg_iterations.push(cg.iterations);
+            solution.cg_iterations.push(step.cg.iterations);
             // The quadratic model's rise at α·Δ: α·∇ᵀΔ − α²/(2·reg)·ΔᵀH_SΔ (H_S unshifted).
-            let slope: f64 = delta.iter().zip(&current.grad).map(|(d, g)| d * g).sum();
-            let curvature = pattern.quadratic_form(&current.sums, &delta, n);
-            let linear: f64 = self
-                .a_host
-                .iter()
-                .chain(&self.b_host)
-                .zip(&delta)
-                .map(|(w, d)| w * d)
-                .sum();
-            let as_f32: Vec<f32> = delta.iter().map(|&v| v as f32).collect();
-            direction.write(&as_f32)?;
+            let (slope, linear) = (step.slope, step.linear);
+            let curvature = pattern.quadratic_form(&current.sums, &step.delta, n);
             let mut rec = Recorder::new(gpu);
             self.record_step_gains(
                 &mut rec,
@@ -1006,6 +997,17 @@ struct Failure {
 }
 
 impl Failure {
+    /// The failure context of the Newton step `solution` is at.
+    fn at(solution: &SnsSolution, n: usize, m: usize, k: usize) -> Self {
+        Failure {
+            step: solution.newton_iterations,
+            sinkhorn: solution.sinkhorn_iterations,
+            n,
+            k,
+            can_keep_more: k < MAX_KEPT.min(m),
+        }
+    }
+
     fn error(&self, what: String, remedy: &str) -> Error {
         Error::Breakdown {
             method: "sns",

@@ -229,6 +229,55 @@ pub fn lanczos(apply: impl Fn(&[f64], &mut [f64]), v0: &[f64], m: usize) -> (Vec
     (alpha, beta)
 }
 
+/// PyHessian's `eigenvalues` in f64: for each of `starts` (one start vector per eigenvalue,
+/// largest first), `max_iter` iterations of v ← normalise(orthonormalise(v) against the
+/// vectors found so far), λ = vᵀA·v, v ← A·v/(‖A·v‖ + 1e-6), stopping when
+/// |λ_prev − λ|/(|λ_prev| + 1e-6) < tol and returning λ_prev (PyHessian breaks before it
+/// assigns). Orthonormalisation is skipped for the first eigenvalue, as curvgpu does (its start
+/// is already normalised). Returns (eigenvalues, iterations, vectors).
+pub fn power_iteration(
+    apply: impl Fn(&[f64], &mut [f64]),
+    starts: &[Vec<f64>],
+    max_iter: usize,
+    tol: f64,
+) -> (Vec<f64>, Vec<usize>, Vec<Vec<f64>>) {
+    let normalized = |v: &[f64]| -> Vec<f64> {
+        let s = norm(v) + 1e-6;
+        v.iter().map(|x| x / s).collect()
+    };
+    let (mut values, mut iterations, mut found): (Vec<f64>, Vec<usize>, Vec<Vec<f64>>) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for start in starts {
+        let mut v = normalized(start);
+        let mut hv = vec![0.0; v.len()];
+        let mut value: Option<f64> = None;
+        let mut taken = max_iter;
+        for i in 0..max_iter {
+            if !found.is_empty() {
+                for e in &found {
+                    let c = dot(&v, e);
+                    v.iter_mut().zip(e).for_each(|(v, e)| *v -= c * e);
+                }
+                v = normalized(&v);
+            }
+            apply(&v, &mut hv);
+            let lambda = dot(&hv, &v);
+            v = normalized(&hv);
+            match value {
+                Some(prev) if (prev - lambda).abs() / (prev.abs() + 1e-6) < tol => {
+                    taken = i + 1;
+                    break;
+                }
+                _ => value = Some(lambda),
+            }
+        }
+        values.push(value.unwrap_or(f64::NAN));
+        iterations.push(taken);
+        found.push(v);
+    }
+    (values, iterations, found)
+}
+
 /// A random n×n orthogonal matrix, row-major, deterministic per `seed`: the Q of a
 /// Householder QR of a Gaussian matrix (SplitMix64 + Box–Muller), its columns signed so that
 /// R has a positive diagonal (which makes Q Haar-distributed).
