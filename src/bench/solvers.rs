@@ -118,6 +118,35 @@ pub fn cg_iteration_ms(gpu: &Gpu, side: usize) -> Result<(f64, CgStats)> {
     Ok(((long - short) / 200.0, stats))
 }
 
+/// Bytes a Lanczos step must move per unknown at step i (i + 1 basis vectors): Gram–Schmidt
+/// twice reads the basis four times (each pass's coefficients, then its subtraction), and the
+/// step reads and writes w and v about eight times in all, the 5-point operator's included.
+pub fn lanczos_bytes_per_unknown(i: f64) -> f64 {
+    4.0 * (4.0 * (i + 1.0) + 8.0)
+}
+
+/// Steps of the two Lanczos runs whose difference [`lanczos_step_ms`] times.
+pub const LANCZOS_STEPS: (usize, usize) = (16, 64);
+
+/// Wall-clock ms of one Lanczos step on Poisson side² (the difference of a 64- and a 16-step
+/// run over 48 steps, so the start and the readback cancel), and the dispatches a step takes.
+pub fn lanczos_step_ms(gpu: &Gpu, side: usize) -> Result<(f64, usize)> {
+    let op = Poisson::new_2d(side, side)?;
+    let run = |steps: usize| -> Result<(f64, usize)> {
+        gpu.wait()?;
+        let t0 = Instant::now();
+        let t = crate::krylov::lanczos(gpu, &op, steps, 0, 0)?;
+        Ok((t0.elapsed().as_secs_f64() * 1e3, t.dispatches_per_step))
+    };
+    run(4)?;
+    let (short, _) = run(LANCZOS_STEPS.0)?;
+    let (long, dispatches) = run(LANCZOS_STEPS.1)?;
+    Ok((
+        (long - short) / (LANCZOS_STEPS.1 - LANCZOS_STEPS.0) as f64,
+        dispatches,
+    ))
+}
+
 /// ‖b − A·x‖/‖b‖ in f64, A applied by `apply`.
 fn true_residual(apply: impl Fn(&[f64], &mut [f64]), x: &[f64], b: &[f64]) -> f64 {
     let mut ax = vec![0.0; b.len()];

@@ -110,6 +110,8 @@ fn info() -> Result<(), Box<dyn std::error::Error>> {
 const LAUNCH: &str = "launch_costs";
 /// One CG iteration on Poisson 1024² (difference of two runs).
 const CG_ITERATION: &str = "cg_iteration_poisson2d_1024";
+/// One Lanczos step on Poisson 512² (difference of two runs).
+const LANCZOS_STEP: &str = "lanczos_step_poisson2d_512";
 /// One Sinkhorn iteration, dense 4096² cost.
 const SINKHORN_DENSE: &str = "sinkhorn_iteration_dense_4096";
 /// One Sinkhorn iteration, 4096 points a side with the cost on the fly.
@@ -130,6 +132,7 @@ const CG_POISSON: &str = "cg_poisson2d_1024";
 const OTHER_ROWS: &[&str] = &[
     LAUNCH,
     CG_ITERATION,
+    LANCZOS_STEP,
     SINKHORN_DENSE,
     SINKHORN_POINTS,
     OT_ROWS[0],
@@ -206,6 +209,25 @@ fn run_bench(
         cg_iteration_stats = Some(stats);
         bar.inc(1);
     }
+    let mut lanczos_dispatches = None;
+    if wants(LANCZOS_STEP) {
+        bar.set_message("lanczos step, poisson 512²");
+        let side = 512;
+        let (ms, dispatches) = solvers::lanczos_step_ms(&gpu, side)?;
+        let n = side * side;
+        let (short, long) = solvers::LANCZOS_STEPS;
+        let mean_step = (short + long - 1) as f64 / 2.0;
+        let bytes = solvers::lanczos_bytes_per_unknown(mean_step) * n as f64;
+        table.rows.push(KernelRow::new(
+            LANCZOS_STEP,
+            n,
+            Work::Bytes(bytes),
+            ms,
+            &table.roofline,
+        ));
+        lanczos_dispatches = Some(dispatches);
+        bar.inc(1);
+    }
     let side = 4096;
     let entries = (side * side) as f64;
     for (name, on_the_fly, work) in [
@@ -263,6 +285,13 @@ fn run_bench(
             "cg_iteration_poisson2d_1024: {} dispatches per iteration (wall-clock difference of 250- and 50-iteration runs, {} B/unknown)",
             s.dispatches_per_iteration,
             solvers::CG_BYTES_PER_UNKNOWN
+        );
+    }
+    if let Some(d) = lanczos_dispatches {
+        println!(
+            "{LANCZOS_STEP}: {d} dispatches per step, the operator's included (wall-clock difference of {}- and {}-step runs)",
+            solvers::LANCZOS_STEPS.1,
+            solvers::LANCZOS_STEPS.0
         );
     }
     if !solver_runs.is_empty() {
@@ -365,6 +394,9 @@ fn run_bench(
             })),
             "cg_iteration_poisson2d_1024": cg_iteration_stats.map(|s| json!({
                 "dispatches_per_iteration": s.dispatches_per_iteration,
+            })),
+            "lanczos_step_poisson2d_512": lanczos_dispatches.map(|d| json!({
+                "dispatches_per_iteration": d,
             })),
             "fused_speedup": table.fused_speedup().map(|(n, x)| json!({"n": n, "sophiag_step_vs_unfused": x})),
             "packed_slowdowns": table.packed_slowdowns().iter().map(|&(name, n, x)| json!({"name": name, "n": n, "time_vs_unpacked": x})).collect::<Vec<_>>(),

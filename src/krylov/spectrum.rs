@@ -727,6 +727,9 @@ pub struct LanczosTridiagonal {
     pub alpha: Vec<f64>,
     /// Off-diagonal β₁ … β_{m−1}.
     pub beta: Vec<f64>,
+    /// Dispatches the second step took (each later step takes as many), the operator's
+    /// included; 0 for a single step.
+    pub dispatches_per_step: usize,
 }
 
 /// `steps` Lanczos steps from the Rademacher vector (seed, offset) normalised, with full
@@ -791,7 +794,9 @@ pub async fn lanczos_async(
         basis.vector(0),
         w.view(),
     )?;
+    let mut dispatches_per_step = 0;
     for i in 1..steps {
+        let before = rec.len();
         reduce::record(
             &mut rec,
             Reduction::SquaredNorm,
@@ -829,6 +834,9 @@ pub async fn lanczos_async(
             basis.vector(i - 1),
             w.view(),
         )?;
+        if i == 1 {
+            dispatches_per_step = rec.len() - before;
+        }
     }
     rec.submit()?;
     let s = scal.read_async().await?;
@@ -854,6 +862,7 @@ pub async fn lanczos_async(
     Ok(LanczosTridiagonal {
         alpha: alpha[..keep].to_vec(),
         beta: beta[..keep - 1].to_vec(),
+        dispatches_per_step,
     })
 }
 

@@ -11,7 +11,7 @@ use crate::common::*;
 use curvgpu::krylov::density::spectral_moment;
 use curvgpu::krylov::{
     hutchinson_trace, lanczos, spectral_density, top_eigenvalues, tridiag::tridiagonal_eigen,
-    DenseMatrix, PowerOptions, SlqOptions, TraceOptions,
+    CsrMatrix, DenseMatrix, PowerOptions, SlqOptions, TraceOptions,
 };
 use curvgpu::reference::{krylov as reference, philox};
 
@@ -210,6 +210,95 @@ fn lanczos_to_full_dimension_recovers_every_eigenvalue() {
     for (got, want) in eig.values.iter().zip(&lambda) {
         assert!((got - want).abs() < 1e-4 * 20.5, "{got} vs {want}");
     }
+}
+
+/// A tridiagonal SPD chain: diagonal 2 + (i·7 mod 11)/11, off-diagonals −1 (diagonally
+/// dominant), as CSR and as f64 triplets for the reference.
+fn chain(n: usize) -> (CsrMatrix, Vec<(usize, usize, f64)>) {
+    let mut entries = Vec::new();
+    for i in 0..n {
+        if i > 0 {
+            entries.push((i, i - 1, -1.0));
+        }
+        entries.push((i, i, 2.0 + ((i * 7) % 11) as f64 / 11.0));
+        if i + 1 < n {
+            entries.push((i, i + 1, -1.0));
+        }
+    }
+    let mut row_ptr = vec![0u32; n + 1];
+    for &(r, _, _) in &entries {
+        row_ptr[r + 1] += 1;
+    }
+    for r in 0..n {
+        row_ptr[r + 1] += row_ptr[r];
+    }
+    let cols: Vec<u32> = entries.iter().map(|e| e.1 as u32).collect();
+    let values: Vec<f32> = entries.iter().map(|e| e.2 as f32).collect();
+    let op = CsrMatrix::new(gpu(), n, n, &row_ptr, &cols, &values).unwrap();
+    (op, entries)
+}
+
+#[test]
+fn lanczos_takes_the_f64_references_steps_on_awkward_sizes() {
+    // α and β of up to 12 steps against the f64 reference from the same Rademacher start, on
+    // sizes around Lanczos's 1024-entry chunks and past 256 chunks (where workgroups walk
+    // several). The chain's entries are exact in f32 and ‖A‖ ≤ 4; each coefficient is a dot
+    // product summed in blocks (64 entries, then 16 partials), so its rounding is ~1e-6·‖A‖,
+    // and 12 steps with full re-orthogonalisation amplify it little: the bound is 1e-4·‖A‖.
+    for n in [1usize, 2, 17, 1023, 1025, 65_537, 300_007] {
+        let steps = n.min(12);
+        let (op, entries) = chain(n);
+        let t = lanczos(gpu(), &op, steps, 3, 11).unwrap();
+        let z = philox::rademacher(3, 11, n);
+        let v0: Vec<f64> = z.iter().map(|&x| x as f64).collect();
+        let apply = |x: &[f64], y: &mut [f64]| {
+            y.iter_mut().for_each(|y| *y = 0.0);
+            for &(r, c, a) in &entries {
+                y[r] += a * x[c];
+            }
+        };
+        let (alpha, beta) = reference::lanczos(apply, &v0, steps);
+        assert_eq!(t.alpha.len(), alpha.len(), "n = {n}: steps kept");
+        assert_eq!(t.beta.len(), beta.len(), "n = {n}: steps kept");
+        for (j, (got, want)) in t.alpha.iter().zip(&alpha).enumerate() {
+            assert!(
+                (got - want).abs() <= 4e-4,
+                "n = {n}, α_{j}: {got} vs {want}"
+            );
+        }
+        for (j, (got, want)) in t.beta.iter().zip(&beta).enumerate() {
+            assert!(
+                (got - want).abs() <= 4e-4,
+                "n = {n}, β_{}: {got} vs {want}",
+                j + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn lanczos_past_256_steps_recovers_every_eigenvalue() {
+    // m = n = 300: past 256 coefficients an invocation folds and projects several. As in the
+    // 40×40 case T is similar to A; eigenvalues 1 … 150.5 to 1e-4·λ_max.
+    let gpu = gpu();
+    let n = 300;
+    let lambda: Vec<f64> = (0..n).map(|i| 1.0 + i as f64 * 0.5).collect();
+    let a = reference::random_spd(n, &lambda, 23);
+    let op = DenseMatrix::new(gpu, n, n, &as_f32(&a)).unwrap();
+    let t = lanczos(gpu, &op, n, 2, 0).unwrap();
+    let eig = tridiagonal_eigen(&t.alpha, &t.beta).unwrap();
+    assert_eq!(eig.values.len(), n);
+    for (got, want) in eig.values.iter().zip(&lambda) {
+        assert!((got - want).abs() < 1e-4 * 150.5, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn lanczos_runs_bit_identically_twice() {
+    let (op, _) = chain(70_001);
+    let first = lanczos(gpu(), &op, 20, 5, 0).unwrap();
+    let second = lanczos(gpu(), &op, 20, 5, 0).unwrap();
+    assert_eq!(first, second);
 }
 
 #[test]
