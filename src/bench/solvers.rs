@@ -121,7 +121,7 @@ pub fn cg_iteration_ms(gpu: &Gpu, side: usize) -> Result<(f64, CgStats)> {
 /// Bytes a Lanczos step must move per unknown at step i (i + 1 basis vectors): Gram–Schmidt
 /// twice reads the basis four times (each pass's coefficients, then its subtraction), and the
 /// step reads and writes w and v about eight times in all, the 5-point operator's included.
-pub fn lanczos_bytes_per_unknown(i: f64) -> f64 {
+fn lanczos_bytes_per_unknown(i: f64) -> f64 {
     4.0 * (4.0 * (i + 1.0) + 8.0)
 }
 
@@ -129,8 +129,9 @@ pub fn lanczos_bytes_per_unknown(i: f64) -> f64 {
 pub const LANCZOS_STEPS: (usize, usize) = (16, 64);
 
 /// Wall-clock ms of one Lanczos step on Poisson side² (the difference of a 64- and a 16-step
-/// run over 48 steps, so the start and the readback cancel), and the dispatches a step takes.
-pub fn lanczos_step_ms(gpu: &Gpu, side: usize) -> Result<(f64, usize)> {
+/// run over 48 steps, so the start and the readback cancel), the bytes the mean timed step
+/// must move, and the dispatches a step takes.
+pub fn lanczos_step_ms(gpu: &Gpu, side: usize) -> Result<(f64, f64, usize)> {
     let op = Poisson::new_2d(side, side)?;
     let run = |steps: usize| -> Result<(f64, usize)> {
         gpu.wait()?;
@@ -141,10 +142,10 @@ pub fn lanczos_step_ms(gpu: &Gpu, side: usize) -> Result<(f64, usize)> {
     run(4)?;
     let (short, _) = run(LANCZOS_STEPS.0)?;
     let (long, dispatches) = run(LANCZOS_STEPS.1)?;
-    Ok((
-        (long - short) / (LANCZOS_STEPS.1 - LANCZOS_STEPS.0) as f64,
-        dispatches,
-    ))
+    let (first, end) = LANCZOS_STEPS;
+    let mean_step = (first + end - 1) as f64 / 2.0;
+    let bytes = lanczos_bytes_per_unknown(mean_step) * (side * side) as f64;
+    Ok(((long - short) / (end - first) as f64, bytes, dispatches))
 }
 
 /// ‖b − A·x‖/‖b‖ in f64, A applied by `apply`.

@@ -213,14 +213,10 @@ fn run_bench(
     if wants(LANCZOS_STEP) {
         bar.set_message("lanczos step, poisson 512²");
         let side = 512;
-        let (ms, dispatches) = solvers::lanczos_step_ms(&gpu, side)?;
-        let n = side * side;
-        let (short, long) = solvers::LANCZOS_STEPS;
-        let mean_step = (short + long - 1) as f64 / 2.0;
-        let bytes = solvers::lanczos_bytes_per_unknown(mean_step) * n as f64;
+        let (ms, bytes, dispatches) = solvers::lanczos_step_ms(&gpu, side)?;
         table.rows.push(KernelRow::new(
             LANCZOS_STEP,
-            n,
+            side * side,
             Work::Bytes(bytes),
             ms,
             &table.roofline,
