@@ -38,6 +38,7 @@ const STOP_MAXED: u32 = 2u;
 const STOP_NONFINITE: u32 = 3u;
 
 var<workgroup> power_words: vec2<u32>;
+var<workgroup> power_word: u32;
 
 // Two control words from `at`, the same in every invocation (barriers after a branch on them
 // stay in uniform control flow).
@@ -46,6 +47,14 @@ fn power_load(lid: u32, at: u32) -> vec2<u32> {
         power_words = vec2<u32>(pw_state[at], pw_state[at + 1u]);
     }
     return workgroupUniformLoad(&power_words);
+}
+
+// One control word from `at`, uniform like `power_load`'s.
+fn power_load_word(lid: u32, at: u32) -> u32 {
+    if (lid == 0u) {
+        power_word = pw_state[at];
+    }
+    return workgroupUniformLoad(&power_word);
 }
 
 fn fold(lid: u32, base: u32) -> f32 {
@@ -152,7 +161,8 @@ fn power_step(@builtin(workgroup_id) wid: vec3<u32>,
     if (nonfinite_bits(bitcast<u32>(lambda))) {
         stop = STOP_NONFINITE;
     } else if (it >= 1u) {
-        let prev = bitcast<f32>(pw_state[HISTORY + it - 1u]);
+        // Loaded uniformly: the branches on `stop` below lead to barriers.
+        let prev = bitcast<f32>(power_load_word(lid, HISTORY + it - 1u));
         if (abs(prev - lambda) / (abs(prev) + 1e-6) < pw.tol) {
             stop = STOP_CONVERGED;
             value = prev;
