@@ -148,6 +148,39 @@ pub fn lanczos_step_ms(gpu: &Gpu, side: usize) -> Result<(f64, f64, usize)> {
     Ok(((long - short) / (end - first) as f64, bytes, dispatches))
 }
 
+/// Bytes a power iteration moves per unknown without deflation: the 5-point operator reads v
+/// and writes A·v (the stencil's neighbours from cache), the partials pass reads both, and the
+/// step reads A·v and writes the new v.
+pub const POWER_BYTES_PER_UNKNOWN: f64 = 4.0 * 6.0;
+
+/// Iterations of the two power-iteration runs whose difference [`power_iteration_ms`] times.
+pub const POWER_ITERATIONS: (usize, usize) = (16, 80);
+
+/// Wall-clock ms of one power iteration on Poisson side² (the top eigenvalue, `tol` 0 so
+/// neither run stops early; the difference of an 80- and a 16-iteration run, so the start
+/// cancels and the readback every 16 iterations is counted as a solve pays it) and the
+/// dispatches an iteration takes.
+pub fn power_iteration_ms(gpu: &Gpu, side: usize) -> Result<(f64, usize)> {
+    let op = Poisson::new_2d(side, side)?;
+    let run = |max_iter: usize| -> Result<(f64, usize)> {
+        let options = crate::krylov::PowerOptions {
+            max_iter,
+            tol: 0.0,
+            ..Default::default()
+        };
+        gpu.wait()?;
+        let t0 = Instant::now();
+        let pairs = crate::krylov::top_eigenvalues(gpu, &op, &options)?;
+        let dispatches = pairs.dispatches_per_iteration.first().copied().unwrap_or(0);
+        Ok((t0.elapsed().as_secs_f64() * 1e3, dispatches))
+    };
+    run(4)?;
+    let (short, _) = run(POWER_ITERATIONS.0)?;
+    let (long, dispatches) = run(POWER_ITERATIONS.1)?;
+    let (first, end) = POWER_ITERATIONS;
+    Ok(((long - short) / (end - first) as f64, dispatches))
+}
+
 /// ‖b − A·x‖/‖b‖ in f64, A applied by `apply`.
 fn true_residual(apply: impl Fn(&[f64], &mut [f64]), x: &[f64], b: &[f64]) -> f64 {
     let mut ax = vec![0.0; b.len()];

@@ -112,6 +112,8 @@ const LAUNCH: &str = "launch_costs";
 const CG_ITERATION: &str = "cg_iteration_poisson2d_1024";
 /// One Lanczos step on Poisson 512² (difference of two runs).
 const LANCZOS_STEP: &str = "lanczos_step_poisson2d_512";
+/// One power iteration on Poisson 512² (difference of two runs).
+const POWER_ITERATION: &str = "power_iteration_poisson2d_512";
 /// One Sinkhorn iteration, dense 4096² cost.
 const SINKHORN_DENSE: &str = "sinkhorn_iteration_dense_4096";
 /// One Sinkhorn iteration, 4096 points a side with the cost on the fly.
@@ -133,6 +135,7 @@ const OTHER_ROWS: &[&str] = &[
     LAUNCH,
     CG_ITERATION,
     LANCZOS_STEP,
+    POWER_ITERATION,
     SINKHORN_DENSE,
     SINKHORN_POINTS,
     OT_ROWS[0],
@@ -224,6 +227,21 @@ fn run_bench(
         lanczos_dispatches = Some(dispatches);
         bar.inc(1);
     }
+    let mut power_dispatches = None;
+    if wants(POWER_ITERATION) {
+        bar.set_message("power iteration, poisson 512²");
+        let side = 512;
+        let (ms, dispatches) = solvers::power_iteration_ms(&gpu, side)?;
+        table.rows.push(KernelRow::new(
+            POWER_ITERATION,
+            side * side,
+            Work::Bytes(solvers::POWER_BYTES_PER_UNKNOWN * (side * side) as f64),
+            ms,
+            &table.roofline,
+        ));
+        power_dispatches = Some(dispatches);
+        bar.inc(1);
+    }
     let side = 4096;
     let entries = (side * side) as f64;
     for (name, on_the_fly, work) in [
@@ -288,6 +306,13 @@ fn run_bench(
             "{LANCZOS_STEP}: {d} dispatches per step, the operator's included (wall-clock difference of {}- and {}-step runs)",
             solvers::LANCZOS_STEPS.1,
             solvers::LANCZOS_STEPS.0
+        );
+    }
+    if let Some(d) = power_dispatches {
+        println!(
+            "{POWER_ITERATION}: {d} dispatches per iteration, the operator's included (wall-clock difference of {}- and {}-iteration runs)",
+            solvers::POWER_ITERATIONS.1,
+            solvers::POWER_ITERATIONS.0
         );
     }
     if !solver_runs.is_empty() {
@@ -392,6 +417,9 @@ fn run_bench(
                 "dispatches_per_iteration": s.dispatches_per_iteration,
             })),
             "lanczos_step_poisson2d_512": lanczos_dispatches.map(|d| json!({
+                "dispatches_per_iteration": d,
+            })),
+            "power_iteration_poisson2d_512": power_dispatches.map(|d| json!({
                 "dispatches_per_iteration": d,
             })),
             "fused_speedup": table.fused_speedup().map(|(n, x)| json!({"n": n, "sophiag_step_vs_unfused": x})),

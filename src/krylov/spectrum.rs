@@ -331,6 +331,9 @@ pub struct Eigenpairs {
     pub vectors: Vec<GpuVec<f32>>,
     /// Iterations each eigenvalue took.
     pub iterations: Vec<usize>,
+    /// Dispatches one iteration of each eigenvalue took, the operator's included (one more
+    /// once there are found vectors to deflate).
+    pub dispatches_per_iteration: Vec<usize>,
 }
 
 /// The iteration limit (at least 1, `check::iterations`) and the stopping tolerance.
@@ -360,8 +363,8 @@ pub fn top_eigenvalues(
     pollster::block_on(top_eigenvalues_async(gpu, op, options))
 }
 
-/// Async form of [`top_eigenvalues`], the one implementation: each iteration's vᵀAv is
-/// awaited (the stopping rule needs it on the host).
+/// Async form of [`top_eigenvalues`], the one implementation: the stopping rule runs on the
+/// GPU, and the host awaits one readback per 16 recorded iterations.
 pub async fn top_eigenvalues_async(
     gpu: &Gpu,
     op: &dyn LinearOperator,
@@ -414,6 +417,7 @@ pub async fn top_eigenvalues_async(
         values: Vec::new(),
         vectors: Vec::new(),
         iterations: Vec::new(),
+        dispatches_per_iteration: Vec::new(),
     };
     for k in 0..options.top_n {
         let u = PowerUniform {
@@ -509,6 +513,7 @@ pub async fn top_eigenvalues_async(
             ],
             grid,
         )?;
+        let dispatches = iteration.len();
         // Batches of iterations, one readback each; those after the stop are no-ops.
         let mut recorded = 0;
         let words = loop {
@@ -548,6 +553,7 @@ pub async fn top_eigenvalues_async(
             .push(f32::from_bits(words[POWER_VALUE]) as f64);
         result.vectors.push(vector);
         result.iterations.push(iterations);
+        result.dispatches_per_iteration.push(dispatches);
     }
     Ok(result)
 }

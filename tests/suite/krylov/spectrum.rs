@@ -96,6 +96,9 @@ fn power_iteration_takes_pyhessians_steps_and_stops_where_it_does() {
     let apply = |x: &[f64], y: &mut [f64]| reference::dense_apply(N, N, &a, x, y);
     let (values, iterations, vectors) = reference::power_iteration(apply, &starts, 100, 1e-3);
     assert_eq!(got.iterations, iterations);
+    // At most four dispatches an iteration (issue #14): the operator's one, the partials and
+    // the step, and the orthogonalisation once there are found vectors.
+    assert_eq!(got.dispatches_per_iteration, [3, 4, 4]);
     for k in 0..3 {
         assert!(
             (got.values[k] - values[k]).abs() <= 1e-5 * values[k].abs(),
