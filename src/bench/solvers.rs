@@ -1,5 +1,6 @@
 //! Whole-solver benchmarks: CG on the 1024² Poisson problem on the GPU against a plain f64 CG
-//! on the CPU in the same run, and the GPU cost of one CG iteration.
+//! on the CPU in the same run, and the wall-clock cost of one iteration of CG, Lanczos and
+//! power iteration.
 
 use std::time::Instant;
 
@@ -95,27 +96,64 @@ pub struct SolverRun {
     pub stats: Option<CgStats>,
 }
 
-/// Per-iteration cost of CG on a `side`² Poisson problem, from the difference of two
-/// non-converging runs (so setup and readbacks cancel): (ms per iteration, stats).
-pub fn cg_iteration_ms(gpu: &Gpu, side: usize) -> Result<(f64, CgStats)> {
+/// One iteration of an iterative solver, timed on the wall clock as the difference of a
+/// short and a long run, so the start and the final readback cancel.
+#[derive(Clone, Copy, Debug)]
+pub struct IterationTiming {
+    /// Unknowns of the problem.
+    pub unknowns: usize,
+    /// Milliseconds an iteration.
+    pub ms: f64,
+    /// Bytes the mean timed iteration must move.
+    pub bytes: f64,
+    /// Dispatches an iteration, the operator's included.
+    pub dispatches: usize,
+    /// Iterations of the short and the long run.
+    pub runs: (usize, usize),
+}
+
+/// Times `run(iterations) → (dispatches an iteration)` after a 4-iteration warm-up (its
+/// pipelines compiled): ms an iteration over the difference of `runs`, and the dispatches.
+fn time_difference(
+    gpu: &Gpu,
+    runs: (usize, usize),
+    run: impl Fn(usize) -> Result<usize>,
+) -> Result<(f64, usize)> {
+    let timed = |iterations: usize| -> Result<(f64, usize)> {
+        gpu.wait()?;
+        let t0 = Instant::now();
+        let dispatches = run(iterations)?;
+        Ok((t0.elapsed().as_secs_f64() * 1e3, dispatches))
+    };
+    timed(4)?;
+    let (short, _) = timed(runs.0)?;
+    let (long, dispatches) = timed(runs.1)?;
+    Ok(((long - short) / (runs.1 - runs.0) as f64, dispatches))
+}
+
+/// One CG iteration on a `side`² Poisson problem (non-converging runs of 50 and 250
+/// iterations, one check each).
+pub fn cg_iteration(gpu: &Gpu, side: usize) -> Result<IterationTiming> {
     let op = Poisson::new_2d(side, side)?;
     let b = crate::rng::gaussian(gpu, side * side, 1, 0)?;
-    let run = |iters: usize| -> Result<(f64, CgStats)> {
+    let runs = (50, 250);
+    let (ms, dispatches) = time_difference(gpu, runs, |iters| {
         let options = CgOptions {
             rtol: 0.0,
             maxiter: Some(iters),
             check_every: iters,
             ..Default::default()
         };
-        gpu.wait()?;
-        let t0 = Instant::now();
         let (_, stats) = cg_batched(gpu, &op, &[b.view()], None, &options)?;
-        Ok((t0.elapsed().as_secs_f64() * 1e3, stats))
-    };
-    run(10)?;
-    let (short, _) = run(50)?;
-    let (long, stats) = run(250)?;
-    Ok(((long - short) / 200.0, stats))
+        Ok(stats.dispatches_per_iteration)
+    })?;
+    Ok(IterationTiming {
+        unknowns: side * side,
+        ms,
+        bytes: CG_BYTES_PER_UNKNOWN * (side * side) as f64,
+        dispatches,
+        runs,
+    })
 }
 
 /// Bytes a Lanczos step must move per unknown at step i (i + 1 basis vectors): Gram–Schmidt
@@ -125,60 +163,51 @@ fn lanczos_bytes_per_unknown(i: f64) -> f64 {
     4.0 * (4.0 * (i + 1.0) + 8.0)
 }
 
-/// Steps of the two Lanczos runs whose difference [`lanczos_step_ms`] times.
-pub const LANCZOS_STEPS: (usize, usize) = (16, 64);
-
-/// Wall-clock ms of one Lanczos step on Poisson side² (the difference of a 64- and a 16-step
-/// run over 48 steps, so the start and the readback cancel), the bytes the mean timed step
-/// must move, and the dispatches a step takes.
-pub fn lanczos_step_ms(gpu: &Gpu, side: usize) -> Result<(f64, f64, usize)> {
+/// One Lanczos step on Poisson side² (runs of 16 and 64 steps), its bytes those of the mean
+/// timed step.
+pub fn lanczos_step(gpu: &Gpu, side: usize) -> Result<IterationTiming> {
     let op = Poisson::new_2d(side, side)?;
-    let run = |steps: usize| -> Result<(f64, usize)> {
-        gpu.wait()?;
-        let t0 = Instant::now();
-        let t = crate::krylov::lanczos(gpu, &op, steps, 0, 0)?;
-        Ok((t0.elapsed().as_secs_f64() * 1e3, t.dispatches_per_step))
-    };
-    run(4)?;
-    let (short, _) = run(LANCZOS_STEPS.0)?;
-    let (long, dispatches) = run(LANCZOS_STEPS.1)?;
-    let (first, end) = LANCZOS_STEPS;
-    let mean_step = (first + end - 1) as f64 / 2.0;
-    let bytes = lanczos_bytes_per_unknown(mean_step) * (side * side) as f64;
-    Ok(((long - short) / (end - first) as f64, bytes, dispatches))
+    let runs = (16, 64);
+    let (ms, dispatches) = time_difference(gpu, runs, |steps| {
+        Ok(crate::krylov::lanczos(gpu, &op, steps, 0, 0)?.dispatches_per_step)
+    })?;
+    let mean_step = (runs.0 + runs.1 - 1) as f64 / 2.0;
+    Ok(IterationTiming {
+        unknowns: side * side,
+        ms,
+        bytes: lanczos_bytes_per_unknown(mean_step) * (side * side) as f64,
+        dispatches,
+        runs,
+    })
 }
 
 /// Bytes a power iteration moves per unknown without deflation: the 5-point operator reads v
 /// and writes A·v (the stencil's neighbours from cache), the partials pass reads both, and the
 /// step reads A·v and writes the new v.
-pub const POWER_BYTES_PER_UNKNOWN: f64 = 4.0 * 6.0;
+const POWER_BYTES_PER_UNKNOWN: f64 = 4.0 * 6.0;
 
-/// Iterations of the two power-iteration runs whose difference [`power_iteration_ms`] times.
-pub const POWER_ITERATIONS: (usize, usize) = (16, 80);
-
-/// Wall-clock ms of one power iteration on Poisson side² (the top eigenvalue, `tol` 0 so
-/// neither run stops early; the difference of an 80- and a 16-iteration run, so the start
-/// cancels and the readback every 16 iterations is counted as a solve pays it) and the
-/// dispatches an iteration takes.
-pub fn power_iteration_ms(gpu: &Gpu, side: usize) -> Result<(f64, usize)> {
+/// One power iteration on Poisson side² for the top eigenvalue (`tol` 0, so neither run of 16
+/// and 80 iterations stops early; the readback every 16 iterations is counted as a solve pays
+/// it).
+pub fn power_iteration(gpu: &Gpu, side: usize) -> Result<IterationTiming> {
     let op = Poisson::new_2d(side, side)?;
-    let run = |max_iter: usize| -> Result<(f64, usize)> {
+    let runs = (16, 80);
+    let (ms, dispatches) = time_difference(gpu, runs, |max_iter| {
         let options = crate::krylov::PowerOptions {
             max_iter,
             tol: 0.0,
             ..Default::default()
         };
-        gpu.wait()?;
-        let t0 = Instant::now();
         let pairs = crate::krylov::top_eigenvalues(gpu, &op, &options)?;
-        let dispatches = pairs.dispatches_per_iteration.first().copied().unwrap_or(0);
-        Ok((t0.elapsed().as_secs_f64() * 1e3, dispatches))
-    };
-    run(4)?;
-    let (short, _) = run(POWER_ITERATIONS.0)?;
-    let (long, dispatches) = run(POWER_ITERATIONS.1)?;
-    let (first, end) = POWER_ITERATIONS;
-    Ok(((long - short) / (end - first) as f64, dispatches))
+        Ok(pairs.dispatches_per_iteration.first().copied().unwrap_or(0))
+    })?;
+    Ok(IterationTiming {
+        unknowns: side * side,
+        ms,
+        bytes: POWER_BYTES_PER_UNKNOWN * (side * side) as f64,
+        dispatches,
+        runs,
+    })
 }
 
 /// ‖b − A·x‖/‖b‖ in f64, A applied by `apply`.

@@ -195,51 +195,34 @@ fn run_bench(
         bar.inc(1);
     }
     let mut solver_runs = Vec::new();
-    let mut cg_iteration_stats = None;
-    if wants(CG_ITERATION) {
-        bar.set_message("cg iteration, poisson 1024²");
-        let side = 1024;
-        let (ms, stats) = solvers::cg_iteration_ms(&gpu, side)?;
-        let n = side * side;
-        let bytes = solvers::CG_BYTES_PER_UNKNOWN * n as f64;
+    // Iteration rows: (row, progress message, timing).
+    type TimeIteration = fn(&Gpu) -> curvgpu::Result<solvers::IterationTiming>;
+    let iteration_rows: [(&str, &str, TimeIteration); 3] = [
+        (CG_ITERATION, "cg iteration, poisson 1024²", |g| {
+            solvers::cg_iteration(g, 1024)
+        }),
+        (LANCZOS_STEP, "lanczos step, poisson 512²", |g| {
+            solvers::lanczos_step(g, 512)
+        }),
+        (POWER_ITERATION, "power iteration, poisson 512²", |g| {
+            solvers::power_iteration(g, 512)
+        }),
+    ];
+    let mut iterations = Vec::new();
+    for (name, message, time) in iteration_rows {
+        if !wants(name) {
+            continue;
+        }
+        bar.set_message(message);
+        let t = time(&gpu)?;
         table.rows.push(KernelRow::new(
-            CG_ITERATION,
-            n,
-            Work::Bytes(bytes),
-            ms,
+            name,
+            t.unknowns,
+            Work::Bytes(t.bytes),
+            t.ms,
             &table.roofline,
         ));
-        cg_iteration_stats = Some(stats);
-        bar.inc(1);
-    }
-    let mut lanczos_dispatches = None;
-    if wants(LANCZOS_STEP) {
-        bar.set_message("lanczos step, poisson 512²");
-        let side = 512;
-        let (ms, bytes, dispatches) = solvers::lanczos_step_ms(&gpu, side)?;
-        table.rows.push(KernelRow::new(
-            LANCZOS_STEP,
-            side * side,
-            Work::Bytes(bytes),
-            ms,
-            &table.roofline,
-        ));
-        lanczos_dispatches = Some(dispatches);
-        bar.inc(1);
-    }
-    let mut power_dispatches = None;
-    if wants(POWER_ITERATION) {
-        bar.set_message("power iteration, poisson 512²");
-        let side = 512;
-        let (ms, dispatches) = solvers::power_iteration_ms(&gpu, side)?;
-        table.rows.push(KernelRow::new(
-            POWER_ITERATION,
-            side * side,
-            Work::Bytes(solvers::POWER_BYTES_PER_UNKNOWN * (side * side) as f64),
-            ms,
-            &table.roofline,
-        ));
-        power_dispatches = Some(dispatches);
+        iterations.push((name, t));
         bar.inc(1);
     }
     let side = 4096;
@@ -294,25 +277,13 @@ fn run_bench(
         );
     }
 
-    if let Some(s) = cg_iteration_stats {
+    for (name, t) in &iterations {
         println!(
-            "cg_iteration_poisson2d_1024: {} dispatches per iteration (wall-clock difference of 250- and 50-iteration runs, {} B/unknown)",
-            s.dispatches_per_iteration,
-            solvers::CG_BYTES_PER_UNKNOWN
-        );
-    }
-    if let Some(d) = lanczos_dispatches {
-        println!(
-            "{LANCZOS_STEP}: {d} dispatches per step, the operator's included (wall-clock difference of {}- and {}-step runs)",
-            solvers::LANCZOS_STEPS.1,
-            solvers::LANCZOS_STEPS.0
-        );
-    }
-    if let Some(d) = power_dispatches {
-        println!(
-            "{POWER_ITERATION}: {d} dispatches per iteration, the operator's included (wall-clock difference of {}- and {}-iteration runs)",
-            solvers::POWER_ITERATIONS.1,
-            solvers::POWER_ITERATIONS.0
+            "{name}: {} dispatches an iteration, the operator's included (wall-clock difference of {}- and {}-iteration runs, {:.0} B/unknown)",
+            t.dispatches,
+            t.runs.1,
+            t.runs.0,
+            t.bytes / t.unknowns as f64
         );
     }
     if !solver_runs.is_empty() {
@@ -361,7 +332,7 @@ fn run_bench(
 
     if let Some(path) = json_path {
         let roof = &table.roofline;
-        let doc = json!({
+        let mut doc = json!({
             "adapter": {
                 "name": info.name,
                 "backend": format!("{:?}", info.backend),
@@ -413,15 +384,6 @@ fn run_bench(
                 "empty_dispatch_us": l.empty_dispatch_us,
                 "submit_wait_us": l.submit_wait_us,
             })),
-            "cg_iteration_poisson2d_1024": cg_iteration_stats.map(|s| json!({
-                "dispatches_per_iteration": s.dispatches_per_iteration,
-            })),
-            "lanczos_step_poisson2d_512": lanczos_dispatches.map(|d| json!({
-                "dispatches_per_iteration": d,
-            })),
-            "power_iteration_poisson2d_512": power_dispatches.map(|d| json!({
-                "dispatches_per_iteration": d,
-            })),
             "fused_speedup": table.fused_speedup().map(|(n, x)| json!({"n": n, "sophiag_step_vs_unfused": x})),
             "packed_slowdowns": table.packed_slowdowns().iter().map(|&(name, n, x)| json!({"name": name, "n": n, "time_vs_unpacked": x})).collect::<Vec<_>>(),
             "solvers": solver_runs.iter().map(|s| json!({
@@ -438,6 +400,9 @@ fn run_bench(
                 "readbacks": s.stats.map(|x| x.readbacks),
             })).collect::<Vec<_>>(),
         });
+        for (name, t) in &iterations {
+            doc[*name] = json!({ "dispatches_per_iteration": t.dispatches });
+        }
         std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
         eprintln!("wrote {}", path.display());
     }
