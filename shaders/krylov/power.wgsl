@@ -49,7 +49,8 @@ fn power_load(lid: u32, at: u32) -> vec2<u32> {
     return workgroupUniformLoad(&power_words);
 }
 
-// One control word from `at`, uniform like `power_load`'s.
+// One control word from `at`, uniform like `power_load`'s; for the history, where
+// `power_load` would also read the word this pass writes.
 fn power_load_word(lid: u32, at: u32) -> u32 {
     if (lid == 0u) {
         power_word = pw_state[at];
